@@ -1,0 +1,183 @@
+"""``quart waffle ...``: read and change settings from a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO, TypeVar
+
+import click
+from quart import Quart
+from quart.cli import ScriptInfo, pass_script_info
+
+from .errors import WaffleError
+from .extension import QuartWaffle
+
+R = TypeVar("R")
+
+
+def _run(info: ScriptInfo, action: Callable[[QuartWaffle], Awaitable[R]]) -> R:
+    """Load the app, connect quart-waffle, run ``action``; errors become a
+    message and exit status 1."""
+    app: Quart = info.load_app()
+    waffle: QuartWaffle = app.extensions["waffle"]
+
+    async def main() -> R:
+        async with app.app_context(), waffle.connected():
+            return await action(waffle)
+
+    try:
+        return asyncio.run(main())
+    except WaffleError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _actor(actor: str | None) -> str:
+    return actor or f"cli:{getpass.getuser()}"
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@click.group("waffle")
+def waffle_cli() -> None:
+    """Read and change quart-waffle settings."""
+
+
+@waffle_cli.command("list")
+@pass_script_info
+def list_command(info: ScriptInfo) -> None:
+    """Every setting with its type, value and the revision that last changed it."""
+
+    async def action(waffle: QuartWaffle) -> None:
+        snapshot = waffle.snapshot
+        click.echo(f"revision {snapshot.revision}")
+        for key, setting in waffle.declarations.items():
+            value = setting.display(snapshot.values[key])
+            click.echo(
+                f"{key}\t{setting.kind}\t{_dump(value)}\t(revision {snapshot.revisions[key]})"
+            )
+
+    _run(info, action)
+
+
+@waffle_cli.command("get")
+@click.argument("key")
+@click.option("--reveal", is_flag=True, help="Print a secret setting's value.")
+@pass_script_info
+def get_command(info: ScriptInfo, key: str, reveal: bool) -> None:
+    """Print one setting's value as JSON."""
+
+    async def action(waffle: QuartWaffle) -> None:
+        setting = waffle.setting(key)
+        value = waffle.get(key)
+        click.echo(_dump(value if reveal else setting.display(value)))
+
+    _run(info, action)
+
+
+@waffle_cli.command("set")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--expect-revision", type=int, help="Fail if a key changed after this revision.")
+@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@pass_script_info
+def set_command(
+    info: ScriptInfo, assignments: tuple[str, ...], expect_revision: int | None, actor: str | None
+) -> None:
+    """Change one or more settings atomically. Values are typed as in a form:
+    true/false for booleans, JSON for lists and objects."""
+    raw: dict[str, str] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{assignment!r} is not KEY=VALUE", param_hint="assignments")
+        raw[key] = value
+
+    async def action(waffle: QuartWaffle) -> int:
+        values = {key: waffle.setting(key).parse_text(text) for key, text in raw.items()}
+        return await waffle.update(values, expected_revision=expect_revision, actor=_actor(actor))
+
+    click.echo(f"revision {_run(info, action)}")
+
+
+@waffle_cli.command("reset")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@pass_script_info
+def reset_command(info: ScriptInfo, keys: tuple[str, ...], actor: str | None) -> None:
+    """Set settings back to their declared defaults."""
+
+    async def action(waffle: QuartWaffle) -> int:
+        return await waffle.reset(keys, actor=_actor(actor))
+
+    click.echo(f"revision {_run(info, action)}")
+
+
+@waffle_cli.command("history")
+@click.option("--key", help="Only this setting.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--before", "before_revision", type=int, help="Only changes before this revision.")
+@pass_script_info
+def history_command(
+    info: ScriptInfo, key: str | None, limit: int, before_revision: int | None
+) -> None:
+    """Recorded changes, newest first."""
+
+    async def action(waffle: QuartWaffle) -> None:
+        entries = await waffle.history(key=key, before_revision=before_revision, limit=limit)
+        for entry in entries:
+            setting = waffle.declarations.get(entry.key)
+            show = setting.display if setting is not None else (lambda value: value)
+            click.echo(
+                f"{entry.revision}\t{entry.changed_at.isoformat()}\t{entry.actor}\t{entry.key}\t"
+                f"{_dump(show(entry.old_value))} -> {_dump(show(entry.new_value))}"
+            )
+
+    _run(info, action)
+
+
+@waffle_cli.command("export")
+@click.argument("output", type=click.File("w"), default="-")
+@click.option("--include-secrets", is_flag=True, help="Write secret values too.")
+@pass_script_info
+def export_command(info: ScriptInfo, output: TextIO, include_secrets: bool) -> None:
+    """Write every setting as JSON: {"revision": R, "settings": {...}}."""
+
+    async def action(waffle: QuartWaffle) -> dict[str, Any]:
+        snapshot = waffle.snapshot
+        settings = {
+            key: value
+            for key, value in snapshot.values.items()
+            if include_secrets or not waffle.declarations[key].secret
+        }
+        return {"revision": snapshot.revision, "settings": settings}
+
+    json.dump(_run(info, action), output, indent=2, ensure_ascii=False)
+    output.write("\n")
+
+
+@waffle_cli.command("import")
+@click.argument("source", type=click.File("r"))
+@click.option("--expect-revision", type=int, help="Fail if a key changed after this revision.")
+@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@pass_script_info
+def import_command(
+    info: ScriptInfo, source: TextIO, expect_revision: int | None, actor: str | None
+) -> None:
+    """Apply a file written by ``export`` (or a plain {key: value} object)
+    atomically: all of it, or nothing if any value is invalid."""
+    try:
+        document = json.load(source)
+    except ValueError as error:
+        raise click.ClickException(f"{source.name}: not valid JSON: {error}") from None
+    values = document.get("settings", document) if isinstance(document, dict) else None
+    if not isinstance(values, dict) or not values:
+        raise click.ClickException(f"{source.name}: expected a JSON object of settings")
+
+    async def action(waffle: QuartWaffle) -> int:
+        return await waffle.update(values, expected_revision=expect_revision, actor=_actor(actor))
+
+    click.echo(f"revision {_run(info, action)}")

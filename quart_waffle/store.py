@@ -1,0 +1,337 @@
+"""The SQLAlchemy async store: stored values, the global revision and history.
+
+Values cross this module as JSON text; declarations and types are the
+caller's business. Every write is one transaction that takes the next
+revision from a one-row ``waffle_head`` table. Updating that row serialises
+writers, so revisions commit in order and a reader that has seen revision R
+has seen everything up to R.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .errors import ConflictError, StoreUnavailableError
+from .settings import MAX_KEY_LENGTH
+
+metadata = MetaData()
+"""The tables of quart-waffle, for ``create_all`` or Alembic autogenerate."""
+
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+head_table = Table(
+    "waffle_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+settings_table = Table(
+    "waffle_settings",
+    metadata,
+    Column("key", String(MAX_KEY_LENGTH), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("revision", BigInteger, nullable=False, index=True),
+    Column("updated_at", DateTime(timezone=True), nullable=True),
+)
+history_table = Table(
+    "waffle_history",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("revision", BigInteger, nullable=False, index=True),
+    Column("key", String(MAX_KEY_LENGTH), nullable=False, index=True),
+    Column("old_value", Text, nullable=True),
+    Column("new_value", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+)
+
+_HEAD_ID = 1
+_CREATE_LOCK_ID = 0x5AFF1E  # PostgreSQL advisory lock taken while creating tables
+_UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """A key's stored JSON text and the revision that last changed it."""
+
+    key: str
+    text: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write did: the revision it created and, per key, (old, new) JSON text.
+
+    ``changed`` is empty and ``revision`` is None when every value was already
+    as asked (nothing was written).
+    """
+
+    revision: int | None
+    changed: Mapping[str, tuple[str | None, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One recorded change of one key."""
+
+    revision: int
+    key: str
+    old_value: Any
+    new_value: Any
+    changed_at: datetime
+    actor: str
+
+
+def normalise_url(url: str) -> str:
+    """Pick the async driver for plain ``sqlite://`` and ``postgresql://`` URLs."""
+    parsed = make_url(url)
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+    if parsed.drivername in driver:
+        parsed = parsed.set(drivername=driver[parsed.drivername])
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine for ``url``; SQLite files get WAL and a generous busy timeout
+    so that several worker processes share one file safely."""
+    url = normalise_url(url)
+    if not make_url(url).drivername.startswith("sqlite"):
+        return create_async_engine(url, pool_pre_ping=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def _insert_for(connection: AsyncConnection | Connection) -> Any:
+    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+class SettingsStore:
+    """Stored settings on one SQLAlchemy async engine.
+
+    Arguments:
+        engine: Any SQLite (aiosqlite) or PostgreSQL (asyncpg) async engine.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def create_tables(self) -> None:
+        """Create the tables if missing; safe when several processes race."""
+        for attempt in range(5):
+            try:
+                async with self.engine.begin() as connection:
+                    if connection.dialect.name == "postgresql":
+                        await connection.execute(
+                            text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CREATE_LOCK_ID}
+                        )
+                    await connection.run_sync(metadata.create_all)
+                return
+            except DBAPIError as error:
+                # another process created a table between our check and our CREATE
+                if "already exists" not in str(error) or attempt == 4:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def seed(self, defaults: Mapping[str, str]) -> None:
+        """Store each default whose key has no row yet (revision 0); an upsert,
+        so workers starting together never collide and never overwrite."""
+        async with self.engine.begin() as connection:
+            insert = _insert_for(connection)
+            await connection.execute(
+                insert(head_table)
+                .values(id=_HEAD_ID, revision=0)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            if defaults:
+                await connection.execute(
+                    insert(settings_table).on_conflict_do_nothing(index_elements=["key"]),
+                    [
+                        {"key": key, "value": value, "revision": 0}
+                        for key, value in defaults.items()
+                    ],
+                )
+
+    async def changes_since(self, revision: int) -> list[StoredValue]:
+        """Every key changed after ``revision`` (all keys for -1), in one
+        statement and so one consistent snapshot. The newest revision stored
+        is the largest revision returned: every revision changes some key."""
+        query = select(
+            settings_table.c.key, settings_table.c.value, settings_table.c.revision
+        ).where(settings_table.c.revision > revision)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [StoredValue(row.key, row.value, row.revision) for row in rows]
+
+    async def latest_revision(self) -> int:
+        """The newest committed revision."""
+        async with self.engine.connect() as connection:
+            value = await connection.scalar(select(func.max(settings_table.c.revision)))
+        return int(value or 0)
+
+    async def write(
+        self,
+        values: Mapping[str, str],
+        *,
+        expected_revision: int | None = None,
+        actor: str = "",
+    ) -> WriteResult:
+        """Store ``values`` (key to JSON text) atomically as one new revision.
+
+        With ``expected_revision``, raise :class:`ConflictError` if any of the
+        keys was changed after it. Keys whose value is unchanged are skipped;
+        if all are, nothing is written.
+        """
+        now = datetime.now(UTC)
+        async with self.engine.connect() as connection:
+            # bump first: the row lock (PostgreSQL) or write lock (SQLite) is held from here
+            revision = (
+                await connection.execute(
+                    update(head_table)
+                    .where(head_table.c.id == _HEAD_ID)
+                    .values(revision=head_table.c.revision + 1)
+                    .returning(head_table.c.revision)
+                )
+            ).scalar_one()
+            current = {
+                row.key: row
+                for row in await connection.execute(
+                    select(settings_table).where(settings_table.c.key.in_(list(values)))
+                )
+            }
+            if expected_revision is not None:
+                stale = {
+                    key: row for key, row in current.items() if row.revision > expected_revision
+                }
+                if stale:
+                    await connection.rollback()
+                    raise ConflictError(
+                        expected_revision,
+                        {key: json.loads(row.value) for key, row in stale.items()},
+                        {key: row.revision for key, row in stale.items()},
+                    )
+            changed = {
+                key: (current[key].value if key in current else None, value)
+                for key, value in values.items()
+                if key not in current or current[key].value != value
+            }
+            if not changed:
+                await connection.rollback()
+                return WriteResult(None, {})
+            await self._apply(connection, changed, revision, now)
+            await connection.execute(
+                history_table.insert(),
+                [
+                    {
+                        "revision": revision,
+                        "key": key,
+                        "old_value": old,
+                        "new_value": new,
+                        "changed_at": now,
+                        "actor": actor[:200],
+                    }
+                    for key, (old, new) in changed.items()
+                ],
+            )
+            await connection.commit()
+        return WriteResult(revision, changed)
+
+    async def _apply(
+        self,
+        connection: AsyncConnection,
+        changed: Mapping[str, tuple[str | None, str]],
+        revision: int,
+        now: datetime,
+    ) -> None:
+        insert = _insert_for(connection)
+        statement = insert(settings_table)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["key"],
+                set_={
+                    "value": statement.excluded.value,
+                    "revision": statement.excluded.revision,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            ),
+            [
+                {"key": key, "value": new, "revision": revision, "updated_at": now}
+                for key, (_old, new) in changed.items()
+            ],
+        )
+
+    async def history(
+        self,
+        *,
+        key: str | None = None,
+        before_revision: int | None = None,
+        limit: int = 50,
+    ) -> list[HistoryEntry]:
+        """Recorded changes, newest first; page with ``before_revision``."""
+        query = select(history_table).order_by(
+            history_table.c.revision.desc(), history_table.c.id.desc()
+        )
+        if key is not None:
+            query = query.where(history_table.c.key == key)
+        if before_revision is not None:
+            query = query.where(history_table.c.revision < before_revision)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query.limit(limit))).all()
+        return [
+            HistoryEntry(
+                revision=row.revision,
+                key=row.key,
+                old_value=None if row.old_value is None else json.loads(row.old_value),
+                new_value=json.loads(row.new_value),
+                changed_at=row.changed_at,
+                actor=row.actor,
+            )
+            for row in rows
+        ]
+
+
+@contextlib.contextmanager
+def unavailable_as_error() -> Iterator[None]:
+    """Turn a failure to reach the database into :class:`StoreUnavailableError`."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, _UNAVAILABLE) or (
+            isinstance(error, DBAPIError) and error.connection_invalidated
+        ):
+            raise StoreUnavailableError(f"settings database unavailable: {error}") from error
+        raise

@@ -1,0 +1,169 @@
+"""The one background task per worker that keeps its settings current."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .base import SyncChannelABC
+
+logger = logging.getLogger("quart_waffle.sync")
+
+CatchUp = Callable[[], Awaitable[int]]
+"""Bring the worker up to the store's latest revision; return the revision applied."""
+
+
+@dataclass(frozen=True)
+class SyncHealth:
+    """What one worker knows about its own synchronisation."""
+
+    channel: str
+    connected: bool
+    applied_revision: int
+    last_sync: float | None
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form, for the admin endpoint and for operators."""
+        return {
+            "channel": self.channel,
+            "connected": self.connected,
+            "applied_revision": self.applied_revision,
+            "last_sync": self.last_sync,
+            "last_error": self.last_error,
+        }
+
+
+class Backoff:
+    """Bounded exponential delays with jitter: 0.1 s doubling up to ``cap``."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        delay: float = min(self.cap, self.base * 2.0**self.failures)
+        self.failures += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class SyncRunner:
+    """Runs a channel's listen loop and the periodic safety-net check.
+
+    Arguments:
+        channel: Where hints come from and go to.
+        catch_up: Called when a hint is newer than ``applied()``, and every
+            ``check_interval`` seconds in any case.
+        applied: The revision this worker serves now.
+        check_interval: Seconds between safety-net checks.
+    """
+
+    def __init__(
+        self,
+        channel: SyncChannelABC,
+        catch_up: CatchUp,
+        applied: Callable[[], int],
+        check_interval: float,
+    ) -> None:
+        self.channel = channel
+        self._catch_up = catch_up
+        self._applied = applied
+        self._check_interval = check_interval
+        self._task: asyncio.Task[None] | None = None
+        self._connected = False
+        self._last_sync: float | None = None
+        self._last_error: str | None = None
+
+    async def start(self, *, watch: bool) -> None:
+        """Subscribe (before the caller loads, so nothing falls between) and,
+        with ``watch``, start the background task. An unreachable channel is
+        not fatal: the task keeps retrying while the worker serves."""
+        await self._connect()
+        if watch:
+            self._task = asyncio.create_task(self._run(), name="quart-waffle-sync")
+
+    async def stop(self) -> None:
+        """Cancel the task, wait for it, and close the channel."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.channel.close()
+        self._connected = False
+
+    async def notify(self, revision: int) -> None:
+        """Tell the other workers; a failure is logged, never raised: the
+        change is committed and the periodic check will carry it."""
+        try:
+            await self.channel.notify(revision)
+        except Exception as error:
+            logger.warning(
+                "could not notify revision %d on %s: %s", revision, self.channel.name, error
+            )
+
+    def health(self) -> SyncHealth:
+        return SyncHealth(
+            channel=self.channel.name,
+            connected=self._connected,
+            applied_revision=self._applied(),
+            last_sync=self._last_sync,
+            last_error=self._last_error,
+        )
+
+    async def _connect(self) -> None:
+        try:
+            await self.channel.connect()
+        except Exception as error:
+            self._report(f"{self.channel.name} channel unreachable: {error}")
+            self._connected = False
+        else:
+            if self._last_error is not None:
+                logger.warning("%s channel reconnected", self.channel.name)
+            self._connected = True
+
+    def _report(self, message: str) -> None:
+        """Log once per outage, not once per retry."""
+        if self._last_error is None:
+            logger.warning("%s; serving the last known values and retrying", message)
+        self._last_error = message
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        while True:
+            if not self._connected:
+                await asyncio.sleep(backoff.next_delay())
+                await self._connect()
+                if not self._connected:
+                    continue
+                hinted: int | None = None  # reconnected: catch up, a hint may have been missed
+            else:
+                try:
+                    hinted = await self.channel.wait(self._check_interval)
+                except Exception as error:
+                    self._report(f"{self.channel.name} channel lost: {error}")
+                    self._connected = False
+                    with contextlib.suppress(Exception):
+                        await self.channel.close()
+                    continue
+                if hinted is not None and hinted <= self._applied():
+                    continue
+            try:
+                await self._catch_up()
+            except Exception as error:
+                self._report(f"catch-up failed: {error}")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if self._connected:
+                self._last_error = None
+                backoff.reset()
+            self._last_sync = time.time()

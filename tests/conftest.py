@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from tests.services import IN_CI, POSTGRES_URL, missing_reason
+
+
+def require(service: str) -> None:
+    """Skip (or, under CI=true, fail) the test when ``service`` is missing."""
+    reason = missing_reason(service)
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(name="postgres_url")
+async def _postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    require("PostgreSQL")
+    name = f"waffle_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield _with_database(POSTGRES_URL, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(name="sqlite_url")
+def _sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite file."""
+    return f"sqlite:///{tmp_path / 'waffle.db'}"
+
+
+@pytest.fixture(name="database_url", params=["sqlite", "postgres"])
+def _database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on real SQLite and once on real PostgreSQL."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture(autouse=True)
+def _no_waffle_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests configure quart-waffle explicitly, never through the caller's shell."""
+    for key in list(os.environ):
+        if key.startswith("WAFFLE_") and not key.startswith("WAFFLE_TEST_"):
+            monkeypatch.delenv(key)

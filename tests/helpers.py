@@ -1,0 +1,27 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart
+
+from quart_waffle import QuartWaffle
+
+CONFS: dict[str, dict[str, Any]] = {
+    "GREETING": {"default": "Hello", "desc": "Home page greeting"},
+    "MAX_ITEMS": {"default": 20, "min": 1, "max": 500},
+    "RATE": {"default": 1.5, "min": 0.0},
+    "MAINTENANCE": {"default": False},
+    "BANNER": {"default": {"text": "", "level": "info"}},
+    "THEME": {"default": "light", "choices": ["light", "dark"]},
+    "API_KEY": {"default": "s3cret", "secret": True},
+}
+
+
+def make_waffle(database_url: str, **options: Any) -> QuartWaffle:
+    """A new app (one "worker") with the test declarations on ``database_url``."""
+    app = Quart(__name__)
+    app.config["WAFFLE_CONFS"] = options.pop("confs", CONFS)
+    options.setdefault("watchtype", "none")
+    return QuartWaffle(app, database_url=database_url, **options)

@@ -1,0 +1,57 @@
+"""The services the test suite talks to, and a check that says what is missing.
+
+Run as a script (``make test`` does) to print what the suite needs. Under
+CI=true a missing service is an error; elsewhere the tests that need it are
+skipped, each with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from urllib.parse import urlsplit
+
+POSTGRES_URL = os.environ.get(
+    "WAFFLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("WAFFLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SERVICES = {"PostgreSQL": POSTGRES_URL, "Redis": REDIS_URL}
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def reachable(url: str) -> bool:
+    """Whether something accepts TCP connections at ``url``'s host and port."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 1.0):
+            return True
+    except OSError:
+        return False
+
+
+def missing_reason(name: str) -> str | None:
+    """Why the tests needing ``name`` cannot run, or None when they can."""
+    url = SERVICES[name]
+    if reachable(url):
+        return None
+    return (
+        f"{name} is not reachable at {url}: start it, or point"
+        f" WAFFLE_TEST_{name.upper()}_URL at one"
+    )
+
+
+def main() -> int:
+    missing = [reason for name in SERVICES if (reason := missing_reason(name))]
+    for name, url in SERVICES.items():
+        print(f"test services: {name} at {url}: {'ok' if reachable(url) else 'MISSING'}")
+    if missing and IN_CI:
+        print("CI=true and a service is missing: failing.", file=sys.stderr)
+        return 1
+    if missing:
+        print("Tests that need a missing service will be SKIPPED (see the summary).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
