@@ -107,6 +107,10 @@ class QuartWaffle:
         from .cli import waffle_cli
 
         app.cli.add_command(waffle_cli)
+        if self.config.admin_prefix is not None:
+            from .admin import register_admin
+
+            register_admin(app, self)
 
     # Reading: a dict lookup, no I/O.
 
