@@ -17,6 +17,7 @@ from quart_waffle import QuartWaffle
 from quart_waffle.config import load_environment
 
 app = Quart(__name__, instance_path=os.environ.get("WAFFLE_INSTANCE_PATH") or None)
+app.config.from_prefixed_env()  # QUART_SECRET_KEY signs the admin page session
 load_environment(app.config)
 app.config["WAFFLE_CONFS"] = {
     "GREETING": {"default": "Hello, world!", "desc": "Shown on the home page", "group": "Content"},
