@@ -1,0 +1,295 @@
+"""The JSON API: read, change and reset settings, read history and health.
+
+Every write goes through :meth:`QuartWaffle.update`, so it returns only
+after the new revision is committed, applied here and announced to the
+other workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from quart import Blueprint, Response, current_app, g, jsonify, request
+
+from ..errors import ConflictError, InvalidValueError
+from ..settings import SECRET_MASK, Setting
+from .auth import authenticate
+from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
+from .headers import add_security_headers
+from .openapi import openapi_document
+
+if TYPE_CHECKING:
+    from ..extension import QuartWaffle
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_HISTORY_LIMIT = 200
+_ETAG = re.compile(r'"(\d{1,18})"|(\d{1,18})')
+_JSON_TYPES = ("application/json",)
+
+api = Blueprint("waffle_api", __name__)
+register_error_handlers(api)
+api.after_request(add_security_headers)
+
+
+def _waffle() -> QuartWaffle:
+    waffle: QuartWaffle = current_app.extensions["waffle"]
+    return waffle
+
+
+@api.before_request
+async def _authenticate() -> None:
+    g.waffle_admin_actor = await authenticate(_waffle(), request, page=False)
+
+
+def setting_item(setting: Setting[Any], waffle: QuartWaffle) -> dict[str, Any]:
+    """One setting as the API shows it: declaration, display value, revision."""
+    snapshot = waffle.snapshot
+    return {
+        **setting.describe(),
+        "value": setting.display(snapshot.values[setting.key]),
+        "revision": snapshot.revisions.get(setting.key, 0),
+    }
+
+
+def _with_etag(body: Mapping[str, Any], revision: int) -> Response:
+    response = jsonify(body)
+    response.set_etag(str(revision))
+    return response
+
+
+def expected_revision() -> int | None:
+    """The revision in ``If-Match``; None when absent or ``*``.
+
+    A value that is not one ETag of this API (a number in quotes) is a
+    precondition that can never hold: 412.
+    """
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    match = _ETAG.fullmatch(raw.strip())
+    if match is None:
+        raise AdminError(
+            412,
+            "invalid_if_match",
+            'If-Match must be one ETag of this API, like "42"; nothing was stored.',
+            {"If-Match": "not an ETag of this API"},
+        )
+    return int(match.group(1) or match.group(2))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_json() -> Any:
+    """The request's JSON body: 415 unless JSON, 413 over 64 KiB (checked
+    before reading, then while reading), 400 unless well-formed."""
+    if request.mimetype not in _JSON_TYPES:
+        raise AdminError(
+            415,
+            "unsupported_media_type",
+            "Send the body as JSON with 'Content-Type: application/json'.",
+            {"Content-Type": f"must be application/json, got {request.mimetype or 'none'!r}"},
+        )
+    too_large = AdminError(
+        413,
+        "body_too_large",
+        f"The body is over {MAX_BODY_BYTES} bytes.",
+        {"body": f"must be at most {MAX_BODY_BYTES} bytes"},
+    )
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large
+    data = bytearray()
+    async for chunk in request.body:
+        data.extend(chunk)
+        if len(data) > MAX_BODY_BYTES:
+            raise too_large
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not valid JSON"
+        raise AdminError(
+            400, "malformed_json", "The body is not valid JSON.", {"body": reason}
+        ) from None
+
+
+def _object_with(body: Any, member: str) -> Any:
+    """``body[member]`` of a JSON object with exactly that member, or 422."""
+    if not isinstance(body, dict):
+        raise AdminError(
+            422,
+            "invalid_body",
+            f'The body must be a JSON object like {{"{member}": ...}}.',
+            {"body": f"must be an object, got {type(body).__name__}"},
+        )
+    fields = {name: "unexpected member" for name in body if name != member}
+    if member not in body:
+        fields[member] = "required"
+    if fields:
+        raise AdminError(422, "invalid_body", "The body has the wrong members.", fields)
+    return body[member]
+
+
+async def _write(
+    waffle: QuartWaffle,
+    values: Mapping[str, Any] | list[str],
+    expected: int | None,
+) -> int:
+    actor: str = g.waffle_admin_actor
+    try:
+        if isinstance(values, list):
+            return await waffle.reset(values, expected_revision=expected, actor=actor)
+        return await waffle.update(values, expected_revision=expected, actor=actor)
+    except ConflictError as error:
+        current = {
+            key: waffle.declarations[key].display(value)
+            if key in waffle.declarations
+            else SECRET_MASK
+            for key, value in error.current.items()
+        }
+        raise conflict(error, current) from None
+    except InvalidValueError as error:
+        raise invalid(error) from None
+
+
+def _declared(key: str) -> Setting[Any]:
+    setting = _waffle().declarations.get(key)
+    if setting is None:
+        raise unknown_setting(key)
+    return setting
+
+
+@api.get("/api/settings")
+async def list_settings() -> Response:
+    """All settings and this worker's revision; ETag is that revision."""
+    waffle = _waffle()
+    revision = waffle.revision
+    items = [setting_item(setting, waffle) for setting in waffle.declarations.values()]
+    return _with_etag({"revision": revision, "settings": items}, revision)
+
+
+@api.patch("/api/settings")
+async def patch_settings() -> Response:
+    """Change several settings atomically; If-Match is the list's revision."""
+    waffle = _waffle()
+    expected = expected_revision()
+    values = _object_with(await read_json(), "values")
+    if not isinstance(values, dict) or not values:
+        raise AdminError(
+            422,
+            "invalid_body",
+            "values must be a non-empty object.",
+            {"values": "must be a non-empty object"},
+        )
+    revision = await _write(waffle, values, expected)
+    items = [setting_item(waffle.declarations[key], waffle) for key in values]
+    return _with_etag({"revision": revision, "settings": items}, revision)
+
+
+@api.get("/api/settings/<key>")
+async def get_setting(key: str) -> Response:
+    """One setting; ETag is the revision that last changed it."""
+    waffle = _waffle()
+    item = setting_item(_declared(key), waffle)
+    return _with_etag({"revision": waffle.revision, "setting": item}, item["revision"])
+
+
+@api.put("/api/settings/<key>")
+async def put_setting(key: str) -> Response:
+    """Change one setting; If-Match is the ETag from GET of that setting."""
+    waffle = _waffle()
+    _declared(key)
+    expected = expected_revision()
+    value = _object_with(await read_json(), "value")
+    revision = await _write(waffle, {key: value}, expected)
+    item = setting_item(waffle.declarations[key], waffle)
+    return _with_etag({"revision": revision, "setting": item}, item["revision"])
+
+
+@api.delete("/api/settings/<key>")
+@api.post("/api/settings/<key>/reset")
+async def reset_setting(key: str) -> Response:
+    """Set one setting back to its declared default."""
+    waffle = _waffle()
+    _declared(key)
+    expected = expected_revision()
+    revision = await _write(waffle, [key], expected)
+    item = setting_item(waffle.declarations[key], waffle)
+    return _with_etag({"revision": revision, "setting": item}, item["revision"])
+
+
+def _query_int(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18 or not low <= int(raw) <= high:
+        raise AdminError(
+            422,
+            "invalid_query",
+            f"The query parameter {name} is out of range.",
+            {name: f"must be an integer from {low} to {high}"},
+        )
+    return int(raw)
+
+
+@api.get("/api/history")
+async def history() -> Response:
+    """Changes newest first; page with ``before`` = the previous page's ``next_before``."""
+    waffle = _waffle()
+    key = request.args.get("key") or None
+    if key is not None:
+        _declared(key)
+    before = _query_int("before", None, 0, 10**18)
+    limit = _query_int("limit", 50, 1, MAX_HISTORY_LIMIT)
+    assert limit is not None
+    entries = await waffle.history(key=key, before_revision=before, limit=limit)
+    body = {
+        "entries": [history_item(waffle, entry) for entry in entries],
+        "next_before": entries[-1].revision if len(entries) == limit else None,
+    }
+    return jsonify(body)
+
+
+def history_item(waffle: QuartWaffle, entry: Any) -> dict[str, Any]:
+    """One history entry, masked when its setting is secret or no longer declared."""
+    setting = waffle.declarations.get(entry.key)
+
+    def shown(value: Any) -> Any:
+        if value is None:
+            return None
+        return SECRET_MASK if setting is None else setting.display(value)
+
+    return {
+        "revision": entry.revision,
+        "key": entry.key,
+        "old_value": shown(entry.old_value),
+        "new_value": shown(entry.new_value),
+        "changed_at": entry.changed_at.isoformat(),
+        "actor": entry.actor,
+    }
+
+
+@api.get("/api/health")
+async def health() -> Response:
+    """This worker's sync state and pid."""
+    waffle = _waffle()
+    return jsonify({**waffle.health().as_dict(), "pid": os.getpid(), "revision": waffle.revision})
+
+
+@api.get("/openapi.json")
+async def openapi() -> Response:
+    """The OpenAPI 3.1 document of this API, built from the declarations."""
+    waffle = _waffle()
+    assert waffle.config is not None
+    assert waffle.config.admin_prefix is not None
+    return jsonify(openapi_document(waffle.declarations, waffle.config.admin_prefix))
+
+
+@api.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def not_found(rest: str) -> Response:
+    """Unknown API paths answer in JSON like the rest."""
+    raise AdminError(404, "not_found", f"No admin API route at /api/{rest}.")

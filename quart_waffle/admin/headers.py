@@ -1,0 +1,19 @@
+"""Security headers on every admin response."""
+
+from __future__ import annotations
+
+from quart import Response
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+async def add_security_headers(response: Response) -> Response:
+    """Forbid framing, sniffing, referrers, caching, and any foreign resource."""
+    response.headers.update(SECURITY_HEADERS)
+    return response

@@ -1,0 +1,202 @@
+"""The OpenAPI 3.1 document of the admin API, built from the declarations.
+
+Written by hand rather than with QuartSchema: QuartSchema is app-wide (it
+replaces the app's JSON provider, ``make_response`` and test client and
+documents every route of the app), and the admin must not change the app it
+is mounted on. Built from the declarations, the document also states each
+setting's exact type, choices and range, which generic models could not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..settings import Setting
+
+_KIND_SCHEMA: Mapping[str, Mapping[str, Any]] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "list": {"type": "array"},
+    "dict": {"type": "object"},
+    "json": {},
+}
+_ERROR_STATUSES = {
+    "400": "Malformed JSON body",
+    "401": "Missing or wrong bearer token",
+    "403": "Refused: admin not configured, authorize callback refused, or cross-site",
+    "404": "Unknown setting key",
+    "409": "Conflict: a key changed after the If-Match revision (current values included)",
+    "412": "If-Match is not an ETag of this API",
+    "413": "Body over 64 KiB",
+    "415": "Content-Type is not application/json",
+    "422": "Invalid value, unknown key in the body, or wrong body members",
+    "503": "The settings database is unreachable",
+}
+
+
+def value_schema(setting: Setting[Any]) -> dict[str, Any]:
+    """The JSON Schema of one setting's value."""
+    schema: dict[str, Any] = dict(_KIND_SCHEMA[setting.kind])
+    if setting.choices is not None:
+        schema["enum"] = list(setting.choices)
+    if setting.min is not None:
+        schema["minimum"] = setting.min
+    if setting.max is not None:
+        schema["maximum"] = setting.max
+    if setting.description:
+        schema["description"] = setting.description
+    return schema
+
+
+def _responses(ok: str, *statuses: str, etag: bool = False) -> dict[str, Any]:
+    success: dict[str, Any] = {
+        "description": ok,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    if etag:
+        success["headers"] = {"ETag": {"schema": {"type": "string"}}}
+    responses = {"200": success}
+    for status in ("401", "403", "503", *statuses):
+        responses[status] = {
+            "description": _ERROR_STATUSES[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return responses
+
+
+def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> dict[str, Any]:
+    """The OpenAPI document for the admin mounted at ``prefix``."""
+    key_param = {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(declarations)},
+    }
+    if_match = {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": 'The ETag you read, e.g. "42": 409 if a written key changed after it.',
+    }
+
+    def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    write_statuses = ("400", "404", "409", "412", "413", "415", "422")
+    values = {
+        "type": "object",
+        "properties": {key: value_schema(setting) for key, setting in declarations.items()},
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "quart-waffle admin", "version": "1"},
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message", "fields"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "fields": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                            },
+                        }
+                    },
+                }
+            },
+        },
+        "paths": {
+            f"{prefix}/api/settings": {
+                "get": {
+                    "operationId": "listSettings",
+                    "responses": _responses("All settings", etag=True),
+                },
+                "patch": {
+                    "operationId": "patchSettings",
+                    "parameters": [if_match],
+                    "requestBody": json_body(
+                        {
+                            "type": "object",
+                            "required": ["values"],
+                            "properties": {"values": values},
+                            "additionalProperties": False,
+                        }
+                    ),
+                    "responses": _responses("Stored atomically", *write_statuses, etag=True),
+                },
+            },
+            f"{prefix}/api/settings/{{key}}": {
+                "parameters": [key_param],
+                "get": {
+                    "operationId": "getSetting",
+                    "responses": _responses("One setting", "404", etag=True),
+                },
+                "put": {
+                    "operationId": "putSetting",
+                    "parameters": [if_match],
+                    "requestBody": json_body(
+                        {
+                            "type": "object",
+                            "required": ["value"],
+                            "properties": {"value": {}},
+                            "additionalProperties": False,
+                        }
+                    ),
+                    "responses": _responses("Stored", *write_statuses, etag=True),
+                },
+                "delete": {
+                    "operationId": "resetSetting",
+                    "parameters": [if_match],
+                    "responses": _responses("Reset to the default", "404", "409", "412", etag=True),
+                },
+            },
+            f"{prefix}/api/settings/{{key}}/reset": {
+                "parameters": [key_param],
+                "post": {
+                    "operationId": "resetSettingPost",
+                    "parameters": [if_match],
+                    "responses": _responses("Reset to the default", "404", "409", "412", etag=True),
+                },
+            },
+            f"{prefix}/api/history": {
+                "get": {
+                    "operationId": "history",
+                    "parameters": [
+                        {"name": "key", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "before",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        },
+                    ],
+                    "responses": _responses("Changes, newest first", "404", "422"),
+                },
+            },
+            f"{prefix}/api/health": {
+                "get": {
+                    "operationId": "health",
+                    "responses": _responses("This worker's sync state"),
+                },
+            },
+        },
+    }
