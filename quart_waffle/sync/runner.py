@@ -20,13 +20,20 @@ CatchUp = Callable[[], Awaitable[int]]
 
 @dataclass(frozen=True)
 class SyncHealth:
-    """What one worker knows about its own synchronisation."""
+    """What one worker knows about its own synchronisation.
+
+    ``connected`` is the channel state; ``last_sync`` the wall-clock time of
+    the last successful catch-up or check; ``last_error`` is None when the
+    channel and the store are healthy; ``hinted_revision`` the highest
+    revision another worker announced.
+    """
 
     channel: str
     connected: bool
     applied_revision: int
     last_sync: float | None
     last_error: str | None
+    hinted_revision: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form, for the admin endpoint and for operators."""
@@ -34,6 +41,7 @@ class SyncHealth:
             "channel": self.channel,
             "connected": self.connected,
             "applied_revision": self.applied_revision,
+            "hinted_revision": self.hinted_revision,
             "last_sync": self.last_sync,
             "last_error": self.last_error,
         }
@@ -61,10 +69,11 @@ class SyncRunner:
 
     Arguments:
         channel: Where hints come from and go to.
-        catch_up: Called when a hint is newer than ``applied()``, and every
-            ``check_interval`` seconds in any case.
+        catch_up: Called when a hint is newer than ``applied()``, after every
+            reconnection, and every ``check_interval`` seconds in any case.
         applied: The revision this worker serves now.
-        check_interval: Seconds between safety-net checks.
+        check_interval: Seconds between safety-net checks; also the cap of the
+            reconnection backoff, so an outage never delays a check further.
     """
 
     def __init__(
@@ -82,6 +91,7 @@ class SyncRunner:
         self._connected = False
         self._last_sync: float | None = None
         self._last_error: str | None = None
+        self._hinted: int | None = None
 
     async def start(self, *, watch: bool) -> None:
         """Subscribe (before the caller loads, so nothing falls between) and,
@@ -112,12 +122,14 @@ class SyncRunner:
             )
 
     def health(self) -> SyncHealth:
+        """This worker's channel state, applied revision and last sync."""
         return SyncHealth(
             channel=self.channel.name,
             connected=self._connected,
             applied_revision=self._applied(),
             last_sync=self._last_sync,
             last_error=self._last_error,
+            hinted_revision=self._hinted,
         )
 
     async def _connect(self) -> None:
@@ -126,9 +138,9 @@ class SyncRunner:
         except Exception as error:
             self._report(f"{self.channel.name} channel unreachable: {error}")
             self._connected = False
+            with contextlib.suppress(Exception):
+                await self.channel.close()
         else:
-            if self._last_error is not None:
-                logger.warning("%s channel reconnected", self.channel.name)
             self._connected = True
 
     def _report(self, message: str) -> None:
@@ -138,24 +150,31 @@ class SyncRunner:
         self._last_error = message
 
     async def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(cap=min(5.0, self._check_interval))
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + self._check_interval
+        pending = False  # a catch-up is owed: a newer hint, a reconnection, a failure
         while True:
             if not self._connected:
                 await asyncio.sleep(backoff.next_delay())
                 await self._connect()
-                if not self._connected:
+                pending = True  # a hint may have been missed meanwhile
+                # unreachable: the store may still be, so the periodic check goes on
+                if not self._connected and loop.time() < next_check:
                     continue
-                hinted: int | None = None  # reconnected: catch up, a hint may have been missed
-            else:
+            elif not pending:
                 try:
-                    hinted = await self.channel.wait(self._check_interval)
+                    hinted = await self.channel.wait(max(0.0, next_check - loop.time()))
                 except Exception as error:
                     self._report(f"{self.channel.name} channel lost: {error}")
                     self._connected = False
                     with contextlib.suppress(Exception):
                         await self.channel.close()
                     continue
-                if hinted is not None and hinted <= self._applied():
+                if hinted is not None:
+                    self._hinted = max(hinted, self._hinted or hinted)
+                    pending = hinted > self._applied()
+                if not pending and loop.time() < next_check:
                     continue
             try:
                 await self._catch_up()
@@ -163,7 +182,11 @@ class SyncRunner:
                 self._report(f"catch-up failed: {error}")
                 await asyncio.sleep(backoff.next_delay())
                 continue
+            pending = False
+            next_check = loop.time() + self._check_interval
+            self._last_sync = time.time()
             if self._connected:
+                if self._last_error is not None:
+                    logger.warning("%s sync recovered", self.channel.name)
                 self._last_error = None
                 backoff.reset()
-            self._last_sync = time.time()

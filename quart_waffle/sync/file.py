@@ -1,0 +1,125 @@
+"""The file channel: one small file per host holds the latest revision hinted.
+
+The notifier writes ``"<revision> <sender>"`` to a temporary file and renames
+it over the watcher file, so a reader never sees half a hint. Watchers stat
+the file every ``watch_interval`` and read it when its (mtime, size, inode)
+signature changes; the notifier stamps the mtime with nanosecond wall time,
+and the watcher compares the content it reads, so two updates inside one
+filesystem timestamp tick are never confused. Stat and read of a tiny local
+file take microseconds, so they run directly in the event loop: no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+
+from .base import ChannelLostError, SyncChannelABC, decode_hint, encode_hint
+
+Signature = tuple[int, int, int, int]
+
+
+class FileChannel(SyncChannelABC):
+    """Hints through a watched file, for the workers of one host.
+
+    Arguments:
+        path: The watcher file (``WAFFLE_WATCHER_FILE``), created with its
+            directory if missing.
+        interval: Seconds between two stats (``WAFFLE_WATCH_INTERVAL``).
+    """
+
+    name = "file"
+
+    def __init__(self, path: str, interval: float) -> None:
+        super().__init__()
+        self.path = os.path.abspath(path)
+        self.interval = interval
+        self._signature: Signature | None = None
+        self._content: bytes | None = None
+
+    async def connect(self) -> None:
+        self._create()
+        self._signature, self._content = self._read()
+
+    async def wait(self, max_wait: float) -> int | None:
+        if self._signature is None:
+            raise ChannelLostError("file channel is not connected")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while True:
+            hinted = self._poll()
+            remaining = deadline - loop.time()
+            if hinted is not None or remaining <= 0:
+                return hinted
+            await asyncio.sleep(min(self.interval, remaining))
+
+    async def notify(self, revision: int) -> None:
+        try:
+            self._write(revision)
+        except FileNotFoundError:  # the directory went away: make it again
+            self._create()
+            self._write(revision)
+
+    async def close(self) -> None:
+        self._signature = None
+        self._content = None
+
+    def _create(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+    def _read(self) -> tuple[Signature, bytes]:
+        """The file's signature and content, read through one descriptor so
+        that both describe the same file even while it is being replaced."""
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            stat = os.fstat(descriptor)
+            content = os.read(descriptor, 4096)
+        finally:
+            os.close(descriptor)
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_dev), content
+
+    def _poll(self) -> int | None:
+        """The revision another worker hinted since the last poll, if any."""
+        try:
+            stat = os.stat(self.path)
+            if (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_dev) == self._signature:
+                return None
+            signature, content = self._read()
+        except FileNotFoundError:
+            raise ChannelLostError(f"watcher file {self.path} was deleted") from None
+        self._signature = signature
+        if content == self._content:
+            return None
+        hint = decode_hint(content)
+        previous = decode_hint(self._content or b"")
+        self._content = content
+        if hint is None or (previous is not None and hint[0] < previous[0]):
+            # emptied, or gone backwards: replaced by someone else, hints may be lost
+            raise ChannelLostError(f"watcher file {self.path} was replaced")
+        revision, sender = hint
+        return None if sender == self.sender else revision
+
+    def _write(self, revision: int) -> None:
+        try:
+            stat = os.stat(self.path)
+            with open(self.path, "rb") as current:
+                hint = decode_hint(current.read(4096))
+        except FileNotFoundError:
+            stat, hint = None, None
+        if hint is not None and hint[0] >= revision:
+            return  # a newer hint is already there; it makes every worker catch up past ours
+        temporary = f"{self.path}.{self.sender}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(descriptor, f"{encode_hint(revision, self.sender)}\n".encode())
+        finally:
+            os.close(descriptor)
+        stamp = time.time_ns()
+        if stat is not None:
+            stamp = max(stamp, stat.st_mtime_ns + 1)
+        os.utime(temporary, ns=(stamp, stamp))
+        os.replace(temporary, self.path)

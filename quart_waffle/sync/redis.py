@@ -1,0 +1,122 @@
+"""The Redis channel: hints over pub/sub, for workers on any number of hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import ChannelLostError, SyncChannelABC, decode_hint, encode_hint
+
+
+class RedisChannel(SyncChannelABC):
+    """Hints published on one Redis pub/sub channel.
+
+    The listener and the publisher use the same connection settings. redis-py
+    would silently reconnect and resubscribe a pub/sub connection, hiding the
+    hints lost meanwhile; here retries are off so a lost connection reaches
+    the runner, which reconnects and catches up from the store.
+
+    Arguments:
+        channel: The pub/sub channel (``WAFFLE_REDIS_CHANNEL``).
+        url: ``WAFFLE_REDIS_URL``; when None, ``host`` and ``port`` are used.
+        timeout: Seconds allowed to connect and to subscribe.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        channel: str,
+        *,
+        url: str | None = None,
+        host: str = "localhost",
+        port: int = 6379,
+        timeout: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.channel = channel
+        self.timeout = timeout
+        options: dict[str, Any] = {
+            "retry": Retry(NoBackoff(), 0),
+            "socket_connect_timeout": timeout,
+            "socket_keepalive": True,
+        }
+        if url:
+            self._connect_options = {"url": url, **options}
+        else:
+            self._connect_options = {"host": host, "port": port, **options}
+        self._client: Redis | None = None
+        self._pubsub: PubSub | None = None
+
+    def _new_client(self) -> Redis:
+        options = dict(self._connect_options)
+        url = options.pop("url", None)
+        return Redis.from_url(url, **options) if url else Redis(**options)
+
+    async def connect(self) -> None:
+        await self.close()
+        client = self._new_client()
+        pubsub = client.pubsub()
+        self._client, self._pubsub = client, pubsub
+        try:
+            async with asyncio.timeout(self.timeout):
+                await pubsub.subscribe(self.channel)
+                while True:  # bounded by the timeout above
+                    message = await pubsub.get_message(timeout=self.timeout)
+                    if message is not None and message["type"] == "subscribe":
+                        return
+        except BaseException:
+            await self.close()
+            raise
+
+    async def wait(self, max_wait: float) -> int | None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise ChannelLostError("redis channel is not connected")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        hinted: int | None = None
+        timeout = max_wait
+        while True:
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                raise ChannelLostError(f"redis connection lost: {error}") from error
+            if message is not None and message["type"] == "message":
+                hint = decode_hint(message["data"])
+                if hint is not None and hint[1] != self.sender:
+                    hinted = hint[0] if hinted is None else max(hinted, hint[0])
+                    timeout = 0.0  # drain what is already waiting, then return
+                    continue
+            remaining = deadline - loop.time()
+            if message is None and (hinted is not None or remaining <= 0):
+                return hinted
+            timeout = 0.0 if hinted is not None else max(0.0, remaining)
+
+    async def notify(self, revision: int) -> None:
+        if self._client is None:
+            self._client = self._new_client()
+        payload = encode_hint(revision, self.sender)
+        try:
+            await self._client.publish(self.channel, payload)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # a pooled connection that died with a restarted server: once more, fresh
+            await self._client.publish(self.channel, payload)
+
+    async def close(self) -> None:
+        pubsub, client = self._pubsub, self._client
+        self._pubsub = self._client = None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
