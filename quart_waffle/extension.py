@@ -75,7 +75,7 @@ class QuartWaffle:
         self._snapshot = Snapshot.of(-1, {}, {})
         self._store: SettingsStore | None = None
         self._sync: SyncRunner | None = None
-        self._refresh_lock = asyncio.Lock()
+        self._refresh_lock: asyncio.Lock | None = None
         if app is not None:
             self.init_app(app)
 
@@ -202,6 +202,7 @@ class QuartWaffle:
         """Catch up from the store, reading only what changed after
         :attr:`revision`; return the revision now served."""
         store = self._require_store()
+        assert self._refresh_lock is not None
         async with self._refresh_lock:
             with unavailable_as_error():
                 rows = await store.changes_since(self._snapshot.revision)
@@ -258,6 +259,7 @@ class QuartWaffle:
                 await engine.dispose()
             raise
         self._store = store
+        self._refresh_lock = asyncio.Lock()  # bound to the loop that serves
         self._sync = SyncRunner(
             make_channel(config, engine), self.refresh, lambda: self.revision, config.check_interval
         )
