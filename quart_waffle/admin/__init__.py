@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 def register_admin(app: Quart, waffle: QuartWaffle) -> None:
     """Mount the admin on ``app`` under ``waffle.config.admin_prefix``."""
     from .api import api
+    from .page import page
 
     assert waffle.config is not None
     assert waffle.config.admin_prefix
     prefix = "/" + waffle.config.admin_prefix.strip("/")
     app.register_blueprint(api, url_prefix=prefix)
+    app.register_blueprint(page, url_prefix=prefix)
 
 
 __all__ = ["NOT_CONFIGURED_MESSAGE", "register_admin"]

@@ -1,0 +1,252 @@
+"""The admin web page through the test client: login, CSRF, save, errors, secrets."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from quart import Request, g
+from quart.typing import TestClientProtocol as Client
+
+from quart_waffle import QuartWaffle
+from tests.helpers import make_waffle
+
+TOKEN = "page-admin-token-0123456789"
+SECRET = "s3cret"
+NEW_SECRET = "brand-new-s3cret"
+
+
+def _page_waffle(
+    database_url: str, secret_key: str | None = "test-secret-key", **options: Any
+) -> QuartWaffle:
+    waffle = make_waffle(database_url, **options)
+    assert waffle.app is not None
+    waffle.app.secret_key = secret_key
+    return waffle
+
+
+@pytest.fixture(name="waffle")
+async def _waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
+    waffle = _page_waffle(sqlite_url, admin_token=TOKEN)
+    assert waffle.app is not None
+    async with waffle.app.test_app():
+        yield waffle
+
+
+@pytest.fixture(name="client")
+def _client(waffle: QuartWaffle) -> Client:
+    assert waffle.app is not None
+    return waffle.app.test_client()
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match is not None, html
+    return match.group(1)
+
+
+async def text_of(response: Any) -> str:
+    text: str = await response.get_data(as_text=True)
+    return text
+
+
+async def logged_in(client: Client) -> str:
+    """Log in with the token; return the CSRF token of the settings page."""
+    login_page = await client.get("/waffle/")
+    assert login_page.status_code == 200
+    assert "Log in" in await text_of(login_page)
+    response = await client.post(
+        "/waffle/login", form={"csrf": csrf_of(await text_of(login_page)), "token": TOKEN}
+    )
+    assert response.status_code == 303
+    page = await client.get("/waffle/")
+    html = await text_of(page)
+    assert 'id="settings-form"' in html
+    return csrf_of(html)
+
+
+def form_of(waffle: QuartWaffle, csrf: str, **changes: str) -> dict[str, str]:
+    """The form as the browser would post it, with ``changes`` applied."""
+    form = {"csrf": csrf, "revision": str(waffle.revision)}
+    for key, setting in waffle.declarations.items():
+        value = waffle.get(key)
+        if setting.kind == "bool":
+            form[f"present-{key}"] = "1"
+            if value:
+                form[f"value-{key}"] = "true"
+        elif setting.secret:
+            form[f"value-{key}"] = ""
+        elif setting.kind in ("str",):
+            form[f"value-{key}"] = value
+        elif setting.kind in ("int", "float"):
+            form[f"value-{key}"] = repr(value)
+        else:
+            form[f"value-{key}"] = json.dumps(value)
+    for key, text in changes.items():
+        if text == "<unchecked>":
+            form.pop(f"value-{key}", None)
+        else:
+            form[f"value-{key}"] = text
+    return form
+
+
+async def test_login_sets_a_strict_cookie(client: Client) -> None:
+    first = await client.get("/waffle/")
+    cookie = first.headers["Set-Cookie"]
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/waffle"):
+        assert flag in cookie
+    wrong = await client.post(
+        "/waffle/login", form={"csrf": csrf_of(await text_of(first)), "token": "nope"}
+    )
+    assert wrong.status_code == 401
+    assert "wrong" in await text_of(wrong)
+    assert 'id="settings-form"' not in await text_of(await client.get("/waffle/"))
+    await logged_in(client)
+
+
+async def test_login_needs_csrf(client: Client) -> None:
+    await client.get("/waffle/")
+    response = await client.post("/waffle/login", form={"csrf": "forged", "token": TOKEN})
+    assert response.status_code == 403
+    assert 'id="settings-form"' not in await text_of(await client.get("/waffle/"))
+
+
+async def test_page_lists_groups_and_inputs(client: Client, waffle: QuartWaffle) -> None:
+    await logged_in(client)
+    html = await text_of(await client.get("/waffle/"))
+    assert f'serves revision <strong id="worker-revision">{waffle.revision}</strong>' in html
+    assert '<input type="checkbox" id="value-MAINTENANCE"' in html
+    assert '<select id="value-THEME"' in html
+    assert 'type="number" id="value-MAX_ITEMS"' in html
+    assert 'min="1"' in html
+    assert '<textarea id="value-BANNER"' in html
+    assert 'type="password" id="value-API_KEY" name="value-API_KEY" value=""' in html
+    assert SECRET not in html
+
+
+async def test_save_changes_and_records_actor(client: Client, waffle: QuartWaffle) -> None:
+    csrf = await logged_in(client)
+    form = form_of(waffle, csrf, MAX_ITEMS="30", THEME="dark", MAINTENANCE="true")
+    response = await client.post("/waffle/save", form=form)
+    assert response.status_code == 303
+    assert waffle.get("MAX_ITEMS") == 30
+    assert waffle.get("THEME") == "dark"
+    assert waffle.get("MAINTENANCE") is True
+    assert waffle.get("API_KEY") == SECRET  # empty secret input: unchanged
+    assert {entry.actor for entry in await waffle.history()} == {"token"}
+    page = await text_of(await client.get(response.headers["Location"]))
+    assert f"now serves revision {waffle.revision}" in page
+    form = form_of(waffle, csrf, MAINTENANCE="<unchecked>", API_KEY=NEW_SECRET)
+    assert (await client.post("/waffle/save", form=form)).status_code == 303
+    assert waffle.get("MAINTENANCE") is False
+    assert waffle.get("API_KEY") == NEW_SECRET
+    history = await text_of(await client.get("/waffle/history/API_KEY"))
+    assert "********" in history
+    assert NEW_SECRET not in history
+    assert SECRET not in history
+    assert NEW_SECRET not in await text_of(await client.get("/waffle/"))
+
+
+async def test_invalid_input_is_shown_inline(client: Client, waffle: QuartWaffle) -> None:
+    csrf = await logged_in(client)
+    revision = waffle.revision
+    form = form_of(waffle, csrf, MAX_ITEMS="9999", GREETING="Hey", BANNER="{not json")
+    response = await client.post("/waffle/save", form=form)
+    assert response.status_code == 422
+    html = await text_of(response)
+    assert 'id="error-MAX_ITEMS"' in html
+    assert "must be at most 500" in html
+    assert 'id="error-BANNER"' in html
+    assert "9999" in html  # the person's input is kept for fixing
+    assert waffle.get("GREETING") == "Hello"
+    assert waffle.revision == revision
+
+
+async def test_save_without_csrf_or_login_is_refused(client: Client, waffle: QuartWaffle) -> None:
+    revision = waffle.revision
+    anonymous = await client.post("/waffle/save", form=form_of(waffle, "x", THEME="dark"))
+    assert anonymous.status_code in (401, 403)
+    csrf = await logged_in(client)
+    forged = await client.post("/waffle/save", form=form_of(waffle, "forged", THEME="dark"))
+    assert forged.status_code == 403
+    cross_site = await client.post(
+        "/waffle/save",
+        form=form_of(waffle, csrf, THEME="dark"),
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross_site.status_code == 403
+    assert waffle.get("THEME") == "light"
+    assert waffle.revision == revision
+
+
+async def test_conflict_is_shown(client: Client, waffle: QuartWaffle) -> None:
+    csrf = await logged_in(client)
+    stale = form_of(waffle, csrf, GREETING="Mine")
+    await waffle.update({"GREETING": "Theirs"}, actor="someone")
+    response = await client.post("/waffle/save", form=stale)
+    assert response.status_code == 409
+    html = await text_of(response)
+    assert "GREETING" in html
+    assert "Theirs" in html
+    assert waffle.get("GREETING") == "Theirs"
+    again = await client.post("/waffle/save", form={**stale, "revision": str(waffle.revision)})
+    assert again.status_code == 303
+    assert waffle.get("GREETING") == "Mine"
+
+
+async def test_security_headers_and_logout(client: Client) -> None:
+    csrf = await logged_in(client)
+    response = await client.get("/waffle/")
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert (await client.get("/waffle/static/waffle/admin.js")).status_code == 200
+    assert (await client.post("/waffle/logout", form={"csrf": csrf})).status_code == 303
+    assert 'id="settings-form"' not in await text_of(await client.get("/waffle/"))
+
+
+async def test_page_without_secret_key_explains(sqlite_url: str) -> None:
+    waffle = _page_waffle(sqlite_url, secret_key=None, admin_token=TOKEN)
+    assert waffle.app is not None
+    async with waffle.app.test_app():
+        client = waffle.app.test_client()
+        response = await client.get("/waffle/")
+        assert response.status_code == 503
+        assert "SECRET_KEY" in await text_of(response)
+        api = await client.get("/waffle/api/settings", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert api.status_code == 200
+
+
+async def test_page_not_configured_explains(sqlite_url: str) -> None:
+    waffle = _page_waffle(sqlite_url)
+    assert waffle.app is not None
+    async with waffle.app.test_app():
+        response = await waffle.app.test_client().get("/waffle/")
+        assert response.status_code == 403
+        assert "WAFFLE_ADMIN_TOKEN" in await text_of(response)
+
+
+async def test_page_with_authorize_callback(sqlite_url: str) -> None:
+    async def authorize(request: Request) -> bool:
+        if request.headers.get("X-User") == "alice":
+            g.waffle_actor = "alice"
+            return True
+        return False
+
+    waffle = _page_waffle(sqlite_url, authorize=authorize)
+    assert waffle.app is not None
+    async with waffle.app.test_app():
+        client = waffle.app.test_client()
+        assert (await client.get("/waffle/")).status_code == 403
+        page = await client.get("/waffle/", headers={"X-User": "alice"})
+        assert page.status_code == 200
+        csrf = csrf_of(await text_of(page))
+        response = await client.post(
+            "/waffle/save", form=form_of(waffle, csrf, THEME="dark"), headers={"X-User": "alice"}
+        )
+        assert response.status_code == 303
+        [entry] = await waffle.history(key="THEME")
+        assert entry.actor == "alice"
