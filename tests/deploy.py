@@ -44,22 +44,33 @@ def free_port() -> int:
 async def http_get(port: int, path: str, within: float = 5.0) -> tuple[int, bytes]:
     """``GET path`` on 127.0.0.1:``port`` on a new connection, answered
     ``within`` seconds: (status, body)."""
+    return await http_request(port, "GET", path, within=within)
+
+
+async def http_request(
+    port: int, method: str, path: str, body: Any = None, within: float = 5.0
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request (``body`` sent as JSON) on a new connection to
+    127.0.0.1:``port``, answered ``within`` seconds: (status, body)."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
     async with asyncio.timeout(within):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-            )
+            writer.write(head.encode() + payload)
             await writer.drain()
             response = await reader.read()
         finally:
             writer.close()
             await writer.wait_closed()
-    head, _, body = response.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _unchunk(body)
-    return status, body
+    head_in, _, answer = response.partition(b"\r\n\r\n")
+    status = int(head_in.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head_in.lower():
+        answer = _unchunk(answer)
+    return status, answer
 
 
 def _unchunk(body: bytes) -> bytes:
@@ -90,13 +101,12 @@ async def wait_for_port(port: int, deadline: float, process: asyncio.subprocess.
 
 
 async def _terminate(process: asyncio.subprocess.Process, grace: float) -> int:
-    """SIGTERM the process group, then SIGKILL it after ``grace`` seconds; return the status."""
+    """SIGTERM the process (a hypercorn parent then stops its workers
+    gracefully), SIGKILL its whole group after ``grace`` seconds; return the status."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGCONT)  # a paused worker could not stop
     if process.returncode is None:
-        for sent in (signal.SIGCONT, signal.SIGTERM):
-            try:
-                os.killpg(process.pid, sent)
-            except ProcessLookupError:
-                break
+        process.terminate()
         try:
             async with asyncio.timeout(grace):
                 await process.wait()

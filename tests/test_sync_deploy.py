@@ -1,0 +1,231 @@
+"""Every worker of real ``hypercorn -w 4`` deployments converges: by message
+within milliseconds, and by the periodic check after a lost publish, a paused
+worker, a deleted watcher file or a Redis restart. Reads never fail meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+
+from examples.app import app as demo_app
+from quart_waffle import QuartWaffle
+from tests.conftest import require
+from tests.deploy import Deployment, RedisServer, WhoAmI, http_request
+from tests.services import REDIS_URL
+
+CHECK_INTERVAL = 0.5
+BOUND = CHECK_INTERVAL + 2.0
+"""The documented bound (check_interval + a query) plus slack for a loaded 2-core machine."""
+SHUTDOWN_NOISE = ("Traceback", "Task was destroyed", "never awaited", "Unclosed", "ResourceWarning")
+
+
+def updater(env: dict[str, str]) -> QuartWaffle:
+    """The demo's declarations on the deployment's store and channel, in this
+    process: its updates commit and notify exactly as a worker's do."""
+    app = Quart(__name__, instance_path=env["WAFFLE_INSTANCE_PATH"])
+    app.config["WAFFLE_CONFS"] = demo_app.config["WAFFLE_CONFS"]
+    options: dict[str, Any] = {
+        key.removeprefix("WAFFLE_").lower(): value for key, value in env.items()
+    }
+    options.pop("instance_path")
+    return QuartWaffle(app, **options)
+
+
+def deployment_env(
+    watchtype: str, database_url: str, tmp_path: Path, **extra: str
+) -> dict[str, str]:
+    return {
+        "WAFFLE_WATCHTYPE": watchtype,
+        "WAFFLE_DATABASE_URL": database_url,
+        "WAFFLE_INSTANCE_PATH": str(tmp_path / "instance"),
+        "WAFFLE_WATCHER_FILE": str(tmp_path / "run" / "waffle.revision"),
+        "WAFFLE_CHECK_INTERVAL": str(CHECK_INTERVAL),
+        "WAFFLE_REDIS_URL": REDIS_URL,
+        "WAFFLE_REDIS_CHANNEL": f"waffle-test-{os.urandom(6).hex()}",
+        **extra,
+    }
+
+
+@contextlib.asynccontextmanager
+async def serving(env: dict[str, str], log: Path, workers: int = 4) -> AsyncIterator[Deployment]:
+    """A deployment that must shut down cleanly: status 0, nothing left in its log."""
+    deployment = Deployment(
+        {**env, "PYTHONWARNINGS": "default"}, log, workers=workers, app="tests.sync_app:app"
+    )
+    await deployment.start()
+    try:
+        yield deployment
+    finally:
+        status = await deployment.stop()
+    assert status == 0, deployment.log_tail()
+    noise = [
+        line
+        for line in deployment.log_tail(400).splitlines()
+        if any(n in line for n in SHUTDOWN_NOISE)
+    ]
+    assert noise == [], deployment.log_tail()
+    reports = [line for line in deployment.log_tail(400).splitlines() if "shutdown pid=" in line]
+    assert len(reports) == workers, deployment.log_tail()
+    assert all("waffle_tasks=[] connected=False" in line for line in reports), reports
+
+
+def serves(revision: int, **settings: Any) -> Any:
+    def check(answer: WhoAmI) -> bool:
+        return answer["revision"] >= revision and all(
+            answer["settings"][key] == value for key, value in settings.items()
+        )
+
+    return check
+
+
+async def converge(
+    deployment: Deployment, pids: set[int], revision: int, within: float, **settings: Any
+) -> float:
+    """Seconds until every worker serves ``revision``; fail beyond ``within``."""
+    start = time.monotonic()
+    await deployment.until_all_serve(serves(revision, **settings), pids, within=within)
+    return time.monotonic() - start
+
+
+@pytest.fixture(name="case", params=["file", "redis", "postgres"])
+def _case(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(watchtype, database URL): the file channel on SQLite, as the demo embeds it."""
+    watchtype: str = request.param
+    if watchtype == "redis":
+        require("Redis")
+    fixture = "sqlite_url" if watchtype == "file" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return watchtype, url
+
+
+async def test_every_worker_converges(case: tuple[str, str], tmp_path: Path) -> None:
+    watchtype, database_url = case
+    env = deployment_env(watchtype, database_url, tmp_path)
+    waffle = updater(env)
+    async with waffle.connected(), serving(env, tmp_path / "hypercorn.log") as deployment:
+        pids = await deployment.worker_pids()
+        assert len(pids) == 4
+
+        # through one worker, by message: within milliseconds, bounded here generously
+        greeting = f"Hello from {watchtype}"
+        status, body = await http_request(
+            deployment.port, "POST", "/test/update", {"GREETING": greeting}
+        )
+        assert status == 200, body
+        revision = json.loads(body)["revision"]
+        took = await converge(deployment, pids, revision, 1.0, GREETING=greeting)
+        assert took < 1.0
+        # from another process, as the CLI does
+        revision = await waffle.update({"GREETING": f"{greeting}!"})
+        took = await converge(deployment, pids, revision, 1.0, GREETING=f"{greeting}!")
+        assert took < 1.0
+
+        # a publish lost on purpose: the periodic check carries it
+        store = waffle._require_store()
+        lost = (await store.write({"MAX_ITEMS": "123"})).revision
+        assert lost is not None
+        await converge(deployment, pids, lost, BOUND, MAX_ITEMS=123)
+
+        # a worker paused while updates happen, then resumed
+        paused = min(pids)
+        os.kill(paused, signal.SIGSTOP)
+        try:
+            for number in range(5):
+                revision = await waffle.update({"MAX_ITEMS": 200 + number})
+            others = pids - {paused}
+            await converge(deployment, others, revision, 1.0, MAX_ITEMS=204)
+        finally:
+            os.kill(paused, signal.SIGCONT)
+        await converge(deployment, pids, revision, BOUND, MAX_ITEMS=204)
+
+        if watchtype == "file":
+            # the watcher file deleted, with an unannounced change; then replaced
+            watcher = env["WAFFLE_WATCHER_FILE"]
+            revision = (await store.write({"THEME": '"dark"'})).revision or 0
+            os.unlink(watcher)
+            await converge(deployment, pids, revision, BOUND, THEME="dark")
+            revision = (await store.write({"THEME": '"light"'})).revision or 0
+            replacement = tmp_path / "replacement"
+            replacement.write_text("replaced by hand\n")
+            os.replace(replacement, watcher)
+            await converge(deployment, pids, revision, BOUND, THEME="light")
+            revision = await waffle.update({"THEME": "dark"})
+            await converge(deployment, pids, revision, 1.0, THEME="dark")
+
+
+@pytest.mark.parametrize("watchtype", ["redis", "postgres"])
+async def test_two_hosts_share_one_database(
+    watchtype: str, tmp_path: Path, postgres_url: str
+) -> None:
+    """Two deployments (separate instance paths and ports) on one PostgreSQL
+    and one Redis: an update through either reaches every worker of both."""
+    require("Redis")
+    channel = f"waffle-test-{os.urandom(6).hex()}"
+    envs = [
+        deployment_env(watchtype, postgres_url, tmp_path / host, WAFFLE_REDIS_CHANNEL=channel)
+        for host in ("a", "b")
+    ]
+    waffles = [updater(env) for env in envs]
+    async with (
+        waffles[0].connected(),
+        waffles[1].connected(),
+        serving(envs[0], tmp_path / "a.log", workers=2) as host_a,
+        serving(envs[1], tmp_path / "b.log", workers=2) as host_b,
+    ):
+        pids_a, pids_b = await asyncio.gather(host_a.worker_pids(), host_b.worker_pids())
+        for number, waffle in enumerate(waffles):
+            greeting = f"from host {number}"
+            revision = await waffle.update({"GREETING": greeting})
+            took = await asyncio.gather(
+                converge(host_a, pids_a, revision, 1.0, GREETING=greeting),
+                converge(host_b, pids_b, revision, 1.0, GREETING=greeting),
+            )
+            assert max(took) < 1.0
+
+
+async def test_redis_restarted_during_a_stream_of_updates(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with RedisServer() as redis_server:
+        env = deployment_env("redis", postgres_url, tmp_path, WAFFLE_REDIS_URL=redis_server.url)
+        waffle = updater(env)
+        async with waffle.connected(), serving(env, tmp_path / "hypercorn.log") as deployment:
+            pids = await deployment.worker_pids()
+            reads = 0
+            revision = 0
+
+            async def stream() -> int:
+                latest = 0
+                for number in range(60):
+                    latest = await waffle.update({"MAX_ITEMS": 1 + number})
+                    await asyncio.sleep(0.03)
+                return latest
+
+            async def outage() -> None:
+                await asyncio.sleep(0.4)
+                await redis_server.stop()
+                await asyncio.sleep(0.5)
+                await redis_server.start()
+
+            streaming = asyncio.gather(stream(), outage())
+            while not streaming.done():
+                reads += len(await deployment.sample(4))  # raises if a read fails
+            revision = (await streaming)[0]
+            assert reads > 0
+            store = waffle._require_store()
+            assert await store.latest_revision() == revision
+            await converge(deployment, pids, revision, BOUND, MAX_ITEMS=60)
+            # and messages flow again, within milliseconds
+            revision = await waffle.update({"MAX_ITEMS": 61})
+            took = await converge(deployment, pids, revision, 2.0, MAX_ITEMS=61)
+            assert took < 2.0
