@@ -178,8 +178,21 @@ async def test_save_without_csrf_or_login_is_refused(client: Client, waffle: Qua
         headers={"Origin": "https://evil.example"},
     )
     assert cross_site.status_code == 403
+    sibling = await client.post(
+        "/waffle/save",
+        form=form_of(waffle, csrf, THEME="dark"),
+        headers={"Sec-Fetch-Site": "same-site"},
+    )
+    assert sibling.status_code == 403
     assert waffle.get("THEME") == "light"
-    assert waffle.revision == revision
+    own_form = await client.post(
+        "/waffle/save",
+        form=form_of(waffle, csrf, THEME="dark"),
+        headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert own_form.status_code == 303
+    assert waffle.get("THEME") == "dark"
+    assert waffle.revision == revision + 1
 
 
 async def test_conflict_is_shown(client: Client, waffle: QuartWaffle) -> None:

@@ -1,0 +1,108 @@
+"""The admin page in a real browser (the system's headless Chromium through
+Playwright) against ``hypercorn -w 4 examples.app:app``: a change made on the
+page on one worker is served by every worker."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.deploy import Deployment
+from tests.services import IN_CI
+
+CHROMIUM = os.environ.get("WAFFLE_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "browser-admin-token-0123456789"
+
+
+def _require_browser() -> None:
+    """Skip (or, under CI=true, fail) when Chromium or Playwright is missing."""
+    reasons = []
+    if not os.access(CHROMIUM, os.X_OK):
+        reasons.append(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        reasons.append("Playwright for Python is not installed (pip install playwright)")
+    if not reasons:
+        return
+    reason = "; ".join(reasons)
+    if IN_CI:
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
+    _require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    env = {
+        "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
+        "WAFFLE_WATCHTYPE": "file",
+        "WAFFLE_WATCHER_FILE": str(tmp_path / "waffle.revision"),
+        "WAFFLE_INSTANCE_PATH": str(tmp_path),
+        "WAFFLE_ADMIN_TOKEN": TOKEN,
+        "QUART_SECRET_KEY": "browser-test-secret-key",
+    }
+    async with Deployment(env, tmp_path / "hypercorn.log", workers=4) as deployment:
+        pids = await deployment.worker_pids()
+        base = f"http://127.0.0.1:{deployment.port}/waffle/"
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+            )
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(15_000)
+                await page.goto(base)
+                await page.fill("#token", TOKEN)
+                await page.click("button:text('Log in')")
+                await expect(page.locator("#settings-form")).to_be_visible()
+
+                # An invalid value: the review lists it, the server refuses it inline.
+                await page.fill("#value-MAX_ITEMS", "9999")
+                await page.click("#save")
+                await expect(page.locator("#review-rows tr[data-key=MAX_ITEMS]")).to_be_visible()
+                await page.click("#confirm")
+                await expect(page.locator("#error-MAX_ITEMS")).to_contain_text("at most 500")
+
+                # A valid change: reviewed as a diff, then confirmed.
+                await page.fill("#value-MAX_ITEMS", "20")
+                await page.fill("#value-GREETING", "Hello from the browser")
+                await page.select_option("#value-THEME", "dark")
+                await page.click("#save")
+                rows = page.locator("#review-rows tr")
+                await expect(rows).to_have_count(2)
+                await expect(page.locator("#review-rows tr[data-key=GREETING]")).to_contain_text(
+                    "Hello, world!"
+                )
+                await expect(page.locator("#review-rows tr[data-key=THEME]")).to_contain_text(
+                    "dark"
+                )
+                await page.click("#confirm")
+                await expect(page.locator(".notice")).to_contain_text("Saved")
+                html = await page.content()
+                assert "change-me" not in html  # the demo's secret default
+
+                # The secret is masked and its empty input means "unchanged".
+                await expect(page.locator("#value-API_KEY")).to_have_value("")
+            finally:
+                await browser.close()
+
+        seen = await deployment.until_all_serve(
+            lambda body: (
+                body["settings"]["GREETING"] == "Hello from the browser"
+                and body["settings"]["THEME"] == "dark"
+            ),
+            pids,
+            within=15.0,
+        )
+        assert set(seen) == pids
