@@ -1,0 +1,100 @@
+"""The options of `quart-waffle serve`, and the Hypercorn settings a worker derives from them."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def default_control_socket(pid: int) -> str:
+    """Where a supervisor with process id `pid` listens when no control socket is given."""
+    return os.path.join(tempfile.gettempdir(), f"quart-waffle-{pid}.sock")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything the supervisor needs to run and roll a pool of workers.
+
+    Arguments:
+        app: The ASGI application as ``module:attribute``.
+        binds: Addresses to listen on (``host:port``, ``unix:path`` or ``fd://n``); secure when a
+            certificate is given.
+        insecure_binds: Addresses that stay plain HTTP even when a certificate is given.
+        workers: Number of worker processes.
+        min_active: Workers that must be accepting at every moment of a reload; the
+            ``workers - min_active`` others are replaced in parallel (at least one at a time).
+        graceful_timeout: Seconds a stopping worker has to answer what it accepted before it is
+            killed.
+        keep_alive_timeout: Seconds an idle keep-alive connection stays open.
+        startup_timeout: Seconds a new worker has to import the app and finish lifespan startup.
+        certfile: TLS certificate (PEM).
+        keyfile: TLS private key (PEM).
+        access_logfile: Access log target (``-`` for stderr), none by default.
+        error_logfile: Error log target (``-`` for stderr).
+        log_level: Level for the supervisor's and the workers' logs.
+        backlog: Length of the kernel's accept queue.
+        control_socket: Unix socket `quart-waffle reload` talks to (a per-process temporary path
+            by default).
+
+    Example::
+
+        ServeConfig(app="examples.app:app", binds=["127.0.0.1:8000"], workers=4)
+    """
+
+    app: str
+    binds: list[str] = field(default_factory=lambda: ["127.0.0.1:8000"])
+    insecure_binds: list[str] = field(default_factory=list)
+    workers: int = 1
+    min_active: int | None = None
+    graceful_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    startup_timeout: float = 60.0
+    certfile: str | None = None
+    keyfile: str | None = None
+    access_logfile: str | None = None
+    error_logfile: str = "-"
+    log_level: str = "info"
+    backlog: int = 1024
+    control_socket: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not 0 <= self.active_floor <= self.workers:
+            raise ValueError("min_active must be between 0 and the number of workers")
+        for name in ("graceful_timeout", "keep_alive_timeout", "startup_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def active_floor(self) -> int:
+        """`min_active`, defaulting to one worker fewer than the pool (at least one)."""
+        if self.min_active is None:
+            return max(self.workers - 1, 1)
+        return self.min_active
+
+    @property
+    def batch_size(self) -> int:
+        """How many workers a reload replaces in parallel."""
+        return max(self.workers - self.active_floor, 1)
+
+    def hypercorn_settings(self, secure_fds: list[int], insecure_fds: list[int]) -> dict[str, Any]:
+        """The `hypercorn.config.Config.from_mapping` settings of a worker serving these sockets."""
+        # Without TLS, Hypercorn serves `bind` as plain HTTP and ignores `insecure_bind`.
+        plain_only = not secure_fds
+        return {
+            "bind": [f"fd://{fd}" for fd in (insecure_fds if plain_only else secure_fds)],
+            "insecure_bind": [] if plain_only else [f"fd://{fd}" for fd in insecure_fds],
+            "certfile": self.certfile,
+            "keyfile": self.keyfile,
+            "accesslog": self.access_logfile,
+            "errorlog": self.error_logfile,
+            "loglevel": self.log_level.upper(),
+            "backlog": self.backlog,
+            "graceful_timeout": self.graceful_timeout,
+            "keep_alive_timeout": self.keep_alive_timeout,
+            "startup_timeout": self.startup_timeout,
+            "shutdown_timeout": self.graceful_timeout,
+        }

@@ -1,0 +1,122 @@
+"""Connection draining: what lets one worker stop without failing a single HTTP/1 request.
+
+Hypercorn, when its shutdown trigger fires, closes idle keep-alive connections at once and
+closes busy ones after their response without saying so; a client that sends its next request
+at that moment gets no answer. So a worker first stops accepting, then answers every request
+with ``Connection: close`` until its connections are gone, and only then lets Hypercorn shut
+down. This module is the ASGI half of that: it counts requests in flight, remembers which
+connections may still send one, and adds the header once draining has begun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_POLL_INTERVAL = 0.02
+
+
+class Drain:
+    """The draining state of one worker and the HTTP/1 connections it has seen.
+
+    Arguments:
+        keep_alive_timeout: Seconds after which the server itself closes an idle connection, so
+            a connection idle for longer can no longer send a request.
+    """
+
+    def __init__(self, keep_alive_timeout: float) -> None:
+        self.keep_alive_timeout = keep_alive_timeout
+        self.draining = False
+        self.in_flight = 0
+        # Client address -> when its connection went idle, or None while a request is running.
+        self._connections: dict[tuple[Any, ...], float | None] = {}
+
+    def begin(self) -> None:
+        self.draining = True
+
+    def request_started(self, client: tuple[Any, ...] | None) -> None:
+        self.in_flight += 1
+        if client is not None:
+            self._connections[client] = None
+
+    def request_finished(self, client: tuple[Any, ...] | None, *, closing: bool) -> None:
+        self.in_flight -= 1
+        if client is None:
+            return
+        if closing:
+            self._connections.pop(client, None)
+        else:
+            self._connections[client] = time.monotonic()
+
+    def live_connections(self) -> int:
+        """Connections that may still send a request."""
+        horizon = time.monotonic() - self.keep_alive_timeout
+        return sum(idle is None or idle > horizon for idle in self._connections.values())
+
+    async def settle(self, accept_grace: float, deadline: float) -> None:
+        """Wait until no request is running and no connection can send one.
+
+        Waits at least `accept_grace` seconds, so that connections accepted just before the
+        worker stopped accepting can deliver their first request, and never past `deadline`
+        (a `time.monotonic()` value).
+        """
+        earliest = time.monotonic() + accept_grace
+        while time.monotonic() < deadline:
+            quiet = self.in_flight == 0 and self.live_connections() == 0
+            if quiet and time.monotonic() >= earliest:
+                return
+            await asyncio.sleep(_POLL_INTERVAL)
+
+
+class DrainMiddleware:
+    """ASGI middleware that feeds a `Drain` and closes connections once it is draining.
+
+    Example::
+
+        drain = Drain(keep_alive_timeout=5.0)
+        app = DrainMiddleware(app, drain)
+    """
+
+    def __init__(self, app: ASGIApp, drain: Drain) -> None:
+        self.app = app
+        self.drain = drain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP/2 has its own GOAWAY and forbids connection headers; websockets are left alone.
+        if scope["type"] != "http" or scope.get("http_version") not in {"1.0", "1.1"}:
+            await self.app(scope, receive, send)
+            return
+        client = tuple(scope["client"]) if scope.get("client") else None
+        # HTTP/1.0 closes after each response unless it negotiated keep-alive, which is rare.
+        closing = scope["http_version"] == "1.0" or _has_close(scope.get("headers", []))
+        self.drain.request_started(client)
+
+        async def send_closing(message: Message) -> None:
+            nonlocal closing
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if self.drain.draining and not _has_close(headers):
+                    headers.append((b"connection", b"close"))
+                    message = {**message, "headers": headers}
+                closing = closing or _has_close(headers)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_closing)
+        finally:
+            self.drain.request_finished(client, closing=closing)
+
+
+def _has_close(headers: Any) -> bool:
+    return any(
+        bytes(name).lower() == b"connection" and b"close" in bytes(value).lower()
+        for name, value in headers
+    )

@@ -1,0 +1,16 @@
+"""The ways starting a worker or rolling a reload can fail."""
+
+from __future__ import annotations
+
+
+class WorkerFailed(Exception):
+    """A new worker did not become ready: import error, crash, failed startup or timeout."""
+
+    def __init__(self, pid: int, reason: str) -> None:
+        super().__init__(f"worker {pid} failed: {reason}")
+        self.pid = pid
+        self.reason = reason
+
+
+class ReloadFailed(Exception):
+    """A rolling reload stopped before replacing every worker; the others keep serving."""

@@ -1,0 +1,113 @@
+"""One worker process as the supervisor sees it: spawn, wait until ready, drain, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+
+from .config import ServeConfig
+from .errors import WorkerFailed
+from .listeners import Listeners
+from .worker import DRAIN, FAILED, READY, WorkerSpec
+
+# A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
+# timeout; past this margin it is killed.
+EXIT_MARGIN = 1.0
+
+
+class WorkerProcess:
+    """A worker started from a fresh interpreter, so it imports the app's current code."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        generation: int,
+    ) -> None:
+        self.process = process
+        self.generation = generation
+        self.started_at = time.monotonic()
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def spawn(
+        cls, config: ServeConfig, listeners: Listeners, generation: int
+    ) -> WorkerProcess:
+        parent, child = socket.socketpair()
+        secure = [sock.fileno() for sock in listeners.secure]
+        insecure = [sock.fileno() for sock in listeners.insecure]
+        spec = WorkerSpec(
+            app=config.app,
+            channel_fd=child.fileno(),
+            secure_fds=secure,
+            insecure_fds=insecure,
+            hypercorn=config.hypercorn_settings(secure, insecure),
+        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "from quart_waffle.supervisor.worker import main; main()",
+                spec.to_json(),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(child.fileno(), *secure, *insecure),
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        return cls(process, reader, writer, generation)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    async def wait_ready(self, startup_timeout: float) -> None:
+        """Return once the worker accepts, or kill it and raise `WorkerFailed`."""
+        try:
+            async with asyncio.timeout(startup_timeout):
+                line = (await self._reader.readline()).decode(errors="replace").strip()
+        except TimeoutError:
+            await self.kill()
+            raise WorkerFailed(self.pid, f"not ready after {startup_timeout:g} s") from None
+        if line == READY:
+            return
+        await self.kill()
+        if line.startswith(FAILED):
+            raise WorkerFailed(self.pid, line.removeprefix(FAILED).strip())
+        raise WorkerFailed(self.pid, f"exited with code {self.process.returncode}")
+
+    async def wait_exit(self) -> int:
+        code = await self.process.wait()
+        self._writer.close()
+        return code
+
+    async def stop(self, graceful_timeout: float) -> int | None:
+        """Drain the worker; kill it if it has not exited in time. Returns its exit code, or
+        None when it had to be killed."""
+        with contextlib.suppress(ConnectionError):
+            self._writer.write(f"{DRAIN}\n".encode())
+            await self._writer.drain()
+        try:
+            async with asyncio.timeout(graceful_timeout + EXIT_MARGIN):
+                return await self.wait_exit()
+        except TimeoutError:
+            await self.kill()
+            return None
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        await self.wait_exit()

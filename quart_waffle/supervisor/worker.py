@@ -1,0 +1,125 @@
+"""A worker process: a fresh interpreter serving the app with Hypercorn on inherited sockets.
+
+Started by the supervisor with the JSON of a `WorkerSpec` as its one argument. The worker
+talks to the supervisor over one socket: it sends ``ready`` once lifespan startup has finished
+and Hypercorn is accepting, or ``failed <reason>``; it drains when it reads ``drain``, when that
+socket closes (the supervisor is gone) or on SIGTERM. SIGINT is ignored: the supervisor decides
+when its workers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from hypercorn.typing import ASGIFramework
+
+from .drain import ASGIApp, Drain, DrainMiddleware
+
+READY = "ready"
+FAILED = "failed"
+DRAIN = "drain"
+
+# Connections accepted just before the worker stopped accepting get this long to send a request.
+ACCEPT_GRACE = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process is told on its command line."""
+
+    app: str
+    channel_fd: int
+    secure_fds: list[int]
+    insecure_fds: list[int]
+    hypercorn: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))
+
+
+def load_app(path: str) -> ASGIApp:
+    """Import ``module:attribute`` (attribute ``app`` by default) from the working directory."""
+    module_name, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    app: ASGIApp = getattr(module, attribute or "app")
+    return app
+
+
+async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    config = Config.from_mapping(spec.hypercorn)
+    reader, writer = await asyncio.open_unix_connection(sock=channel)
+    drain = Drain(config.keep_alive_timeout)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def watch_channel() -> None:
+        await reader.readline()  # DRAIN, or end of file if the supervisor died
+        stop.set()
+
+    async def shutdown_trigger() -> None:
+        # Hypercorn calls this once its servers accept, after lifespan startup.
+        writer.write(f"{READY}\n".encode())
+        await writer.drain()
+        watcher = asyncio.create_task(watch_channel())
+        try:
+            await stop.wait()
+        finally:
+            watcher.cancel()
+        started = time.monotonic()
+        deadline = started + config.graceful_timeout
+        for fd in (*spec.secure_fds, *spec.insecure_fds):
+            # The shared accept queue stays open: the other workers take what is queued.
+            loop.remove_reader(fd)
+        drain.begin()
+        await drain.settle(ACCEPT_GRACE, min(deadline, started + config.keep_alive_timeout))
+        # What is left of the graceful timeout is Hypercorn's to finish requests in flight.
+        config.graceful_timeout = max(deadline - time.monotonic(), 0.0)
+
+    try:
+        await serve(
+            cast(ASGIFramework, DrainMiddleware(app, drain)),
+            config,
+            shutdown_trigger=shutdown_trigger,
+            mode="asgi",
+        )
+    except Exception as error:
+        writer.write(f"{FAILED} {_reason(error)}\n".encode())
+        await writer.drain()
+        raise
+    finally:
+        writer.close()
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    spec = WorkerSpec.from_json(sys.argv[-1])
+    channel = socket.socket(fileno=spec.channel_fd)
+    try:
+        app = load_app(spec.app)
+    except Exception as error:
+        channel.sendall(f"{FAILED} {_reason(error)}\n".encode())
+        channel.close()
+        raise
+    asyncio.run(_serve(app, spec, channel))

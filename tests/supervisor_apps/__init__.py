@@ -1,0 +1,1 @@
+"""Apps and load clients for the supervisor tests and the reload benchmark."""

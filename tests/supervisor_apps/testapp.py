@@ -1,0 +1,41 @@
+"""A Quart app whose next version can be made to break, for the supervisor tests.
+
+Environment:
+    WAFFLE_TEST_BROKEN: a file; while it exists, importing this module fails.
+    WAFFLE_TEST_STARTUP_FAILS: a file; while it exists, lifespan startup fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from quart import Quart
+
+
+def _flagged(name: str) -> bool:
+    flag = os.environ.get(name)
+    return flag is not None and os.path.exists(flag)
+
+
+if _flagged("WAFFLE_TEST_BROKEN"):
+    raise RuntimeError("this version is broken")
+
+app = Quart(__name__)
+
+
+@app.before_serving
+async def _startup() -> None:
+    if _flagged("WAFFLE_TEST_STARTUP_FAILS"):
+        raise RuntimeError("startup failed on purpose")
+
+
+@app.get("/whoami")
+async def whoami() -> dict[str, int]:
+    return {"pid": os.getpid()}
+
+
+@app.get("/slow/<float:seconds>")
+async def slow(seconds: float) -> dict[str, int]:
+    await asyncio.sleep(seconds)
+    return {"pid": os.getpid()}
