@@ -327,10 +327,13 @@ async def test_security_headers(client: Client) -> None:
 
 
 async def test_store_unavailable_is_503(
-    client: Client, waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch
+    client: Client,
+    waffle: QuartWaffle,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise OperationalError("connect", {}, OSError("connection refused"))
+        raise OperationalError("UPDATE waffle_settings", {"value": NEW_SECRET}, OSError("refused"))
 
     store = waffle._store
     assert store is not None
@@ -345,6 +348,8 @@ async def test_store_unavailable_is_503(
     assert (await client.get("/waffle/api/history", headers=AUTH)).status_code == 503
     # Reads keep serving this worker's snapshot.
     assert (await client.get("/waffle/api/settings", headers=AUTH)).status_code == 200
+    assert "database unavailable" in caplog.text
+    assert NEW_SECRET not in caplog.text
 
 
 # Auth.

@@ -78,6 +78,13 @@ def unavailable(error: StoreUnavailableError) -> AdminError:
     )
 
 
+def log_unavailable(error: StoreUnavailableError) -> None:
+    """Log an unreachable database by the driver error's type only: SQLAlchemy's
+    message carries the statement's parameters, which may be secret values."""
+    cause = error.__cause__ or error
+    logger.warning("admin: settings database unavailable (%s)", type(cause).__name__)
+
+
 def conflict(error: ConflictError, current: Mapping[str, Any]) -> AdminError:
     """409 with the current (display) values and revisions of the conflicting keys."""
     return AdminError(
@@ -114,7 +121,7 @@ def register_error_handlers(blueprint: Blueprint) -> None:
 
     @blueprint.errorhandler(StoreUnavailableError)
     async def _unavailable(error: StoreUnavailableError) -> Response:
-        logger.warning("admin request failed: %s", error)
+        log_unavailable(error)
         return error_response(unavailable(error))
 
     @blueprint.errorhandler(HTTPException)

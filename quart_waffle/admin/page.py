@@ -35,7 +35,7 @@ from .auth import (
     secret_key,
     token_matches,
 )
-from .errors import AdminError, logger
+from .errors import AdminError, log_unavailable
 from .headers import add_security_headers
 
 if TYPE_CHECKING:
@@ -381,7 +381,7 @@ async def _admin_error(error: AdminError) -> Response:
 
 @page.errorhandler(StoreUnavailableError)
 async def _unavailable(error: StoreUnavailableError) -> Response:
-    logger.warning("admin page request failed: %s", error)
+    log_unavailable(error)
     return await _message(
         "Database unreachable",
         "The settings database cannot be reached; nothing was saved. Try again shortly.",
