@@ -1,17 +1,34 @@
-"""The demo app for the sync tests: ``POST /test/update`` (a JSON object of
-settings) updates through this worker, and each worker reports on stderr what
-its shutdown left behind, after quart-waffle's own ``after_serving``."""
+"""The demo app for the sync tests and benchmarks: ``POST /test/update`` (a
+JSON object of settings) updates through this worker; ``GET /test/applied``
+tells when (wall clock) this worker applied each recent revision; each worker
+reports on stderr what its shutdown left behind, after quart-waffle's own
+``after_serving``."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import time
+from collections import deque
 from typing import Any
 
-from quart import request
+from quart import Quart, request
 
 from examples.app import app, waffle
+from quart_waffle import settings_changed
+
+applied_at: deque[tuple[int, float]] = deque(maxlen=1000)
+
+
+@settings_changed.connect_via(app)
+def record(_app: Quart, revision: int, changes: dict[str, Any]) -> None:
+    applied_at.append((revision, time.time()))
+
+
+@app.get("/test/applied")
+async def applied() -> dict[str, Any]:
+    return {"pid": os.getpid(), "applied": {str(rev): when for rev, when in applied_at}}
 
 
 @app.post("/test/update")
