@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -374,3 +375,12 @@ class BenchConfig:
     throughput_rounds: int = 2
     connections: int = 32
     results: Path = RESULTS
+
+
+def workspace(config: BenchConfig, name: str) -> Path:
+    """``results/work/<name>``, emptied: databases, watch files and server
+    logs of this run, kept until the next one for a look after a failure."""
+    directory = (config.results / "work" / name).resolve()
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory

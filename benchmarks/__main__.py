@@ -1,0 +1,156 @@
+"""Run every benchmark, bounded, and write the Markdown report and PNG plots.
+
+python -m benchmarks                    # everything, a few minutes on 2 cores
+python -m benchmarks --quick            # fewer sizes and updates
+python -m benchmarks --only core,throughput
+python -m benchmarks --publish          # also refresh docs/benchmarks.md and docs/images/
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from . import core_bench, flask_waffleconf, propagation, reload, throughput
+from .harness import ROOT, BenchConfig, Section
+from .report import markdown, plots
+
+SECTIONS: dict[str, Callable[[BenchConfig], Awaitable[Section]]] = {
+    "core": core_bench.run,
+    "propagation": propagation.run,
+    "fwc": flask_waffleconf.run,
+    "throughput": throughput.run,
+    "reload": reload.run,
+}
+DOCS = ROOT / "docs" / "benchmarks.md"
+DOCS_INTRO = """# Benchmarks
+
+How fast every worker sees a change, what the extension costs per request, and
+whether it holds from a handful to 10,000 declared settings, measured side by
+side with Flask-WaffleConf 0.3.1 in the same run.
+
+## Reproduce
+
+```sh
+make bench                   # or: .venv/bin/python -m benchmarks
+.venv/bin/python -m benchmarks --quick        # a smaller run
+.venv/bin/python -m benchmarks --only core    # core, propagation, fwc, throughput, reload
+```
+
+Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 are used when they
+answer (`WAFFLE_BENCH_REDIS_URL`, `WAFFLE_BENCH_POSTGRES_URL`); a section whose
+service is missing prints `skipped: reason`. `wrk` (`apt-get install wrk`)
+drives the throughput runs when installed, else an asyncio client does. The
+Flask-WaffleConf comparison installs Flask-WaffleConf 0.3.1, Flask 3,
+Flask-SQLAlchemy 3, gunicorn and redis from PyPI into its own virtualenv
+(`benchmarks/results/.fwc-venv`, kept between runs). The report and plots
+land in `benchmarks/results/`; `--publish` copies them here.
+
+## What is measured
+
+- **Core**: the cost of reading a setting on the request path against a plain
+  dict lookup, and of one worker's `refresh()` after another changed one key,
+  with 10 and 10,000 declared settings, on SQLite and PostgreSQL.
+- **Propagation**: `hypercorn -w 4 examples.app:app`; an update of `GREETING`
+  (through the HTTP admin, `PUT /waffle/api/settings/GREETING`, when the app
+  has it, else with the Python API from the benchmark process), then each
+  worker is polled on its own keep-alive connection until it serves the new
+  value. The figure is the time from the update's response until the last
+  worker serves it. The smallest size is the demo app's own 7 settings.
+- **Flask-WaffleConf 0.3.1**: a Flask 3 app with the same declarations under
+  `gunicorn -w 4 -k gthread`, updated through its `update_db()`, measured as
+  it ships and with the app wrapping each reload in an app context (without
+  it the watcher thread dies under Flask-SQLAlchemy 3).
+- **Throughput**: `GET /` (reads two settings through `current_app.config`)
+  with the extension and on a bare Quart app, same Hypercorn settings, runs
+  interleaved; memory per worker from `/proc`.
+- **Rolling reloads**: `benchmarks/reload_bench.py`.
+
+Figures come from a shared 2-core machine: the load average is in the table,
+and a busy machine shows in every latency.
+
+## Latest results
+
+"""
+
+
+def _config(arguments: argparse.Namespace) -> BenchConfig:
+    config = BenchConfig()
+    if arguments.quick:
+        config.settings = (1, 1_000)
+        config.updates = 20
+        config.fwc_settings = (1, 100)
+        config.fwc_updates = 20
+        config.cell_budget = 8.0
+        config.throughput_seconds = 3.0
+    if arguments.settings:
+        config.settings = tuple(int(size) for size in arguments.settings.split(","))
+        config.fwc_settings = config.settings
+    if arguments.updates:
+        config.updates = config.fwc_updates = arguments.updates
+    return config
+
+
+async def _main(arguments: argparse.Namespace) -> int:
+    config = _config(arguments)
+    config.results.mkdir(parents=True, exist_ok=True)
+    chosen = arguments.only.split(",") if arguments.only else list(SECTIONS)
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        print(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+        return 2
+    command = "python -m benchmarks " + " ".join(sys.argv[1:])
+    started = time.monotonic()
+    load_start = os.getloadavg()
+    sections: list[Section] = []
+    for name in chosen:
+        try:
+            sections.append(await SECTIONS[name](config))
+        except Exception as error:  # one broken section must not lose the others
+            section = Section(f"{name}")
+            section.skip(f"failed: {type(error).__name__}: {error}")
+            sections.append(section)
+    elapsed = time.monotonic() - started
+    load = (load_start, os.getloadavg())
+    images = plots(sections, config.results)
+    report = markdown(sections, images, command=command.strip(), elapsed=elapsed, load=load)
+    (config.results / "report.md").write_text(report + "\n")
+    print("\n" + report)
+    print(f"\nwritten: {config.results / 'report.md'} and {', '.join(images) or 'no plots'}")
+    if arguments.publish:
+        images_dir = ROOT / "docs" / "images"
+        images_dir.mkdir(parents=True, exist_ok=True)
+        for image in images:
+            shutil.copyfile(config.results / image, images_dir / f"benchmarks-{image}")
+        published = markdown(
+            sections,
+            [f"benchmarks-{image}" for image in images],
+            command=command.strip(),
+            elapsed=elapsed,
+            load=load,
+            image_prefix="images/",
+        )
+        DOCS.write_text(DOCS_INTRO + published + "\n")
+        print(f"published: {DOCS}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and updates")
+    parser.add_argument("--only", help="comma-separated: " + ",".join(SECTIONS))
+    parser.add_argument("--settings", help="declared settings, e.g. 1,100,1000,10000")
+    parser.add_argument("--updates", type=int, help="updates per propagation cell")
+    parser.add_argument(
+        "--publish", action="store_true", help="write docs/benchmarks.md and docs/images/"
+    )
+    return asyncio.run(_main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""Flask-WaffleConf 0.3.1 side by side: the same measurement as
+:mod:`benchmarks.propagation`, on a Flask 3 app with the same declarations
+under ``gunicorn -w 4 -k gthread``, redis and file modes.
+
+The benchmark installs Flask-WaffleConf, Flask 3, Flask-SQLAlchemy 3,
+gunicorn and redis from PyPI into its own virtualenv (cached under
+``benchmarks/results/.fwc-venv``). Its watcher thread dies under
+Flask-SQLAlchemy 3 (the store's queries need an app context the thread does
+not have), so it is measured as it ships and with the app wrapping each
+reload in an app context. Run alone with ``python -m benchmarks.flask_waffleconf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from .harness import (
+    REDIS_URL,
+    BenchConfig,
+    Connection,
+    Section,
+    Server,
+    Skipped,
+    close_all,
+    connect_per_worker,
+    free_port,
+    reachable,
+    wait_ready,
+    workspace,
+)
+from .propagation import BASE_SETTINGS, HEADER, Cell, measure
+
+REQUIREMENTS = (
+    "Flask-WaffleConf==0.3.1",
+    "flask>=3,<4",
+    "flask-sqlalchemy>=3,<4",
+    "gunicorn",
+    "redis",
+)
+FILE_POLL = 10.0  # Flask-WaffleConf's file watcher sleeps 10 s between checks
+
+# The Flask app under test: written next to the virtualenv, not imported here.
+APP_SOURCE = '''
+"""Flask 3 + Flask-SQLAlchemy 3 + Flask-WaffleConf 0.3.1, declaring the same
+settings as examples/app.py, for the quart-waffle benchmarks."""
+
+import os
+import sys
+import tempfile
+
+from flask import Flask, jsonify, request
+from flask_sqlalchemy import SQLAlchemy
+from flask_waffleconf import AlchemyWaffleStore, WaffleConf, WaffleMixin
+from flask_waffleconf import util
+
+FILLER = int(os.environ.get("FWC_FILLER_SETTINGS", "0"))
+app = Flask(__name__)
+app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["FWC_DATABASE_URL"]
+app.config["WAFFLE_MULTIPROC"] = True
+app.config["WAFFLE_WATCHTYPE"] = os.environ["FWC_WATCHTYPE"]
+app.config["WAFFLE_WATCHER_FILE"] = os.environ["FWC_WATCHER_FILE"]
+app.config["WAFFLE_REDIS_CHANNEL"] = os.environ["FWC_REDIS_CHANNEL"]
+app.config["WAFFLE_CONFS"] = {
+    "GREETING": {"default": "Hello, world!", "desc": "Shown on the home page"},
+    "BANNER": {"default": {"text": "", "level": "info"}, "desc": "A site-wide banner"},
+    "MAX_ITEMS": {"default": 20, "desc": "Items per page"},
+    "RATE": {"default": 1.5, "desc": "Requests per second per client"},
+    "MAINTENANCE": {"default": False, "desc": "Serve a maintenance notice"},
+    "THEME": {"default": "light", "desc": "Colour theme"},
+    "API_KEY": {"default": "change-me", "desc": "Partner API key"},
+    **{f"FILLER_{i}": {"default": i, "desc": "Benchmark filler"} for i in range(FILLER)},
+}
+db = SQLAlchemy(app)
+
+
+class ConfigEntry(db.Model, WaffleMixin):
+    __tablename__ = "waffle_config"
+    id = db.Column(db.Integer, primary_key=True)
+    key = db.Column(db.String(200), unique=True, nullable=False)
+    value = db.Column(db.Text, nullable=False)
+
+
+def seed():
+    """Create the table and every default in one transaction (run once,
+    before the workers start, so startup is not what is measured)."""
+    with app.app_context():
+        db.create_all()
+        known = {entry.key for entry in ConfigEntry.query.all()}
+        db.session.add_all(
+            ConfigEntry(key=key, value=util.serialize(conf["default"]))
+            for key, conf in app.config["WAFFLE_CONFS"].items()
+            if key not in known
+        )
+        db.session.commit()
+
+
+if __name__ == "__main__":
+    seed()
+    sys.exit(0)
+
+if os.environ.get("FWC_APP_CONTEXT_WRAPPER") == "1":
+    # The fix an app needs under Flask-SQLAlchemy 3: every reload the watcher
+    # thread does runs in a fresh app context (and so a fresh session). Set
+    # before the watcher starts: it may reload at once (the watch file's
+    # mtime moves when another worker creates it).
+    from flask_waffleconf import core
+
+    _update_conf = core._WaffleState.update_conf
+
+    def update_conf_in_app_context(self):
+        with self.app.app_context():
+            return _update_conf(self)
+
+    core._WaffleState.update_conf = update_conf_in_app_context
+
+WaffleConf(app, AlchemyWaffleStore(db=db, model=ConfigEntry))
+state = app.extensions["waffleconf"]
+with app.app_context():
+    _loaded = state.parse_conf()
+    app.config.update(_loaded)
+
+
+@app.get("/whoami")
+def whoami():
+    return jsonify(pid=os.getpid(), settings={"GREETING": app.config["GREETING"]})
+
+
+@app.get("/")
+def index():
+    if app.config["MAINTENANCE"]:
+        return "Down for maintenance, back soon.", 503
+    return app.config["GREETING"]
+
+
+@app.post("/update")
+def update():
+    state.update_db(request.get_json())
+    return jsonify(ok=True)
+'''
+
+
+def _venv(config: BenchConfig) -> Path:
+    """The cached virtualenv with Flask-WaffleConf and friends; :class:`Skipped`
+    naming the package that could not be had."""
+    venv = config.results / ".fwc-venv"
+    stamp = venv / ".installed"
+    wanted = "\n".join(REQUIREMENTS)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return venv
+    with tempfile.TemporaryDirectory() as downloads:
+        for requirement in REQUIREMENTS:
+            found = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "-q",
+                    "-d",
+                    downloads,
+                    requirement,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if found.returncode != 0:
+                raise Skipped(f"{requirement} cannot be had from PyPI: {found.stderr[-300:]}")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", *REQUIREMENTS],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if installed.returncode != 0:
+        raise Skipped(f"installing {', '.join(REQUIREMENTS)} failed: {installed.stderr[-300:]}")
+    stamp.write_text(wanted)
+    return venv
+
+
+@contextlib.asynccontextmanager
+async def fwc_deployment(
+    venv: Path, directory: Path, watchtype: str, filler: int, wrapper: bool, bus: str
+) -> AsyncIterator[tuple[Server, int]]:
+    app_dir = directory / "fwc-app"
+    app_dir.mkdir(exist_ok=True)
+    (app_dir / "fwc_app.py").write_text(APP_SOURCE)
+    name = f"fwc-{watchtype}-{filler}-{'wrapped' if wrapper else 'shipped'}"
+    database = directory / f"{name}.db"
+    env = {
+        "FWC_DATABASE_URL": f"sqlite:///{database}",
+        "FWC_WATCHTYPE": watchtype,
+        "FWC_WATCHER_FILE": str(directory / f"{name}.watch"),
+        "FWC_REDIS_CHANNEL": bus,
+        "FWC_FILLER_SETTINGS": str(filler),
+        "FWC_APP_CONTEXT_WRAPPER": "1" if wrapper else "0",
+        "PYTHONPATH": str(app_dir),
+    }
+    python = str(venv / "bin" / "python")
+    seeded = await asyncio.to_thread(
+        subprocess.run,
+        [python, str(app_dir / "fwc_app.py")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if seeded.returncode != 0:
+        raise Skipped(f"the Flask app failed to seed its table: {seeded.stderr[-400:]}")
+    port = free_port()
+    server = Server(
+        [
+            *(str(venv / "bin" / "gunicorn"), "-w", "4", "-k", "gthread", "--threads", "4"),
+            *("--keep-alive", "600", "--timeout", "300", "-b", f"127.0.0.1:{port}", "fwc_app:app"),
+        ],
+        env=env,
+        log=directory / f"{name}.log",
+        cwd=app_dir,
+    )
+    server.start()
+    try:
+        await wait_ready(server, port, 300.0)
+        yield server, port
+    finally:
+        server.stop()
+
+
+async def measure_fwc(
+    config: BenchConfig,
+    venv: Path,
+    directory: Path,
+    watchtype: str,
+    declared: int,
+    wrapper: bool,
+    bus: str,
+) -> Cell:
+    system = "Flask-WaffleConf 0.3.1" + (" + app-context wrapper" if wrapper else " as shipped")
+    cell = Cell(system, watchtype, max(declared, BASE_SETTINGS))
+    limit = FILE_POLL + 3.0 if watchtype == "file" else 5.0
+    warm_ups = 0
+    if not wrapper:
+        # its watcher dies at the first change: one or two show it
+        updates, budget = (1 if watchtype == "file" else 2), 0.0
+    elif watchtype == "file":
+        updates, budget = config.fwc_updates, 45.0
+    else:
+        updates, budget, warm_ups = config.fwc_updates, config.cell_budget, 1
+    filler = max(0, declared - BASE_SETTINGS)
+    try:
+        async with fwc_deployment(venv, directory, watchtype, filler, wrapper, bus) as (
+            server,
+            port,
+        ):
+            workers = await connect_per_worker(port, config.workers)
+            updater = await Connection.open(port)
+
+            async def trigger(value: str) -> None:
+                status, body = await updater.request(
+                    "POST",
+                    "/update",
+                    body=json.dumps({"GREETING": value}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                if status != 200:
+                    raise RuntimeError(f"update failed: {status} {body[:200]!r}")
+
+            cell.trigger = "HTTP POST to its update_db()"
+            try:
+                await measure(
+                    cell,
+                    workers,
+                    trigger,
+                    updates=updates,
+                    budget=budget,
+                    limit=limit,
+                    minimum=3 if wrapper else updates,
+                    warm_ups=warm_ups,
+                )
+            finally:
+                await close_all([updater, *workers.values()])
+            if "Working outside of application context" in server.output(10**7):
+                cell.trigger += "; watcher thread died: RuntimeError outside app context"
+    except Skipped as reason:
+        cell.skipped = str(reason)
+    except Exception as error:  # one broken cell must not lose the others
+        cell.skipped = f"failed: {type(error).__name__}: {error} (logs in {directory})"
+    return cell
+
+
+async def run(config: BenchConfig) -> Section:
+    section = Section("Flask-WaffleConf 0.3.1 under gunicorn -w 4 -k gthread, same run")
+    print(f"\n== {section.title}", flush=True)
+    try:
+        venv = await asyncio.to_thread(_venv, config)
+    except Skipped as reason:
+        section.skip(str(reason))
+        return section
+    bus = f"waffle-bench-fwc-{os.getpid()}"
+    cells: list[Cell] = []
+    plans: list[tuple[str, int, bool]] = []
+    for watchtype in ("redis", "file"):
+        plans.append((watchtype, config.fwc_settings[0], False))
+        sizes = config.fwc_settings if watchtype == "redis" else config.fwc_settings[:1]
+        plans.extend((watchtype, declared, True) for declared in sizes)
+    directory = workspace(config, "fwc")
+    for watchtype, declared, wrapper in plans:
+        if watchtype == "redis" and not reachable(REDIS_URL):
+            cell = Cell("Flask-WaffleConf 0.3.1", watchtype, declared)
+            cell.skipped = f"Redis is not reachable at {REDIS_URL}"
+        else:
+            cell = await measure_fwc(config, venv, directory, watchtype, declared, wrapper, bus)
+        print("  " + " | ".join(str(part) for part in cell.row()), flush=True)
+        cells.append(cell)
+    section.data["cells"] = cells
+    section.table(HEADER, [cell.row() for cell in cells])
+    section.note(
+        "as shipped, its watcher thread raises 'Working outside of application context'"
+        " under Flask-SQLAlchemy 3 at the first change, so other workers never see it;"
+        " 'app-context wrapper' is the app wrapping each reload in app.app_context()"
+    )
+    section.note(
+        f"its file watcher checks every {FILE_POLL:.0f} s, so file mode is measured at"
+        " the smallest size only, with fewer updates (the count is in the table);"
+        " every change makes each worker re-read every key, one query each"
+    )
+    return section
+
+
+if __name__ == "__main__":
+    BenchConfig().results.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(BenchConfig()))

@@ -1,0 +1,242 @@
+"""Throughput of a route that reads settings, with the extension and on a bare
+Quart app under the same ``hypercorn -w 4`` settings, runs interleaved
+A/B/A/B in one process; and memory per worker (RSS) with 10,000 settings.
+
+The load comes from ``wrk`` when installed (``apt-get install wrk``), else
+from a bounded asyncio client (which then shares the 2 cores and reaches
+lower absolute figures; the ratio is what counts). Run alone with
+``python -m benchmarks.throughput``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .harness import (
+    HYPERCORN,
+    REDIS_URL,
+    BenchConfig,
+    Connection,
+    Section,
+    Server,
+    Skipped,
+    close_all,
+    connect_per_worker,
+    fmt,
+    free_port,
+    reachable,
+    rss_mib,
+    sqlite_url,
+    wait_ready,
+    workspace,
+)
+
+BARE = "bare Quart"
+TARGET_RATIO = 0.97
+
+
+@dataclass
+class Variant:
+    """One app to load: its module and WAFFLE_* environment."""
+
+    name: str
+    module: str
+    env: dict[str, str] = field(default_factory=dict)
+    rates: list[float] = field(default_factory=list)
+    errors: int = 0
+    rss: list[float] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    variant: Variant, directory: Path, workers: int
+) -> AsyncIterator[tuple[int, list[int]]]:
+    port = free_port()
+    server = Server(
+        [
+            *(HYPERCORN, "-w", str(workers), "--keep-alive", "600"),
+            *("-b", f"127.0.0.1:{port}", variant.module),
+        ],
+        env={"WAFFLE_INSTANCE_PATH": str(directory), **variant.env},
+        log=directory / f"{variant.name.replace(' ', '-')}.log",
+    )
+    server.start()
+    try:
+        await wait_ready(server, port, 120.0)
+        connections = await connect_per_worker(port, workers)
+        await close_all(list(connections.values()))
+        yield port, sorted(connections)
+    finally:
+        server.stop()
+
+
+def _wrk(port: int, seconds: float, connections: int) -> tuple[float, int]:
+    """Requests per second and failed requests, from wrk."""
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    result = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    if result.returncode != 0 or rate is None:
+        raise Skipped(f"wrk failed: {result.stdout[-300:]} {result.stderr[-300:]}")
+    failures = r"(?:Non-2xx or 3xx responses:|connect|read|write|timeout) (\d+)"
+    errors = sum(int(count) for count in re.findall(failures, result.stdout))
+    return float(rate.group(1)), errors
+
+
+async def _asyncio_load(port: int, seconds: float, connections: int) -> tuple[float, int]:
+    """Keep-alive clients, each a request at a time, for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    counts = [0] * connections
+    errors = 0
+
+    async def client(index: int) -> None:
+        nonlocal errors
+        connection = await Connection.open(port)
+        try:
+            while time.monotonic() < deadline:
+                status, _ = await connection.request("GET", "/")
+                if status == 200:
+                    counts[index] += 1
+                else:
+                    errors += 1
+        finally:
+            await connection.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(index) for index in range(connections)))
+    return sum(counts) / (time.monotonic() - started), errors
+
+
+async def load(port: int, seconds: float, connections: int) -> tuple[float, int]:
+    if shutil.which("wrk"):
+        return await asyncio.to_thread(_wrk, port, seconds, connections)
+    return await _asyncio_load(port, seconds, connections)
+
+
+def variants(directory: Path) -> list[Variant]:
+    found = [Variant(BARE, "benchmarks.bare_app:app")]
+    base = {"WAFFLE_DATABASE_URL": sqlite_url(directory, "throughput")}
+    if reachable(REDIS_URL):
+        found.append(
+            Variant(
+                "quart-waffle (redis)",
+                "examples.app:app",
+                {**base, "WAFFLE_WATCHTYPE": "redis", "WAFFLE_REDIS_URL": REDIS_URL},
+            )
+        )
+    found.append(
+        Variant(
+            "quart-waffle (file)",
+            "examples.app:app",
+            {**base, "WAFFLE_WATCHTYPE": "file"},
+        )
+    )
+    return found
+
+
+async def memory(directory: Path, workers: int, env: Mapping[str, str], module: str) -> list[float]:
+    variant = Variant("memory", module, dict(env))
+    async with serving(variant, directory, workers) as (_port, pids):
+        await asyncio.sleep(0.5)
+        return [rss for pid in pids if (rss := rss_mib(pid)) is not None]
+
+
+async def run(config: BenchConfig) -> Section:
+    section = Section("Throughput and memory per worker (hypercorn -w 4)")
+    print(f"\n== {section.title}", flush=True)
+    tool = "wrk -t1" if shutil.which("wrk") else "asyncio client (wrk not installed)"
+    directory = workspace(config, "throughput")
+    tried = variants(directory)
+    try:
+        for _round in range(config.throughput_rounds):
+            for variant in tried:  # A/B/C, A/B/C: drift hits every variant alike
+                async with serving(variant, directory, config.workers) as (port, pids):
+                    await load(port, 1.0, config.connections)  # warm up
+                    rate, errors = await load(port, config.throughput_seconds, config.connections)
+                    variant.rates.append(rate)
+                    variant.errors += errors
+                    variant.rss.extend(r for pid in pids if (r := rss_mib(pid)) is not None)
+                print(f"  {variant.name}: {fmt(rate, 0)} req/s", flush=True)
+    except Skipped as reason:
+        section.skip(str(reason))
+        return section
+    bare = statistics.fmean(tried[0].rates)
+    rows: list[list[object]] = []
+    for variant in tried:
+        mean = statistics.fmean(variant.rates)
+        ratio = mean / bare
+        verdict = "-" if variant.name == BARE else ("met" if ratio >= TARGET_RATIO else "MISSED")
+        rows.append(
+            [
+                variant.name,
+                " / ".join(fmt(rate, 0) for rate in variant.rates),
+                fmt(mean, 0),
+                f"{ratio:.1%}",
+                verdict,
+                variant.errors,
+                fmt(statistics.fmean(variant.rss)),
+            ]
+        )
+    section.data["throughput"] = {variant.name: variant.rates for variant in tried}
+    section.table(
+        [
+            "app",
+            "req/s per round",
+            "mean req/s",
+            "vs bare",
+            f"target >= {TARGET_RATIO:.0%}",
+            "failed",
+            "RSS per worker (MiB)",
+        ],
+        rows,
+    )
+    filler = {
+        "WAFFLE_DATABASE_URL": sqlite_url(directory, "memory"),
+        "WAFFLE_WATCHTYPE": "none",
+    }
+    rss_rows: list[list[object]] = []
+    for label, module, env in (
+        (BARE, "benchmarks.bare_app:app", {}),
+        ("quart-waffle, 7 settings", "examples.app:app", filler),
+        (
+            "quart-waffle, 10,000 settings",
+            "examples.app:app",
+            {**filler, "WAFFLE_FILLER_SETTINGS": "9993"},
+        ),
+    ):
+        try:
+            sizes = await memory(directory, config.workers, env, module)
+        except Skipped as reason:
+            rss_rows.append([label, f"skipped: {reason}", "-"])
+            continue
+        rss_rows.append([label, fmt(statistics.fmean(sizes)), fmt(max(sizes))])
+    section.data["memory"] = rss_rows
+    section.table(["app", "mean RSS per worker (MiB)", "max (MiB)"], rss_rows)
+    section.note(
+        f"load: {tool}, {config.connections} keep-alive connections to GET / (reads"
+        f" MAINTENANCE and GREETING through current_app.config),"
+        f" {config.throughput_seconds:.0f} s per round after a 1 s warm-up,"
+        f" {config.throughput_rounds} rounds interleaved; load generator and server share"
+        " the machine's cores"
+    )
+    print("\n".join(section.lines), flush=True)
+    return section
+
+
+if __name__ == "__main__":
+    BenchConfig().results.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(BenchConfig()))
