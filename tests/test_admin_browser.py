@@ -69,6 +69,7 @@ async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
 
                 # An invalid value: the review lists it, the server refuses it inline.
                 await page.fill("#value-MAX_ITEMS", "9999")
+                await page.wait_for_selector("#settings-form[data-review-ready=true]")
                 await page.click("#save")
                 await expect(page.locator("#review-rows tr[data-key=MAX_ITEMS]")).to_be_visible()
                 await page.click("#confirm")
@@ -78,6 +79,7 @@ async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
                 await page.fill("#value-MAX_ITEMS", "20")
                 await page.fill("#value-GREETING", "Hello from the browser")
                 await page.select_option("#value-THEME", "dark")
+                await page.wait_for_selector("#settings-form[data-review-ready=true]")
                 await page.click("#save")
                 rows = page.locator("#review-rows tr")
                 await expect(rows).to_have_count(2)

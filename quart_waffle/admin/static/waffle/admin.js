@@ -65,4 +65,5 @@ document.addEventListener("DOMContentLoaded", () => {
     review.hidden = true;
     save.hidden = false;
   });
+  form.dataset.reviewReady = "true";
 });
