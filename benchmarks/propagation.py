@@ -171,11 +171,15 @@ async def channel_missing(watchtype: str, database_url: str) -> str | None:
     return None
 
 
-def _options(watchtype: str, database_url: str, directory: Path, channel: str) -> dict[str, Any]:
+def _options(
+    watchtype: str, database_url: str, directory: Path, channel: str, name: str
+) -> dict[str, Any]:
     return {
         "database_url": database_url,
         "watchtype": watchtype,
-        "watcher_file": str(directory / "waffle.revision"),
+        # one file per deployment: a revision left by an earlier database
+        # would hold back the notices of a fresh one
+        "watcher_file": str(directory / f"{name}.revision"),
         "redis_url": REDIS_URL,
         "redis_channel": channel,
     }
@@ -265,7 +269,7 @@ async def measure_ours(
         reason = await channel_missing(channel, database_url)
         if reason is not None:
             raise Skipped(reason)
-        options = _options(channel, database_url, directory, bus)
+        options = _options(channel, database_url, directory, bus, f"{channel}-{declared}")
         filler = max(0, declared - BASE_SETTINGS)
         async with deployment(
             options, filler, directory, config.workers, f"ours-{channel}-{declared}"
