@@ -131,9 +131,9 @@ def plots(sections: Sequence[Section], directory: Path) -> list[str]:
                 marker="o",
                 label=f"{label} (p90)",
             )
-        axis.axhline(5, color="grey", linestyle=":", linewidth=1)
-        axis.axhline(10, color="grey", linestyle="--", linewidth=1)
-        axis.axhline(150, color="grey", linestyle="-.", linewidth=1)
+        axis.axhline(5, color="grey", linestyle=":", linewidth=1, label="target 5 ms")
+        axis.axhline(10, color="grey", linestyle="--", linewidth=1, label="target 10 ms")
+        axis.axhline(150, color="grey", linestyle="-.", linewidth=1, label="target 150 ms (file)")
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("declared settings")
