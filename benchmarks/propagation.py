@@ -23,7 +23,7 @@ from typing import Any
 
 from quart import Quart
 
-from quart_waffle import QuartWaffle
+from quart_waffle import QuartWaffle, settings_changed
 from quart_waffle.config import WaffleConfig
 from quart_waffle.store import create_engine
 from quart_waffle.sync import make_channel
@@ -298,6 +298,58 @@ async def measure_ours(
     return cell
 
 
+async def in_process(channel: str, directory: Path, bus: str) -> list[float]:
+    """The same pipeline with no HTTP and no other process: one extension
+    updates, a second one (its sync task running) catches up; seconds from
+    the update's return until the second serves the new revision."""
+    database = "waffle_bench_prop_inprocess"
+    if channel == "postgres":
+        database_url = await fresh_postgres(database)
+    else:
+        database_url = sqlite_url(directory, f"in-process-{channel}")
+    try:
+        reason = await channel_missing(channel, database_url)
+        if reason is not None:
+            raise Skipped(reason)
+        options = _options(channel, database_url, directory, bus, f"in-process-{channel}")
+        extensions = []
+        for name in ("reader", "writer"):
+            app = Quart(f"bench-{name}")
+            app.config["WAFFLE_CONFS"] = {"GREETING": {"default": "Hello, world!"}}
+            extensions.append(QuartWaffle(app, admin_prefix="", **options))
+        reader, writer = extensions
+        latencies: list[float] = []
+        applied: dict[int, float] = {}
+        arrived = asyncio.Event()
+
+        async def on_change(_sender: Quart, revision: int, **_: Any) -> None:
+            applied[revision] = time.perf_counter()
+            arrived.set()
+
+        settings_changed.connect(on_change, sender=reader.app)
+        await reader.start(watch=True)
+        try:
+            async with writer.connected():
+                for index in range(30 + WARM_UPS):
+                    arrived.clear()
+                    revision = await writer.update({"GREETING": f"in-process-{index}"})
+                    sent = time.perf_counter()
+                    async with asyncio.timeout(10):
+                        while revision not in applied:
+                            await arrived.wait()
+                            arrived.clear()
+                    if index >= WARM_UPS:
+                        latencies.append(max(0.0, applied[revision] - sent))
+                    await asyncio.sleep(random.uniform(0.01, 0.06))
+        finally:
+            await reader.stop()
+            settings_changed.disconnect(on_change, sender=reader.app)
+        return latencies
+    finally:
+        if channel == "postgres":
+            await drop_postgres(database)
+
+
 async def run(config: BenchConfig) -> Section:
     section = Section("Propagation latency under hypercorn -w 4 (quart-waffle)")
     print(f"\n== {section.title}", flush=True)
@@ -311,6 +363,20 @@ async def run(config: BenchConfig) -> Section:
             cells.append(cell)
     section.data["cells"] = cells
     section.table(HEADER, [cell.row() for cell in cells])
+    floor_rows: list[list[object]] = []
+    for channel in config.channels:
+        try:
+            latencies = await in_process(channel, directory, bus)
+        except Skipped as reason:
+            floor_rows.append([channel, f"skipped: {reason}", "-", "-"])
+            continue
+        figures = summary_ms(latencies)
+        floor_rows.append([channel, fmt(figures["p50"]), fmt(figures["p90"]), fmt(figures["max"])])
+    section.lines.append(
+        "The same pipeline in one process (no HTTP, no worker scheduling), for reference:"
+    )
+    section.lines.append("")
+    section.table(["channel", "p50 ms", "p90 ms", "max ms"], floor_rows)
     section.note(
         "stores: SQLite (WAL) for the redis and file channels, PostgreSQL for postgres;"
         f" {BASE_SETTINGS} is the demo app's own declarations (no fillers)"
