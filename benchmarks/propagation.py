@@ -371,6 +371,7 @@ async def run(config: BenchConfig) -> Section:
             floor_rows.append([channel, f"skipped: {reason}", "-", "-"])
             continue
         figures = summary_ms(latencies)
+        section.data.setdefault("floor", {})[channel] = figures["p90"]
         floor_rows.append([channel, fmt(figures["p50"]), fmt(figures["p90"]), fmt(figures["max"])])
     section.lines.append(
         "The same pipeline in one process (no HTTP, no worker scheduling), for reference:"
