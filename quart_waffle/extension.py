@@ -240,31 +240,33 @@ class QuartWaffle:
 
     async def start(self, *, watch: bool = True) -> None:
         """Connect, create tables and seed defaults if asked, subscribe, then
-        load; with ``watch``, start the background sync task."""
+        load; with ``watch``, start the background sync task. On failure
+        everything opened so far is closed again."""
         config = self._require_config()
         engine = self._engine or create_engine(config.database_url)
-        store = SettingsStore(engine)
+        self._store = SettingsStore(engine)
+        self._refresh_lock = asyncio.Lock()  # bound to the loop that serves
         try:
             with unavailable_as_error():
                 if config.create_tables:
-                    await store.create_tables()
-                await store.seed(
+                    await self._store.create_tables()
+                await self._store.seed(
                     {
                         key: setting.encode(setting.default)
                         for key, setting in self.declarations.items()
                     }
                 )
+            self._sync = SyncRunner(
+                make_channel(config, engine),
+                self.refresh,
+                lambda: self.revision,
+                config.check_interval,
+            )
+            await self._sync.start(watch=watch)
+            await self.refresh()
         except BaseException:
-            if self._engine is None:
-                await engine.dispose()
+            await self.stop()
             raise
-        self._store = store
-        self._refresh_lock = asyncio.Lock()  # bound to the loop that serves
-        self._sync = SyncRunner(
-            make_channel(config, engine), self.refresh, lambda: self.revision, config.check_interval
-        )
-        await self._sync.start(watch=watch)
-        await self.refresh()
 
     async def stop(self) -> None:
         """Stop the sync task, close the channel and (our own) engine."""
