@@ -3,6 +3,7 @@
 Environment:
     WAFFLE_TEST_BROKEN: a file; while it exists, importing this module fails.
     WAFFLE_TEST_STARTUP_FAILS: a file; while it exists, lifespan startup fails.
+    WAFFLE_TEST_RELEASE: a file; `GET /hold` answers once it exists (30 s at most).
 """
 
 from __future__ import annotations
@@ -38,4 +39,13 @@ async def whoami() -> dict[str, int]:
 @app.get("/slow/<float:seconds>")
 async def slow(seconds: float) -> dict[str, int]:
     await asyncio.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+@app.get("/hold")
+async def hold() -> dict[str, int]:
+    for _ in range(600):
+        if _flagged("WAFFLE_TEST_RELEASE"):
+            break
+        await asyncio.sleep(0.05)
     return {"pid": os.getpid()}

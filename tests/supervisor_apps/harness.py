@@ -1,0 +1,114 @@
+"""Run `quart-waffle serve` as a real process group, and judge what its workers answered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from quart_waffle.supervisor.config import default_control_socket
+
+from .load import Sample
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMAND = [str(Path(sys.executable).with_name("quart-waffle"))]
+START_TIMEOUT = 60.0
+RELOAD_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    returncode: int
+    output: str
+
+
+class ServerProcess:
+    """`quart-waffle serve` in its own session, logging to a file, on a free loopback port."""
+
+    def __init__(self, directory: Path, app: str, args: Sequence[str], env: dict[str, str]) -> None:
+        self.log_path = directory / "serve.log"
+        self.pid_file = str(directory / "serve.pid")
+        self._log = self.log_path.open("wb")
+        command = [*COMMAND, "serve", app, "-b", "127.0.0.1:0", "--pid-file", self.pid_file, *args]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        match = self.wait_for_log(r"Listening on 127\.0\.0\.1:(\d+)")
+        self.port = int(match.group(1))
+        self.wait_for_log(r"Serving with workers")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if match := re.search(pattern, self.log()):
+                return match
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited early:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the log after {timeout} s:\n{self.log()}")
+
+    async def reload(self, *, via_pid_file: bool = False) -> Reloaded:
+        if via_pid_file:
+            target = ["--pid-file", self.pid_file]
+        else:
+            target = ["--control-socket", default_control_socket(self.process.pid)]
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND,
+            "reload",
+            *target,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        async with asyncio.timeout(RELOAD_TIMEOUT):
+            output, _ = await process.communicate()
+        assert process.returncode is not None
+        return Reloaded(process.returncode, output.decode())
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the supervisor and wait for it to exit."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        """Kill whatever is left of the process group, and close the log."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+
+def accepting_floor(samples: list[Sample], start: float, end: float) -> int:
+    """A lower bound of how many workers were accepting at every moment of ``[start, end]``.
+
+    A worker stops accepting once, for good, so one that answered a fresh connection finished at
+    `a` and another one started at `b` was accepting throughout ``[a, b]``. Only responses on
+    new connections count: a draining worker still answers on connections it already holds.
+    """
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for sample in samples:
+        if sample.fresh:
+            first[sample.pid] = min(first.get(sample.pid, sample.finished), sample.finished)
+            last[sample.pid] = max(last.get(sample.pid, sample.started), sample.started)
+    spans = [(first[pid], last[pid]) for pid in first if first[pid] <= last[pid]]
+    moments = [start, end, *(t for span in spans for t in span if start <= t <= end)]
+    # Evaluate just inside every edge; the coverage only changes at edges.
+    probes = [t + d for t in moments for d in (-1e-6, 1e-6) if start <= t + d <= end]
+    return min(sum(a <= t <= b for a, b in spans) for t in probes)
