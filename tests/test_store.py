@@ -11,6 +11,7 @@ from sqlalchemy import text, update
 
 from quart_waffle import (
     ConflictError,
+    DeclarationError,
     InvalidValueError,
     QuartWaffle,
     StoreUnavailableError,
@@ -202,3 +203,12 @@ async def test_unreachable_database_is_a_clear_error() -> None:
     waffle = make_waffle("postgresql://postgres@127.0.0.1:9/none")
     with pytest.raises(StoreUnavailableError, match="settings database unavailable"):
         await waffle.start(watch=False)
+
+
+async def test_failed_start_closes_what_it_opened(sqlite_url: str) -> None:
+    waffle = make_waffle(sqlite_url, watchtype="postgres")
+    with pytest.raises(DeclarationError, match="PostgreSQL"):
+        await waffle.start()
+    assert waffle.health().last_error == "not started"
+    with pytest.raises(RuntimeError, match="not connected"):
+        await waffle.refresh()
