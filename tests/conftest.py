@@ -8,7 +8,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from quart.typing import TestClientProtocol
 
+from quart_waffle import QuartWaffle
+from tests.helpers import ADMIN_TOKEN, make_waffle
 from tests.services import IN_CI, POSTGRES_URL, missing_reason
 
 
@@ -52,6 +55,23 @@ def _database_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs once on real SQLite and once on real PostgreSQL."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
+
+
+@pytest.fixture(name="waffle")
+async def _served_waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
+    """A serving app on SQLite with the admin on (bearer ADMIN_TOKEN, a
+    SECRET_KEY for the page's session)."""
+    waffle = make_waffle(sqlite_url, admin_token=ADMIN_TOKEN)
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    async with waffle.app.test_app():
+        yield waffle
+
+
+@pytest.fixture(name="client")
+def _client(waffle: QuartWaffle) -> TestClientProtocol:
+    assert waffle.app is not None
+    return waffle.app.test_client()
 
 
 @pytest.fixture(autouse=True)

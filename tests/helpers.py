@@ -17,6 +17,7 @@ CONFS: dict[str, dict[str, Any]] = {
     "THEME": {"default": "light", "choices": ["light", "dark"]},
     "API_KEY": {"default": "s3cret", "secret": True},
 }
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 def make_waffle(database_url: str, **options: Any) -> QuartWaffle:

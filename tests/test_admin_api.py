@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,26 +13,12 @@ from sqlalchemy.exc import OperationalError
 
 from quart_waffle import QuartWaffle
 from quart_waffle.admin.api import MAX_BODY_BYTES
-from tests.helpers import make_waffle
+from tests.helpers import ADMIN_TOKEN, make_waffle
 
-TOKEN = "test-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "s3cret"  # API_KEY's default in tests.helpers.CONFS
 NEW_SECRET = "n3w-s3cret-value"
-
-
-@pytest.fixture(name="waffle")
-async def _waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
-    waffle = make_waffle(sqlite_url, admin_token=TOKEN)
-    assert waffle.app is not None
-    async with waffle.app.test_app():
-        yield waffle
-
-
-@pytest.fixture(name="client")
-def _client(waffle: QuartWaffle) -> Client:
-    assert waffle.app is not None
-    return waffle.app.test_client()
 
 
 async def stored_state(waffle: QuartWaffle) -> tuple[int, int]:

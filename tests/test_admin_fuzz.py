@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from quart.typing import TestClientProtocol as Client
 
 from quart_waffle import QuartWaffle
-from tests.helpers import CONFS, make_waffle
+from tests.helpers import ADMIN_TOKEN, CONFS
 
-TOKEN = "fuzz-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 HEADER_TEXT = st.text(alphabet=string.ascii_letters + string.digits + ' "*,/-=;', max_size=30)
 KEYS = st.one_of(
     st.sampled_from(sorted(CONFS)),
@@ -83,20 +81,6 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
         )
     )
     return {"method": method, "path": path, "headers": headers, "data": raw}
-
-
-@pytest.fixture(name="waffle")
-async def _waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
-    waffle = make_waffle(sqlite_url, admin_token=TOKEN)
-    assert waffle.app is not None
-    async with waffle.app.test_app():
-        yield waffle
-
-
-@pytest.fixture(name="client")
-def _client(waffle: QuartWaffle) -> Client:
-    assert waffle.app is not None
-    return waffle.app.test_client()
 
 
 @settings(

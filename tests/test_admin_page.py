@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from quart import Request, g
 from quart.typing import TestClientProtocol as Client
 
 from quart_waffle import QuartWaffle
-from tests.helpers import make_waffle
+from tests.helpers import ADMIN_TOKEN, make_waffle
 
-TOKEN = "page-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 SECRET = "s3cret"
 NEW_SECRET = "brand-new-s3cret"
 
@@ -26,20 +24,6 @@ def _page_waffle(
     assert waffle.app is not None
     waffle.app.secret_key = secret_key
     return waffle
-
-
-@pytest.fixture(name="waffle")
-async def _waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
-    waffle = _page_waffle(sqlite_url, admin_token=TOKEN)
-    assert waffle.app is not None
-    async with waffle.app.test_app():
-        yield waffle
-
-
-@pytest.fixture(name="client")
-def _client(waffle: QuartWaffle) -> Client:
-    assert waffle.app is not None
-    return waffle.app.test_client()
 
 
 def csrf_of(html: str) -> str:
