@@ -51,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
-    config = ServeConfig(
+def _config(args: argparse.Namespace) -> ServeConfig:
+    return ServeConfig(
         app=args.app,
         binds=args.bind or ["127.0.0.1:8000"],
         insecure_binds=args.insecure_bind,
@@ -69,11 +69,13 @@ def _serve(args: argparse.Namespace) -> int:
         backlog=args.backlog,
         control_socket=args.control_socket,
     )
+
+
+def _serve(config: ServeConfig, pid_file: Path | None) -> int:
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=config.log_level.upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
     )
-    pid_file = Path(args.pid_file) if args.pid_file else None
     if pid_file is not None:
         pid_file.write_text(f"{os.getpid()}\n")
     try:
@@ -85,16 +87,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _reload(args: argparse.Namespace) -> int:
     path = args.control_socket
-    if path is None:
-        pid = int(Path(args.pid_file).read_text().strip())
-        path = default_control_socket(pid)
     try:
+        if path is None:
+            path = default_control_socket(int(Path(args.pid_file).read_text()))
         summary = request_reload(path, args.timeout, sys.stdout)
     except ReloadFailed as error:
         print(f"reload failed: {error}", file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"cannot reach the supervisor at {path}: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:
+        print(f"cannot reach the supervisor at {path or args.pid_file}: {error}", file=sys.stderr)
         return 2
     print(summary)
     return 0
@@ -102,9 +103,12 @@ def _reload(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `quart-waffle` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "reload":
+        return _reload(args)
     try:
-        return _serve(args) if args.command == "serve" else _reload(args)
+        config = _config(args)
     except ValueError as error:
-        print(f"quart-waffle: {error}", file=sys.stderr)
-        return 2
+        parser.error(str(error))
+    return _serve(config, Path(args.pid_file) if args.pid_file else None)

@@ -1,0 +1,80 @@
+"""The drain middleware on its own: which responses close their connection, when a drain ends."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from quart_waffle.supervisor.config import ServeConfig
+from quart_waffle.supervisor.drain import Drain, DrainMiddleware, Message, Receive, Scope, Send
+
+
+async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _request(app: DrainMiddleware, port: int, headers: list[Any] | None = None) -> Message:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "client": ("127.0.0.1", port),
+        "headers": headers or [],
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]
+
+
+async def test_responses_close_their_connection_once_draining() -> None:
+    drain = Drain(keep_alive_timeout=5.0)
+    app = DrainMiddleware(_ok, drain)
+
+    before = await _request(app, 1001)
+    assert (b"connection", b"close") not in before["headers"]
+    assert drain.live_connections() == 1
+
+    drain.begin()
+    after = await _request(app, 1001)
+    assert (b"connection", b"close") in after["headers"]
+    assert drain.live_connections() == 0
+    assert drain.in_flight == 0
+
+
+async def test_a_client_asking_to_close_leaves_no_live_connection() -> None:
+    drain = Drain(keep_alive_timeout=5.0)
+    await _request(DrainMiddleware(_ok, drain), 1002, [(b"connection", b"close")])
+
+    assert drain.live_connections() == 0
+
+
+async def test_settle_waits_for_idle_connections_until_the_keep_alive_timeout() -> None:
+    drain = Drain(keep_alive_timeout=0.3)
+    await _request(DrainMiddleware(_ok, drain), 1003)
+    drain.begin()
+
+    started = time.monotonic()
+    await drain.settle(accept_grace=0.05, deadline=started + 5.0)
+    assert 0.25 < time.monotonic() - started < 2.0
+
+
+async def test_settle_never_passes_its_deadline() -> None:
+    drain = Drain(keep_alive_timeout=60.0)
+    drain.request_started(("127.0.0.1", 1004))
+
+    started = time.monotonic()
+    await drain.settle(accept_grace=0.0, deadline=started + 0.2)
+    assert time.monotonic() - started < 1.0
+
+
+def test_min_active_sets_how_many_workers_are_replaced_at_once() -> None:
+    assert ServeConfig(app="a:app", workers=4).batch_size == 1
+    assert ServeConfig(app="a:app", workers=4, min_active=2).batch_size == 2
+    assert ServeConfig(app="a:app", workers=1).batch_size == 1
