@@ -88,6 +88,9 @@ def _config(arguments: argparse.Namespace) -> BenchConfig:
         config.fwc_updates = 20
         config.cell_budget = 8.0
         config.throughput_seconds = 3.0
+        config.reload_requests = 5_000
+        config.reload_reloads = 2
+        config.reload_max_seconds = 30.0
     if arguments.settings:
         config.settings = tuple(int(size) for size in arguments.settings.split(","))
         config.fwc_settings = config.settings

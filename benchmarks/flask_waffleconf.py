@@ -246,7 +246,8 @@ async def measure_fwc(
 ) -> Cell:
     system = "Flask-WaffleConf 0.3.1" + (" + app-context wrapper" if wrapper else " as shipped")
     cell = Cell(system, watchtype, max(declared, BASE_SETTINGS))
-    limit = FILE_POLL + 3.0 if watchtype == "file" else 5.0
+    # every change re-reads every key, one query each: seconds at 10,000
+    limit = FILE_POLL + 3.0 if watchtype == "file" else max(5.0, declared / 200)
     warm_ups = 0
     if not wrapper:
         # its watcher dies at the first change: one or two show it
@@ -284,7 +285,7 @@ async def measure_fwc(
                     updates=updates,
                     budget=budget,
                     limit=limit,
-                    minimum=3 if wrapper else updates,
+                    minimum=(3 if declared < 10_000 else 2) if wrapper else updates,
                     warm_ups=warm_ups,
                 )
             finally:

@@ -374,6 +374,9 @@ class BenchConfig:
     throughput_seconds: float = 5.0
     throughput_rounds: int = 3
     connections: int = 32
+    reload_requests: int = 20_000  # at least, per server and connection mode
+    reload_reloads: int = 4
+    reload_max_seconds: float = 60.0
     results: Path = RESULTS
 
 

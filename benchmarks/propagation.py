@@ -68,6 +68,7 @@ class Cell:
     missed: int = 0
     trigger: str = ""
     skipped: str | None = None
+    limit: float = 0.0
 
     @property
     def attempts(self) -> int:
@@ -78,9 +79,10 @@ class Cell:
         if self.skipped is not None:
             return [*name, "-", "-", "-", "-", "-", f"skipped: {self.skipped}"]
         if not self.latencies:
-            return [*name, self.attempts, "-", "-", "-", "-", f"never converged ({self.trigger})"]
+            never = f"none converged within {self.limit:.0f} s ({self.trigger})"
+            return [*name, self.attempts, "-", "-", "-", "-", never]
         figures = summary_ms(self.latencies)
-        missed = f"; {self.missed} not converged" if self.missed else ""
+        missed = f"; {self.missed} not converged in {self.limit:.0f} s" if self.missed else ""
         return [
             *name,
             self.attempts,
@@ -120,6 +122,7 @@ async def measure(
     least ``minimum``) after ``warm_ups`` unrecorded ones; each converges when
     every worker serves the value, or is counted missed after ``limit`` seconds."""
     started = time.monotonic()
+    cell.limit = limit
     for index in range(updates + warm_ups):
         recorded = index >= warm_ups
         if recorded and cell.attempts >= minimum and time.monotonic() - started > budget:
