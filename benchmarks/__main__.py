@@ -87,7 +87,7 @@ def _config(arguments: argparse.Namespace) -> BenchConfig:
         config.fwc_settings = (1, 100)
         config.fwc_updates = 20
         config.cell_budget = 8.0
-        config.throughput_seconds = 3.0
+        config.throughput_rounds = 4
         config.reload_requests = 5_000
         config.reload_reloads = 2
         config.reload_max_seconds = 30.0

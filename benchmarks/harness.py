@@ -371,8 +371,8 @@ class BenchConfig:
     cell_budget: float = 20.0  # seconds of updates per (channel, settings) cell at most
     fwc_settings: tuple[int, ...] = (1, 100, 1_000, 10_000)
     fwc_updates: int = 50
-    throughput_seconds: float = 5.0
-    throughput_rounds: int = 3
+    throughput_seconds: float = 2.0
+    throughput_rounds: int = 8
     connections: int = 32
     reload_requests: int = 20_000  # at least, per server and connection mode
     reload_reloads: int = 4

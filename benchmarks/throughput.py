@@ -54,6 +54,7 @@ class Variant:
     rates: list[float] = field(default_factory=list)
     errors: int = 0
     rss: list[float] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
@@ -162,42 +163,65 @@ async def run(config: BenchConfig) -> Section:
     directory = workspace(config, "throughput")
     tried = variants(directory)
     try:
-        for _round in range(config.throughput_rounds):
-            for variant in tried:  # A/B/C, A/B/C: drift hits every variant alike
-                async with serving(variant, directory, config.workers) as (port, pids):
-                    await load(port, 1.0, config.connections)  # warm up
-                    rate, errors = await load(port, config.throughput_seconds, config.connections)
+        async with contextlib.AsyncExitStack() as stack:
+            ports: dict[str, int] = {}
+            for variant in tried:  # all up at once: rounds can alternate quickly
+                port, pids = await stack.enter_async_context(
+                    serving(variant, directory, config.workers)
+                )
+                ports[variant.name] = port
+                variant.pids = pids
+                await load(port, 1.0, config.connections)  # warm up
+            for index in range(config.throughput_rounds):
+                # A/B/C then B/C/A ...: drift and neighbours' load hit every variant alike
+                shift = index % len(tried)
+                for variant in tried[shift:] + tried[:shift]:
+                    rate, errors = await load(
+                        ports[variant.name], config.throughput_seconds, config.connections
+                    )
                     variant.rates.append(rate)
                     variant.errors += errors
-                    variant.rss.extend(r for pid in pids if (r := rss_mib(pid)) is not None)
-                print(f"  {variant.name}: {fmt(rate, 0)} req/s", flush=True)
+                print(
+                    "  round "
+                    + ", ".join(f"{variant.name} {fmt(variant.rates[-1], 0)}" for variant in tried)
+                    + " req/s",
+                    flush=True,
+                )
+            for variant in tried:
+                variant.rss = [r for pid in variant.pids if (r := rss_mib(pid)) is not None]
     except Skipped as reason:
         section.skip(str(reason))
         return section
-    bare = statistics.fmean(tried[0].rates)
+    bare = tried[0].rates
     rows: list[list[object]] = []
+    ratios: dict[str, float] = {}
     for variant in tried:
-        mean = statistics.fmean(variant.rates)
-        ratio = mean / bare
-        verdict = "-" if variant.name == BARE else ("met" if ratio >= TARGET_RATIO else "MISSED")
+        # paired by round: each round's ratio to bare, then the median of those
+        ratio = statistics.median(
+            rate / base for rate, base in zip(variant.rates, bare, strict=True)
+        )
+        ratios[variant.name] = ratio
+        verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
+        verdict = "-" if variant.name == BARE else verdict
         rows.append(
             [
                 variant.name,
-                " / ".join(fmt(rate, 0) for rate in variant.rates),
-                fmt(mean, 0),
+                fmt(statistics.median(variant.rates), 0),
+                f"{fmt(min(variant.rates), 0)} to {fmt(max(variant.rates), 0)}",
                 f"{ratio:.1%}",
                 verdict,
                 variant.errors,
-                fmt(statistics.fmean(variant.rss)),
+                fmt(statistics.fmean(variant.rss)) if variant.rss else "-",
             ]
         )
+    section.data["throughput_ratio"] = ratios
     section.data["throughput"] = {variant.name: variant.rates for variant in tried}
     section.table(
         [
             "app",
-            "req/s per round",
-            "mean req/s",
-            "vs bare",
+            "median req/s",
+            "range over rounds",
+            "vs bare (median of per-round ratios)",
             f"target >= {TARGET_RATIO:.0%}",
             "failed",
             "RSS per worker (MiB)",
@@ -229,9 +253,9 @@ async def run(config: BenchConfig) -> Section:
     section.note(
         f"load: {tool}, {config.connections} keep-alive connections to GET / (reads"
         f" MAINTENANCE and GREETING through current_app.config),"
-        f" {config.throughput_seconds:.0f} s per round after a 1 s warm-up,"
-        f" {config.throughput_rounds} rounds interleaved; load generator and server share"
-        " the machine's cores"
+        f" {config.throughput_seconds:.0f} s per app per round after a 1 s warm-up,"
+        f" {config.throughput_rounds} rounds interleaved with the three apps serving"
+        " side by side; load generator and servers share the machine's cores"
     )
     print("\n".join(section.lines), flush=True)
     return section
