@@ -5,6 +5,9 @@ SIGHUP, same load, same run) and carries its figures into the report."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 
@@ -15,19 +18,34 @@ CELLS = 4  # two servers, two connection modes
 
 
 def _run_script(config: BenchConfig, limit: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "benchmarks.reload_bench"),
-            *("--requests", str(config.reload_requests)),
-            *("--reloads", str(config.reload_reloads)),
-            *("--max-seconds", str(config.reload_max_seconds)),
-        ],
+    argv = [
+        *(sys.executable, "-m", "benchmarks.reload_bench"),
+        *("--requests", str(config.reload_requests)),
+        *("--reloads", str(config.reload_reloads)),
+        *("--max-seconds", str(config.reload_max_seconds)),
+    ]
+    with subprocess.Popen(
+        argv,
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=limit,
         start_new_session=True,
-    )
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            # SIGINT first, so its own clean-up stops the servers it started
+            for sig, grace in ((signal.SIGINT, 30.0), (signal.SIGKILL, 10.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, sig)
+                try:
+                    process.communicate(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            raise
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def failed_requests(table: list[str], server: str) -> int | None:
