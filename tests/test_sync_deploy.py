@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -90,11 +89,9 @@ def serves(revision: int, **settings: Any) -> Any:
 
 async def converge(
     deployment: Deployment, pids: set[int], revision: int, within: float, **settings: Any
-) -> float:
-    """Seconds until every worker serves ``revision``; fail beyond ``within``."""
-    start = time.monotonic()
+) -> None:
+    """Wait until every worker serves ``revision``; fail beyond ``within`` seconds."""
     await deployment.until_all_serve(serves(revision, **settings), pids, within=within)
-    return time.monotonic() - start
 
 
 @pytest.fixture(name="case", params=["file", "redis", "postgres"])
@@ -116,19 +113,18 @@ async def test_every_worker_converges(case: tuple[str, str], tmp_path: Path) -> 
         pids = await deployment.worker_pids()
         assert len(pids) == 4
 
-        # through one worker, by message: within milliseconds, bounded here generously
+        # through one worker; that hints alone carry it is proven in test_sync_channels
+        # (check_interval 60 s there), so here the bound allows for a loaded machine
         greeting = f"Hello from {watchtype}"
         status, body = await http_request(
             deployment.port, "POST", "/test/update", {"GREETING": greeting}
         )
         assert status == 200, body
         revision = json.loads(body)["revision"]
-        took = await converge(deployment, pids, revision, 1.0, GREETING=greeting)
-        assert took < 1.0
+        await converge(deployment, pids, revision, BOUND, GREETING=greeting)
         # from another process, as the CLI does
         revision = await waffle.update({"GREETING": f"{greeting}!"})
-        took = await converge(deployment, pids, revision, 1.0, GREETING=f"{greeting}!")
-        assert took < 1.0
+        await converge(deployment, pids, revision, BOUND, GREETING=f"{greeting}!")
 
         # a publish lost on purpose: the periodic check carries it
         store = waffle._require_store()
@@ -186,11 +182,10 @@ async def test_two_hosts_share_one_database(
         for number, waffle in enumerate(waffles):
             greeting = f"from host {number}"
             revision = await waffle.update({"GREETING": greeting})
-            took = await asyncio.gather(
-                converge(host_a, pids_a, revision, 1.0, GREETING=greeting),
-                converge(host_b, pids_b, revision, 1.0, GREETING=greeting),
+            await asyncio.gather(
+                converge(host_a, pids_a, revision, BOUND, GREETING=greeting),
+                converge(host_b, pids_b, revision, BOUND, GREETING=greeting),
             )
-            assert max(took) < 1.0
 
 
 async def test_redis_restarted_during_a_stream_of_updates(
@@ -225,7 +220,6 @@ async def test_redis_restarted_during_a_stream_of_updates(
             store = waffle._require_store()
             assert await store.latest_revision() == revision
             await converge(deployment, pids, revision, BOUND, MAX_ITEMS=60)
-            # and messages flow again, within milliseconds
+            # and updates flow again
             revision = await waffle.update({"MAX_ITEMS": 61})
-            took = await converge(deployment, pids, revision, 2.0, MAX_ITEMS=61)
-            assert took < 2.0
+            await converge(deployment, pids, revision, BOUND, MAX_ITEMS=61)
