@@ -168,12 +168,12 @@ class Supervisor:
                     drains.append(self._retire(old))
             failures = [result for result in results if isinstance(result, BaseException)]
             for failure in failures:
-                if not isinstance(failure, WorkerFailed):
+                if not isinstance(failure, Exception):
                     raise failure
             if failures:
                 self._pool_changed.set()
                 raise ReloadFailed(
-                    f"{failures[0]}; {len(self._serving)} workers keep serving "
+                    f"{_describe(failures[0])}; {len(self._serving)} workers keep serving "
                     f"{self._pids(self._serving)}"
                 )
         if drains:
@@ -241,8 +241,8 @@ class Supervisor:
                 *(self._start_worker() for _ in range(missing)), return_exceptions=True
             )
             for result in results:
-                if isinstance(result, WorkerFailed):
-                    log.error("%s", result)
+                if isinstance(result, Exception):  # a failed start, or no process at all
+                    log.error("Cannot replace a worker: %s", _describe(result))
                     self._failures += 1
                     self._pool_changed.set()
                 elif isinstance(result, BaseException):
@@ -265,3 +265,7 @@ class Supervisor:
     @staticmethod
     def _pids(workers: list[WorkerProcess]) -> list[int]:
         return [worker.pid for worker in workers]
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, WorkerFailed) else f"{type(error).__name__}: {error}"
