@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -62,30 +62,26 @@ def _is_json(value: Any) -> bool:
     return True
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_FITS: dict[Kind, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda value: isinstance(value, str), "a string"),
+    "int": (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer"),
+    "float": (_is_number, "a finite number"),
+    "bool": (lambda value: isinstance(value, bool), "true or false"),
+    "list": (lambda value: isinstance(value, list) and _is_json(value), "a JSON list"),
+    "dict": (lambda value: isinstance(value, dict) and _is_json(value), "a JSON object"),
+    "json": (_is_json, "a JSON value"),
+}
+
+
 def _type_error(kind: Kind, value: Any) -> str | None:
     """The reason ``value`` is not of ``kind``, or None when it is."""
-    ok = {
-        "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value),
-        "bool": isinstance(value, bool),
-        "list": isinstance(value, list) and _is_json(value),
-        "dict": isinstance(value, dict) and _is_json(value),
-        "json": _is_json(value),
-    }[kind]
-    if ok:
+    fits, expected = _FITS[kind]
+    if fits(value):
         return None
-    expected = {
-        "str": "a string",
-        "int": "an integer",
-        "float": "a finite number",
-        "bool": "true or false",
-        "list": "a JSON list",
-        "dict": "a JSON object",
-        "json": "a JSON value",
-    }[kind]
     return f"must be {expected}, got {type(value).__name__}"
 
 

@@ -18,8 +18,8 @@ class Snapshot:
     """
 
     revision: int
-    values: Mapping[str, Any]
-    revisions: Mapping[str, int]
+    values: MappingProxyType[str, Any]
+    revisions: MappingProxyType[str, int]
 
     @classmethod
     def of(cls, revision: int, values: dict[str, Any], revisions: dict[str, int]) -> Snapshot:
@@ -30,8 +30,8 @@ class Snapshot:
         self, revision: int, values: Mapping[str, Any], revisions: Mapping[str, int]
     ) -> Snapshot:
         """A new snapshot with ``values`` laid over this one."""
-        return Snapshot.of(
-            max(self.revision, revision),
-            {**self.values, **values},
-            {**self.revisions, **revisions},
-        )
+        # the proxies' copy() is a plain dict copy, far faster than unpacking a proxy
+        merged_values, merged_revisions = self.values.copy(), self.revisions.copy()
+        merged_values.update(values)
+        merged_revisions.update(revisions)
+        return Snapshot.of(max(self.revision, revision), merged_values, merged_revisions)
