@@ -37,8 +37,8 @@ side with Flask-WaffleConf 0.3.1 in the same run.
 ## Reproduce
 
 ```sh
-make bench                   # or: .venv/bin/python -m benchmarks
-.venv/bin/python -m benchmarks --quick        # a smaller run
+make bench                   # or: .venv/bin/python -m benchmarks (about 10 minutes)
+.venv/bin/python -m benchmarks --quick        # a smaller run (about 4 minutes)
 .venv/bin/python -m benchmarks --only core    # core, propagation, fwc, throughput, reload
 ```
 
@@ -71,8 +71,16 @@ land in `benchmarks/results/`; `--publish` copies them here.
   interleaved; memory per worker from `/proc`.
 - **Rolling reloads**: `benchmarks/reload_bench.py`.
 
-Figures come from a shared 2-core machine: the load average is in the table,
-and a busy machine shows in every latency.
+Every section is bounded: at most 50 updates and 20 s of updates per
+propagation cell (Flask-WaffleConf's file mode, which checks every 10 s, gets
+45 s and is measured at the smallest size only), 8 interleaved throughput
+rounds of 2 s, and the reload benchmark with `--requests 10000 --reloads 3
+--max-seconds 45` (the issue's full reload run is `python -m
+benchmarks.reload_bench --requests 100000 --reloads 10`).
+
+The load average during the run is in the table: on a 2-core machine every
+other busy process shows in the latencies, so compare figures taken in the
+same run.
 
 ## Latest results
 

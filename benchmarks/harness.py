@@ -374,9 +374,9 @@ class BenchConfig:
     throughput_seconds: float = 2.0
     throughput_rounds: int = 8
     connections: int = 32
-    reload_requests: int = 20_000  # at least, per server and connection mode
-    reload_reloads: int = 4
-    reload_max_seconds: float = 60.0
+    reload_requests: int = 10_000  # at least, per server and connection mode
+    reload_reloads: int = 3
+    reload_max_seconds: float = 45.0
     results: Path = RESULTS
 
 
