@@ -112,7 +112,9 @@ class Server:
         self, argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path = ROOT
     ) -> None:
         self.argv = list(argv)
-        self.env = {**os.environ, **env}
+        # the servers import examples/ and benchmarks/ from the checkout
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": path, **env}
         self.log = log
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
