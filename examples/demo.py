@@ -1,5 +1,5 @@
-"""Start the demo: examples/app.py under 4 workers on the embedded default
-(a SQLite file and the file watcher), no server needed.
+"""Start the demo: examples/app.py under 4 workers (``quart-waffle serve``) on
+the embedded default (a SQLite file and the file watcher), no server needed.
 
 Run it with ``make demo``. Environment: DEMO_PORT (default 8000),
 WAFFLE_ADMIN_TOKEN (default: generated once and kept in instance/demo/).
@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance" / "demo"
+SUPERVISOR = Path(sys.executable).parent / "quart-waffle"
 
 
 def kept_secret(name: str) -> str:
@@ -39,6 +40,7 @@ def main() -> None:
         "QUART_SECRET_KEY": kept_secret("secret-key"),
     }
     url = f"http://127.0.0.1:{port}"
+    control = INSTANCE / "control.sock"
     print(
         f"""
 quart-waffle demo: 4 workers on {url}  (SQLite: {INSTANCE / "demo.db"})
@@ -50,13 +52,16 @@ quart-waffle demo: 4 workers on {url}  (SQLite: {INSTANCE / "demo.db"})
     curl -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
          -d '{{"value": "Hi from the admin API"}}' {url}/waffle/api/settings/GREETING
 
+  Deploy new code with zero failed requests (rolling reload of the workers):
+    {SUPERVISOR} reload --control-socket {control}
+
 Press Ctrl+C to stop.
 """,
         flush=True,
     )
-    command = [sys.executable, "-m", "hypercorn", "-w", "4", "-b", f"127.0.0.1:{port}"]
+    options = ["-w", "4", "-b", f"127.0.0.1:{port}", "--control-socket", str(control)]
     os.chdir(ROOT)
-    os.execve(sys.executable, [*command, "examples.app:app"], environment)
+    os.execve(SUPERVISOR, [str(SUPERVISOR), "serve", "examples.app:app", *options], environment)
 
 
 if __name__ == "__main__":
