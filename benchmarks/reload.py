@@ -48,18 +48,18 @@ def _run_script(config: BenchConfig, limit: float) -> subprocess.CompletedProces
     return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
-def failed_requests(table: list[str], server: str) -> int | None:
-    """The "failed" column summed over the rows whose server starts with ``server``."""
+def column(table: list[str], server: str, name: str) -> list[float]:
+    """Column ``name`` of the rows whose server starts with ``server``, as numbers."""
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
-    if "failed" not in header:
-        return None
-    column = header.index("failed")
-    total = 0
+    if name not in header:
+        return []
+    index = header.index(name)
+    found = []
     for row in table[2:]:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         if cells[0].startswith(server):
-            total += int(cells[column].replace(",", ""))
-    return total
+            found.append(float(cells[index].removesuffix("ms").replace(",", "").strip()))
+    return found
 
 
 async def run(config: BenchConfig) -> Section:
@@ -86,9 +86,13 @@ async def run(config: BenchConfig) -> Section:
         section.lines += [*tables, ""]
     else:
         section.lines += ["```", output, "```", ""]
-    failed = failed_requests(tables, "quart-waffle") if tables else None
-    if failed is not None:
-        section.data["reload_failed"] = failed
+    if tables:
+        failed = column(tables, "quart-waffle", "failed")
+        worst = column(tables, "quart-waffle", "worst latency during reloads")
+        if failed:
+            section.data["reload_failed"] = int(sum(failed))
+        if worst:
+            section.data["reload_worst_ms"] = max(worst)
     section.lines += [line for line in output.splitlines() if "requests failed over" in line]
     section.lines.append("")
     section.note(
