@@ -133,7 +133,10 @@ class Supervisor:
 
             try:
                 summary = await self._roll(report)
-            except ReloadFailed as error:
+            except Exception as error:
+                if not isinstance(error, ReloadFailed):
+                    log.exception("Reload %d stopped by an unexpected error", self._generation)
+                    error = ReloadFailed(_describe(error))
                 report(f"reload failed: {error}")
                 for request in requests:
                     request.finish(error)
@@ -208,12 +211,15 @@ class Supervisor:
         return task
 
     async def _drain(self, worker: WorkerProcess) -> None:
-        code = await worker.stop(self.config.graceful_timeout)
+        try:
+            code = await worker.stop(self.config.graceful_timeout)
+        finally:
+            self._workers.discard(worker)
+            del self._drains[worker]
         if code is None:
             log.warning("Worker %d killed: still running after the graceful timeout", worker.pid)
         else:
             log.info("Worker %d drained (exit code %d)", worker.pid, code)
-        self._workers.discard(worker)
 
     async def _watch(self, worker: WorkerProcess) -> None:
         code = await worker.wait_exit()
@@ -252,7 +258,7 @@ class Supervisor:
         for worker in list(self._workers):
             self._retire(worker)
         if self._drains:
-            await asyncio.wait(self._drains.values())
+            await asyncio.wait(list(self._drains.values()))
         for watcher in self._watchers:
             watcher.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
