@@ -14,6 +14,7 @@ from quart.cli import ScriptInfo, pass_script_info
 
 from .errors import WaffleError
 from .extension import QuartWaffle
+from .settings import SECRET_MASK
 
 R = TypeVar("R")
 
@@ -119,21 +120,21 @@ def reset_command(info: ScriptInfo, keys: tuple[str, ...], actor: str | None) ->
 @waffle_cli.command("history")
 @click.option("--key", help="Only this setting.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--before", "before_revision", type=int, help="Only changes before this revision.")
+@click.option("--before", "before_id", type=int, help="Only entries older than this entry id.")
 @pass_script_info
-def history_command(
-    info: ScriptInfo, key: str | None, limit: int, before_revision: int | None
-) -> None:
-    """Recorded changes, newest first."""
+def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: int | None) -> None:
+    """Recorded changes, newest first: entry id, revision, time, actor, key,
+    old -> new."""
 
     async def action(waffle: QuartWaffle) -> None:
-        entries = await waffle.history(key=key, before_revision=before_revision, limit=limit)
+        entries = await waffle.history(key=key, before_id=before_id, limit=limit)
         for entry in entries:
             setting = waffle.declarations.get(entry.key)
-            show = setting.display if setting is not None else (lambda value: value)
+            # a key no longer declared may have been secret: never show it
+            show = setting.display if setting is not None else (lambda _value: SECRET_MASK)
             click.echo(
-                f"{entry.revision}\t{entry.changed_at.isoformat()}\t{entry.actor}\t{entry.key}\t"
-                f"{_dump(show(entry.old_value))} -> {_dump(show(entry.new_value))}"
+                f"{entry.id}\t{entry.revision}\t{entry.changed_at.isoformat()}\t{entry.actor}\t"
+                f"{entry.key}\t{_dump(show(entry.old_value))} -> {_dump(show(entry.new_value))}"
             )
 
     _run(info, action)

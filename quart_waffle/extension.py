@@ -13,7 +13,7 @@ from quart import Quart, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .config import WaffleConfig
-from .errors import InvalidValueError, UnknownSettingError
+from .errors import InvalidValueError, StoreUnavailableError, UnknownSettingError
 from .settings import Setting, declare
 from .signals import settings_changed
 from .snapshot import Snapshot
@@ -162,7 +162,7 @@ class QuartWaffle:
         actor: str = "",
     ) -> int:
         """Validate and store ``values`` atomically as one new revision, apply
-        them here and notify every other worker; return the revision served.
+        them here and notify every other worker; return the new revision.
 
         Arguments:
             values: Key to new value; every key must be declared.
@@ -183,10 +183,17 @@ class QuartWaffle:
             result = await store.write(encoded, expected_revision=expected_revision, actor=actor)
         if result.revision is None:
             return self.revision
-        await self.refresh()
+        try:
+            await self.refresh()
+        except StoreUnavailableError as error:
+            # committed all the same: the others must hear of it, and this worker
+            # catches up at its next check
+            logger.warning(
+                "revision %d is committed; applying it here failed: %s", result.revision, error
+            )
         assert self._sync is not None
         await self._sync.notify(result.revision)
-        return self.revision
+        return result.revision
 
     async def reset(
         self, keys: Iterable[str], *, expected_revision: int | None = None, actor: str = ""
@@ -200,26 +207,33 @@ class QuartWaffle:
 
     async def refresh(self) -> int:
         """Catch up from the store, reading only what changed after
-        :attr:`revision`; return the revision now served."""
+        :attr:`revision`; return the revision now served. Receivers of
+        :data:`settings_changed` run after the new snapshot is in place."""
         store = self._require_store()
         assert self._refresh_lock is not None
         async with self._refresh_lock:
             with unavailable_as_error():
                 rows = await store.changes_since(self._snapshot.revision)
-            if rows:
-                await self._apply(rows)
+            changes = self._apply(rows) if rows else {}
+            revision = self.revision
+        if changes:
+            # outside the lock: a receiver may itself update or refresh
+            try:
+                await settings_changed.send_async(
+                    self.app, _sync_wrapper=_call_sync, revision=revision, changes=changes
+                )
+            except Exception:
+                logger.exception("a settings_changed receiver failed")
         return self.revision
 
     async def history(
-        self, *, key: str | None = None, before_revision: int | None = None, limit: int = 50
+        self, *, key: str | None = None, before_id: int | None = None, limit: int = 50
     ) -> list[HistoryEntry]:
         """Recorded changes, newest first (values as stored, not masked)."""
         if key is not None:
             self.setting(key)
         with unavailable_as_error():
-            return await self._require_store().history(
-                key=key, before_revision=before_revision, limit=limit
-            )
+            return await self._require_store().history(key=key, before_id=before_id, limit=limit)
 
     # Lifecycle.
 
@@ -304,7 +318,8 @@ class QuartWaffle:
             raise InvalidValueError({"": "no settings given"})
         return encoded
 
-    async def _apply(self, rows: list[StoredValue]) -> None:
+    def _apply(self, rows: list[StoredValue]) -> dict[str, tuple[Any, Any]]:
+        """Swap in a snapshot with ``rows`` applied; return key to (old, new)."""
         old = self._snapshot
         values: dict[str, Any] = {}
         revisions: dict[str, int] = {}
@@ -329,13 +344,7 @@ class QuartWaffle:
         assert self.config is not None
         if self.config.mirror_config:
             app.config.update(values)
-        if changes:
-            try:
-                await settings_changed.send_async(
-                    app, _sync_wrapper=_call_sync, revision=self.revision, changes=changes
-                )
-            except Exception:
-                logger.exception("a settings_changed receiver failed")
+        return changes
 
     def _watchtype(self) -> str:
         return self._require_config().watchtype

@@ -87,20 +87,17 @@ class StoredValue:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What a write did: the revision it created and, per key, (old, new) JSON text.
-
-    ``changed`` is empty and ``revision`` is None when every value was already
-    as asked (nothing was written).
-    """
+    """What a write did: the revision it created, or None when every value was
+    already as asked (nothing was written)."""
 
     revision: int | None
-    changed: Mapping[str, tuple[str | None, str]]
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One recorded change of one key."""
+    """One recorded change of one key; ``id`` grows in commit order."""
 
+    id: int
     revision: int
     key: str
     old_value: Any
@@ -251,7 +248,7 @@ class SettingsStore:
             }
             if not changed:
                 await connection.rollback()
-                return WriteResult(None, {})
+                return WriteResult(None)
             await self._apply(connection, changed, revision, now)
             await connection.execute(
                 history_table.insert(),
@@ -268,7 +265,7 @@ class SettingsStore:
                 ],
             )
             await connection.commit()
-        return WriteResult(revision, changed)
+        return WriteResult(revision)
 
     async def _apply(
         self,
@@ -298,21 +295,21 @@ class SettingsStore:
         self,
         *,
         key: str | None = None,
-        before_revision: int | None = None,
+        before_id: int | None = None,
         limit: int = 50,
     ) -> list[HistoryEntry]:
-        """Recorded changes, newest first; page with ``before_revision``."""
-        query = select(history_table).order_by(
-            history_table.c.revision.desc(), history_table.c.id.desc()
-        )
+        """Recorded changes, newest first; the next page starts ``before_id``
+        the last entry's id (ids grow in commit order: writers are serialised)."""
+        query = select(history_table).order_by(history_table.c.id.desc())
         if key is not None:
             query = query.where(history_table.c.key == key)
-        if before_revision is not None:
-            query = query.where(history_table.c.revision < before_revision)
+        if before_id is not None:
+            query = query.where(history_table.c.id < before_id)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query.limit(limit))).all()
         return [
             HistoryEntry(
+                id=row.id,
                 revision=row.revision,
                 key=row.key,
                 old_value=None if row.old_value is None else json.loads(row.old_value),

@@ -125,7 +125,8 @@ async def test_history_records_actor_old_and_new(database_url: str) -> None:
             (1, "GREETING", "Hello", "one", "alice"),
         ]
         assert entries[0].changed_at.year >= 2024
-        page = await waffle.history(key="GREETING", before_revision=2, limit=5)
+        assert entries[0].id > entries[1].id > entries[2].id
+        page = await waffle.history(key="GREETING", before_id=entries[1].id, limit=5)
         assert [e.new_value for e in page] == ["one"]
         with pytest.raises(UnknownSettingError):
             await waffle.history(key="NOPE")
@@ -212,3 +213,52 @@ async def test_failed_start_closes_what_it_opened(sqlite_url: str) -> None:
     assert waffle.health().last_error == "not started"
     with pytest.raises(RuntimeError, match="not connected"):
         await waffle.refresh()
+
+
+async def test_a_signal_receiver_may_update(database_url: str) -> None:
+    waffle = make_waffle(database_url)
+
+    async def follow(sender: object, revision: int, changes: dict[str, Any]) -> None:
+        if "MAINTENANCE" in changes:
+            await waffle.update({"THEME": "dark"}, actor="receiver")
+
+    settings_changed.connect(follow, sender=waffle.app)
+    try:
+        async with waffle.connected():
+            await asyncio.wait_for(waffle.update({"MAINTENANCE": True}), 10)
+            assert waffle.get("THEME") == "dark"
+            assert waffle.revision == 2
+    finally:
+        settings_changed.disconnect(follow, sender=waffle.app)
+
+
+async def test_history_pages_through_one_revision_of_many_keys(database_url: str) -> None:
+    waffle = make_waffle(database_url)
+    async with waffle.connected():
+        await waffle.update({"GREETING": "g", "THEME": "dark", "MAX_ITEMS": 3})
+        seen: list[str] = []
+        before: int | None = None
+        while page := await waffle.history(before_id=before, limit=2):
+            seen += [entry.key for entry in page]
+            before = page[-1].id
+        assert sorted(seen) == ["GREETING", "MAX_ITEMS", "THEME"]
+
+
+async def test_committed_update_is_reported_even_if_applying_it_fails(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    waffle = make_waffle(sqlite_url)
+    async with waffle.connected():
+        store = waffle._require_store()
+
+        async def unavailable(revision: int) -> list[Any]:
+            raise OSError("connection reset")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(store, "changes_since", unavailable)
+            with caplog.at_level(logging.WARNING, logger="quart_waffle"):
+                assert await waffle.update({"GREETING": "committed"}) == 1
+        assert "revision 1 is committed" in caplog.text
+        assert waffle.revision == 0
+        assert await waffle.refresh() == 1
+        assert waffle.get("GREETING") == "committed"
