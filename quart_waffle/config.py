@@ -10,6 +10,7 @@ from typing import Any
 from quart import Quart
 
 from .errors import DeclarationError
+from .settings import parse_bool
 
 DEFAULTS: Mapping[str, Any] = {
     "WAFFLE_CONFS": {},
@@ -29,8 +30,6 @@ DEFAULTS: Mapping[str, Any] = {
     "WAFFLE_ADMIN_TOKEN": None,
 }
 WATCHTYPES = ("file", "redis", "postgres", "none")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def load_environment(
@@ -47,12 +46,12 @@ def load_environment(
 
 
 def _as_bool(key: str, value: Any) -> bool:
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word not in _TRUE | _FALSE:
-            raise DeclarationError(f"{key} must be true or false, got {value!r}")
-        return word in _TRUE
-    return bool(value)
+    if not isinstance(value, str):
+        return bool(value)
+    parsed = parse_bool(value) if value.strip() else False
+    if parsed is None:
+        raise DeclarationError(f"{key} must be true or false, got {value!r}")
+    return parsed
 
 
 def _as_number(key: str, value: Any, kind: type[float] | type[int]) -> Any:
@@ -85,15 +84,17 @@ class WaffleConfig:
     @classmethod
     def resolve(cls, app: Quart, overrides: Mapping[str, Any]) -> WaffleConfig:
         """Resolve every option for ``app``; ``overrides`` are constructor
-        arguments by field name (None means not given)."""
+        arguments by field name, only those given (None included)."""
         unknown = set(overrides) - {field.name for field in fields(cls)}
         if unknown:
             raise TypeError(f"unknown QuartWaffle options: {sorted(unknown)}")
         values: dict[str, Any] = {}
         for field in fields(cls):
             key = f"WAFFLE_{field.name.upper()}"
-            given = overrides.get(field.name)
-            values[field.name] = given if given is not None else app.config.get(key, DEFAULTS[key])
+            if field.name in overrides:
+                values[field.name] = overrides[field.name]
+            else:
+                values[field.name] = app.config.get(key, DEFAULTS[key])
         if values["database_url"] is None:
             values["database_url"] = "sqlite+aiosqlite:///" + os.path.join(
                 app.instance_path, "waffle.db"

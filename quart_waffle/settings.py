@@ -33,6 +33,16 @@ _KIND_OF_TYPE: dict[type, Kind] = {
 _KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+
+def parse_bool(text: str) -> bool | None:
+    """True or False for a typed yes/no word (any case), None for anything else."""
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    return False if word in _FALSE_WORDS else None
+
+
 _CONF_FIELDS = frozenset(
     {"default", "desc", "description", "type", "choices", "min", "max", "secret", "group"}
 )
@@ -186,10 +196,9 @@ class Setting(Generic[T]):
         if self.kind == "str":
             value = raw
         elif self.kind == "bool":
-            word = text.lower()
-            if word not in _TRUE_WORDS | _FALSE_WORDS:
+            value = parse_bool(raw)
+            if value is None:
                 raise InvalidValueError({self.key: f"must be true or false, got {raw!r}"})
-            value = word in _TRUE_WORDS
         elif self.kind in ("int", "float"):
             try:
                 value = int(text) if self.kind == "int" else float(text)

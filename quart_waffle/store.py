@@ -119,9 +119,10 @@ def create_engine(url: str) -> AsyncEngine:
     """An engine for ``url``; SQLite files get WAL and a generous busy timeout
     so that several worker processes share one file safely."""
     url = normalise_url(url)
+    # hide_parameters: a failed statement's message must never carry a (secret) value
     if not make_url(url).drivername.startswith("sqlite"):
-        return create_async_engine(url, pool_pre_ping=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -330,5 +331,9 @@ def unavailable_as_error() -> Iterator[None]:
         if isinstance(error, _UNAVAILABLE) or (
             isinstance(error, DBAPIError) and error.connection_invalidated
         ):
-            raise StoreUnavailableError(f"settings database unavailable: {error}") from error
+            # the first line only: SQLAlchemy appends the statement on the next ones
+            summary = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            raise StoreUnavailableError(
+                f"settings database unavailable: {type(error).__name__}: {summary}"
+            ) from error
         raise

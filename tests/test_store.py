@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +263,13 @@ async def test_committed_update_is_reported_even_if_applying_it_fails(
         assert waffle.revision == 0
         assert await waffle.refresh() == 1
         assert waffle.get("GREETING") == "committed"
+
+
+async def test_unavailable_error_carries_no_statement_or_value(tmp_path: Path) -> None:
+    waffle = make_waffle(f"sqlite:///{tmp_path / 'missing-dir' / 'waffle.db'}")
+    with pytest.raises(StoreUnavailableError) as caught:
+        await waffle.start(watch=False)
+    message = str(caught.value)
+    assert message.startswith("settings database unavailable: OperationalError: ")
+    assert "\n" not in message
+    assert "[SQL" not in message
