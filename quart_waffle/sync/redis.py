@@ -27,7 +27,9 @@ class RedisChannel(SyncChannelABC):
     Arguments:
         channel: The pub/sub channel (``WAFFLE_REDIS_CHANNEL``).
         url: ``WAFFLE_REDIS_URL``; when None, ``host`` and ``port`` are used.
-        timeout: Seconds allowed to connect and to subscribe.
+        timeout: Seconds allowed to connect, to subscribe and to publish a
+            hint: a server that accepts but never replies cannot hold up an
+            update for longer.
     """
 
     name = "redis"
@@ -104,12 +106,18 @@ class RedisChannel(SyncChannelABC):
     async def notify(self, revision: int) -> None:
         if self._client is None:
             self._client = self._new_client()
-        payload = encode_hint(revision, self.sender)
+        client, payload = self._client, encode_hint(revision, self.sender)
         try:
-            await self._client.publish(self.channel, payload)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            # a pooled connection that died with a restarted server: once more, fresh
-            await self._client.publish(self.channel, payload)
+            async with asyncio.timeout(self.timeout):  # both attempts, together
+                try:
+                    await client.publish(self.channel, payload)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    # a pooled connection that died with a restarted server: once more, fresh
+                    await client.publish(self.channel, payload)
+        except TimeoutError:
+            raise ChannelLostError(
+                f"redis did not answer a publish within {self.timeout} s"
+            ) from None
 
     async def close(self) -> None:
         pubsub, client = self._pubsub, self._client

@@ -1,0 +1,57 @@
+"""Channel faults that only a real misbehaving peer shows: a Redis server that
+accepts but never replies (``SIGSTOP``), a subscription that died silently,
+concurrent file notifiers, and error text that must not reach health."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.deploy import RedisServer
+from tests.test_sync_channels import until, worker
+
+
+@pytest.fixture(name="redis_server")
+async def _redis_server() -> AsyncIterator[RedisServer]:
+    """A private redis-server: these tests freeze it, never the shared one."""
+    async with RedisServer() as server:
+        yield server
+
+
+def freeze(server: RedisServer, frozen: bool) -> None:
+    """SIGSTOP (or SIGCONT) the server: its port still accepts, nothing replies."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
+async def test_update_is_bounded_when_redis_never_replies(
+    redis_server: RedisServer, sqlite_url: str
+) -> None:
+    options = {
+        "database_url": sqlite_url,
+        "watchtype": "redis",
+        "redis_url": redis_server.url,
+        "check_interval": 0.5,
+    }
+    a, b = worker(options), worker(options)
+    assert a.app is not None
+    assert b.app is not None
+    async with a.app.test_app(), b.app.test_app():
+        loop = asyncio.get_running_loop()
+        freeze(redis_server, True)
+        try:
+            started = loop.time()
+            revision = await asyncio.wait_for(a.update({"MAX_ITEMS": 61}), 15.0)
+            assert loop.time() - started < 5.0 + 1.0  # the publish time limit, plus slack
+            assert a.get("MAX_ITEMS") == 61
+            await until(lambda: b.revision == revision, 2.0, "no periodic check while frozen")
+        finally:
+            freeze(redis_server, False)
+        await until(lambda: b.health().connected, 5.0, "B did not reconnect")
+        await until(lambda: a.health().connected, 5.0, "A did not reconnect")
+        revision = await a.update({"MAX_ITEMS": 62})
+        await until(lambda: b.revision == revision, 2.0, "no message after SIGCONT")
