@@ -277,6 +277,31 @@ async def test_history_paged_and_filtered(client: Client) -> None:
     assert {entry["key"] for entry in everything["entries"]} == {"MAX_ITEMS", "THEME"}
 
 
+async def test_history_pages_through_one_revision_of_many_keys(client: Client) -> None:
+    """A page may end inside a revision: the next one continues with its other keys."""
+    response = await client.patch(
+        "/waffle/api/settings",
+        json={"values": {"GREETING": "Hi", "THEME": "dark", "MAX_ITEMS": 7}},
+        headers=AUTH,
+    )
+    assert response.status_code == 200
+    revision = (await body_of(response))["revision"]
+    seen: list[dict[str, Any]] = []
+    query = "limit=2"
+    for _ in range(3):
+        page = await body_of(await client.get(f"/waffle/api/history?{query}", headers=AUTH))
+        seen.extend(page["entries"])
+        if page["next_before"] is None:
+            break
+        assert page["next_before"] == page["entries"][-1]["id"]
+        query = f"limit=2&before={page['next_before']}"
+    assert sorted(entry["key"] for entry in seen) == ["GREETING", "MAX_ITEMS", "THEME"]
+    assert {entry["revision"] for entry in seen} == {revision}
+    ids = [entry["id"] for entry in seen]
+    assert ids == sorted(ids, reverse=True)
+    assert len(set(ids)) == 3
+
+
 async def test_health(client: Client, waffle: QuartWaffle) -> None:
     import os
 

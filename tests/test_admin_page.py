@@ -6,10 +6,12 @@ import json
 import re
 from typing import Any
 
+import pytest
 from quart import Request, g
 from quart.typing import TestClientProtocol as Client
 
 from quart_waffle import QuartWaffle
+from quart_waffle.admin import page as page_module
 from tests.helpers import ADMIN_TOKEN, make_waffle
 
 TOKEN = ADMIN_TOKEN
@@ -247,3 +249,21 @@ async def test_page_with_authorize_callback(sqlite_url: str) -> None:
         assert response.status_code == 303
         [entry] = await waffle.history(key="THEME")
         assert entry.actor == "alice"
+
+
+async def test_history_page_links_to_older_entries(
+    client: Client, waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(page_module, "HISTORY_PAGE_SIZE", 2)
+    await logged_in(client)
+    for value in (2, 3, 4):
+        await waffle.update({"MAX_ITEMS": value}, actor="someone")
+    newest = await waffle.history(key="MAX_ITEMS")
+    first = await text_of(await client.get("/waffle/history/MAX_ITEMS"))
+    older = re.search(r'href="(/waffle/history/MAX_ITEMS\?before=(\d+))"', first)
+    assert older is not None, first
+    assert int(older.group(2)) == newest[1].id
+    second = await text_of(await client.get(older.group(1)))
+    assert "<code>2</code>" in second
+    assert "<code>4</code>" not in second
+    assert "before=" not in second

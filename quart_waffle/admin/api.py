@@ -24,6 +24,7 @@ from .openapi import openapi_document
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
+    from ..store import HistoryEntry
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HISTORY_LIMIT = 200
@@ -238,7 +239,8 @@ def _query_int(name: str, default: int | None, low: int, high: int) -> int | Non
 
 @api.get("/api/history")
 async def history() -> Response:
-    """Changes newest first; page with ``before`` = the previous page's ``next_before``."""
+    """Changes newest first; page with ``before`` = the previous page's ``next_before``
+    (an entry id: one revision may hold several entries, so pages cut by id)."""
     waffle = _waffle()
     key = request.args.get("key") or None
     if key is not None:
@@ -246,15 +248,15 @@ async def history() -> Response:
     before = _query_int("before", None, 0, 10**18)
     limit = _query_int("limit", 50, 1, MAX_HISTORY_LIMIT)
     assert limit is not None
-    entries = await waffle.history(key=key, before_revision=before, limit=limit)
+    entries = await waffle.history(key=key, before_id=before, limit=limit)
     body = {
         "entries": [history_item(waffle, entry) for entry in entries],
-        "next_before": entries[-1].revision if len(entries) == limit else None,
+        "next_before": entries[-1].id if len(entries) == limit else None,
     }
     return jsonify(body)
 
 
-def history_item(waffle: QuartWaffle, entry: Any) -> dict[str, Any]:
+def history_item(waffle: QuartWaffle, entry: HistoryEntry) -> dict[str, Any]:
     """One history entry, masked when its setting is secret or no longer declared."""
     setting = waffle.declarations.get(entry.key)
 
@@ -264,6 +266,7 @@ def history_item(waffle: QuartWaffle, entry: Any) -> dict[str, Any]:
         return SECRET_MASK if setting is None else setting.display(value)
 
     return {
+        "id": entry.id,
         "revision": entry.revision,
         "key": entry.key,
         "old_value": shown(entry.old_value),

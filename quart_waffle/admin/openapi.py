@@ -182,6 +182,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                             "name": "before",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 0},
+                            "description": "An entry id: the previous page's next_before.",
                         },
                         {
                             "name": "limit",
@@ -189,7 +190,12 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                             "schema": {"type": "integer", "minimum": 1, "maximum": 200},
                         },
                     ],
-                    "responses": _responses("Changes, newest first", "404", "422"),
+                    "responses": _responses(
+                        "Changes, newest first: entries (each with its id) and"
+                        " next_before, the last entry's id when more may follow",
+                        "404",
+                        "422",
+                    ),
                 },
             },
             f"{prefix}/api/health": {

@@ -50,6 +50,7 @@ page = Blueprint(
 )
 page.after_request(add_security_headers)
 
+HISTORY_PAGE_SIZE = 50
 NO_SECRET_KEY_MESSAGE = (
     "The admin page needs the app's SECRET_KEY to sign its session cookie and CSRF"
     " tokens: set app.secret_key (or SECRET_KEY in the config) to a long random value."
@@ -362,14 +363,14 @@ async def key_history(key: str) -> Response:
         return await _message("Unknown setting", f"No setting is declared as {key!r}.", 404)
     raw_before = request.args.get("before", "")
     before = int(raw_before) if raw_before.isdigit() and len(raw_before) < 19 else None
-    entries = await waffle.history(key=key, before_revision=before, limit=50)
+    entries = await waffle.history(key=key, before_id=before, limit=HISTORY_PAGE_SIZE)
     return await _render(
         "history.html",
         200,
         session,
         setting=waffle.declarations[key],
         entries=[history_item(waffle, entry) for entry in entries],
-        next_before=entries[-1].revision if len(entries) == 50 else None,
+        next_before=entries[-1].id if len(entries) == HISTORY_PAGE_SIZE else None,
         can_logout=True,
     )
 
