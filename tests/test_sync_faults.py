@@ -5,12 +5,15 @@ concurrent file notifiers, and error text that must not reach health."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from quart_waffle.sync.file import FileChannel
 from tests.deploy import RedisServer
 from tests.test_sync_channels import until, worker
 
@@ -55,3 +58,50 @@ async def test_update_is_bounded_when_redis_never_replies(
         await until(lambda: a.health().connected, 5.0, "A did not reconnect")
         revision = await a.update({"MAX_ITEMS": 62})
         await until(lambda: b.revision == revision, 2.0, "no message after SIGCONT")
+
+
+async def test_file_hint_older_than_one_seen_is_nothing_new(tmp_path: Path) -> None:
+    path = str(tmp_path / "waffle.revision")
+    a, b, watcher = FileChannel(path, 0.01), FileChannel(path, 0.01), FileChannel(path, 0.01)
+    for channel in (a, b, watcher):
+        await channel.connect()
+    await a.notify(6)
+    assert await watcher.wait(1.0) == 6
+    # b read 4 before a replaced the file, then renamed its 5 over a's 6
+    temporary = tmp_path / "late"
+    temporary.write_text(f"5 {b.sender}\n")
+    os.replace(temporary, path)
+    assert await watcher.wait(0.1) is None
+    await a.notify(7)
+    assert await watcher.wait(1.0) == 7
+    for channel in (a, b, watcher):
+        await channel.close()
+
+
+async def test_concurrent_file_notifiers_do_not_lose_the_channel(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "waffle.revision"
+    options = {
+        "database_url": sqlite_url,
+        "watchtype": "file",
+        "watcher_file": str(path),
+        "check_interval": 60.0,
+    }
+    a, b = worker(options), worker(options)
+    assert a.app is not None
+    assert b.app is not None
+    with caplog.at_level(logging.WARNING, logger="quart_waffle.sync"):
+        async with a.app.test_app(), b.app.test_app():
+            revision = await a.update({"MAX_ITEMS": 51})
+            await until(lambda: b.revision == revision, 2.0, "no message")
+            late = tmp_path / "late"
+            late.write_text(f"{revision - 1} 0123456789abcdef\n")
+            os.replace(late, path)
+            await asyncio.sleep(0.3)  # several watch intervals
+            health = b.health()
+            assert health.connected
+            assert health.last_error is None
+            revision = await a.update({"MAX_ITEMS": 52})
+            await until(lambda: b.revision == revision, 2.0, "no message after the late hint")
+    assert [r.getMessage() for r in caplog.records] == []

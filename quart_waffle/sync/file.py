@@ -7,6 +7,10 @@ signature changes; the notifier stamps the mtime with nanosecond wall time,
 and the watcher compares the content it reads, so two updates inside one
 filesystem timestamp tick are never confused. Stat and read of a tiny local
 file take microseconds, so they run directly in the event loop: no thread.
+
+Two notifiers on different processes can race (each reads, then renames), so
+an older hint may land after a newer one: a watcher takes that as nothing new.
+Only a missing, empty or unreadable file counts as a lost channel.
 """
 
 from __future__ import annotations
@@ -38,10 +42,16 @@ class FileChannel(SyncChannelABC):
         self.interval = interval
         self._signature: Signature | None = None
         self._content: bytes | None = None
+        self._seen: int | None = None  # the highest revision read from the file
 
     async def connect(self) -> None:
         self._create()
-        self._signature, self._content = self._read()
+        try:
+            self._signature, self._content = self._read()
+        except FileNotFoundError:
+            raise ChannelLostError(f"watcher file {self.path} was deleted") from None
+        hint = decode_hint(self._content)
+        self._seen = None if hint is None else hint[0]
 
     async def wait(self, max_wait: float) -> int | None:
         if self._signature is None:
@@ -65,6 +75,7 @@ class FileChannel(SyncChannelABC):
     async def close(self) -> None:
         self._signature = None
         self._content = None
+        self._seen = None
 
     def _create(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -91,16 +102,20 @@ class FileChannel(SyncChannelABC):
             signature, content = self._read()
         except FileNotFoundError:
             raise ChannelLostError(f"watcher file {self.path} was deleted") from None
+        except OSError as error:
+            raise ChannelLostError(f"watcher file {self.path} is unreadable: {error}") from error
         self._signature = signature
         if content == self._content:
             return None
-        hint = decode_hint(content)
-        previous = decode_hint(self._content or b"")
         self._content = content
-        if hint is None or (previous is not None and hint[0] < previous[0]):
-            # emptied, or gone backwards: replaced by someone else, hints may be lost
+        hint = decode_hint(content)
+        if hint is None:
+            # emptied, or not a hint: replaced by someone else, hints may be lost
             raise ChannelLostError(f"watcher file {self.path} was replaced")
         revision, sender = hint
+        if self._seen is not None and revision <= self._seen:
+            return None  # a racing notifier renamed an older hint over a newer one
+        self._seen = revision
         return None if sender == self.sender else revision
 
     def _write(self, revision: int) -> None:
