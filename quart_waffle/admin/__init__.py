@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from quart import Quart
 
 from .auth import NOT_CONFIGURED_MESSAGE
+from .context import mount_path
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
@@ -23,7 +24,7 @@ def register_admin(app: Quart, waffle: QuartWaffle) -> None:
 
     assert waffle.config is not None
     assert waffle.config.admin_prefix
-    prefix = "/" + waffle.config.admin_prefix.strip("/")
+    prefix = mount_path(waffle.config.admin_prefix)
     app.register_blueprint(api, url_prefix=prefix)
     app.register_blueprint(page, url_prefix=prefix)
 

@@ -13,11 +13,12 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from quart import Blueprint, Response, current_app, g, jsonify, request
+from quart import Blueprint, Response, g, jsonify, request
 
 from ..errors import ConflictError, InvalidValueError
 from ..settings import SECRET_MASK, Setting
 from .auth import authenticate
+from .context import admin_prefix, current_waffle
 from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
 from .headers import add_security_headers
 from .openapi import openapi_document
@@ -36,14 +37,9 @@ register_error_handlers(api)
 api.after_request(add_security_headers)
 
 
-def _waffle() -> QuartWaffle:
-    waffle: QuartWaffle = current_app.extensions["waffle"]
-    return waffle
-
-
 @api.before_request
 async def _authenticate() -> None:
-    g.waffle_admin_actor = await authenticate(_waffle(), request, page=False)
+    g.waffle_admin_actor = await authenticate(current_waffle(), request, page=False)
 
 
 def setting_item(setting: Setting[Any], waffle: QuartWaffle) -> dict[str, Any]:
@@ -158,7 +154,7 @@ async def _write(
 
 
 def _declared(key: str) -> Setting[Any]:
-    setting = _waffle().declarations.get(key)
+    setting = current_waffle().declarations.get(key)
     if setting is None:
         raise unknown_setting(key)
     return setting
@@ -167,7 +163,7 @@ def _declared(key: str) -> Setting[Any]:
 @api.get("/api/settings")
 async def list_settings() -> Response:
     """All settings and this worker's revision; ETag is that revision."""
-    waffle = _waffle()
+    waffle = current_waffle()
     revision = waffle.revision
     items = [setting_item(setting, waffle) for setting in waffle.declarations.values()]
     return _with_etag({"revision": revision, "settings": items}, revision)
@@ -176,7 +172,7 @@ async def list_settings() -> Response:
 @api.patch("/api/settings")
 async def patch_settings() -> Response:
     """Change several settings atomically; If-Match is the list's revision."""
-    waffle = _waffle()
+    waffle = current_waffle()
     expected = expected_revision()
     values = _object_with(await read_json(), "values")
     if not isinstance(values, dict) or not values:
@@ -194,7 +190,7 @@ async def patch_settings() -> Response:
 @api.get("/api/settings/<key>")
 async def get_setting(key: str) -> Response:
     """One setting; ETag is the revision that last changed it."""
-    waffle = _waffle()
+    waffle = current_waffle()
     item = setting_item(_declared(key), waffle)
     return _with_etag({"revision": waffle.revision, "setting": item}, item["revision"])
 
@@ -202,7 +198,7 @@ async def get_setting(key: str) -> Response:
 @api.put("/api/settings/<key>")
 async def put_setting(key: str) -> Response:
     """Change one setting; If-Match is the ETag from GET of that setting."""
-    waffle = _waffle()
+    waffle = current_waffle()
     _declared(key)
     expected = expected_revision()
     value = _object_with(await read_json(), "value")
@@ -215,7 +211,7 @@ async def put_setting(key: str) -> Response:
 @api.post("/api/settings/<key>/reset")
 async def reset_setting(key: str) -> Response:
     """Set one setting back to its declared default."""
-    waffle = _waffle()
+    waffle = current_waffle()
     _declared(key)
     expected = expected_revision()
     revision = await _write(waffle, [key], expected)
@@ -241,7 +237,7 @@ def _query_int(name: str, default: int | None, low: int, high: int) -> int | Non
 async def history() -> Response:
     """Changes newest first; page with ``before`` = the previous page's ``next_before``
     (an entry id: one revision may hold several entries, so pages cut by id)."""
-    waffle = _waffle()
+    waffle = current_waffle()
     key = request.args.get("key") or None
     if key is not None:
         _declared(key)
@@ -279,17 +275,14 @@ def history_item(waffle: QuartWaffle, entry: HistoryEntry) -> dict[str, Any]:
 @api.get("/api/health")
 async def health() -> Response:
     """This worker's sync state and pid."""
-    waffle = _waffle()
+    waffle = current_waffle()
     return jsonify({**waffle.health().as_dict(), "pid": os.getpid(), "revision": waffle.revision})
 
 
 @api.get("/openapi.json")
 async def openapi() -> Response:
     """The OpenAPI 3.1 document of this API, built from the declarations."""
-    waffle = _waffle()
-    assert waffle.config is not None
-    assert waffle.config.admin_prefix is not None
-    return jsonify(openapi_document(waffle.declarations, waffle.config.admin_prefix))
+    return jsonify(openapi_document(current_waffle().declarations, admin_prefix()))
 
 
 @api.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from quart import Blueprint, Response, current_app, redirect, render_template, request
+from quart import Blueprint, Response, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
@@ -35,6 +35,7 @@ from .auth import (
     secret_key,
     token_matches,
 )
+from .context import admin_prefix, current_waffle
 from .errors import AdminError, log_unavailable
 from .headers import add_security_headers
 
@@ -56,18 +57,6 @@ NO_SECRET_KEY_MESSAGE = (
     " tokens: set app.secret_key (or SECRET_KEY in the config) to a long random value."
     " The JSON API works without it, with 'Authorization: Bearer <WAFFLE_ADMIN_TOKEN>'."
 )
-
-
-def _waffle() -> QuartWaffle:
-    waffle: QuartWaffle = current_app.extensions["waffle"]
-    return waffle
-
-
-def _prefix() -> str:
-    waffle = _waffle()
-    assert waffle.config is not None
-    assert waffle.config.admin_prefix is not None
-    return "/" + waffle.config.admin_prefix.strip("/")
 
 
 def raw_text(setting: Setting[Any], value: Any) -> str:
@@ -176,10 +165,10 @@ def _changes(
 async def _render(
     template: str, status: int = 200, session: PageSession | None = None, **context: Any
 ) -> Response:
-    waffle = _waffle()
+    waffle = current_waffle()
     body = await render_template(
         f"waffle/{template}",
-        prefix=_prefix(),
+        prefix=admin_prefix(),
         revision=waffle.revision,
         pid=os.getpid(),
         csrf=session.csrf if session is not None else "",
@@ -187,7 +176,7 @@ async def _render(
     )
     response = Response(body, status=status, mimetype="text/html")
     if session is not None:
-        save_session(response, session, _prefix())
+        save_session(response, session, admin_prefix())
     return response
 
 
@@ -205,7 +194,7 @@ async def _read_form() -> MultiDict[str, str]:
 
 async def _session_or_refuse() -> PageSession | Response:
     """The page session; or the page explaining what the app must configure."""
-    if not is_configured(_waffle()):
+    if not is_configured(current_waffle()):
         return await _message("Admin disabled", NOT_CONFIGURED_MESSAGE, 403)
     if secret_key() is None:
         return await _message("Admin page needs a SECRET_KEY", NO_SECRET_KEY_MESSAGE, 503)
@@ -215,7 +204,7 @@ async def _session_or_refuse() -> PageSession | Response:
 async def _actor() -> str | None:
     """Who is using the page, or None when they must log in (401)."""
     try:
-        return await authenticate(_waffle(), request, page=True)
+        return await authenticate(current_waffle(), request, page=True)
     except AdminError as error:
         if error.code == 401:
             return None
@@ -223,7 +212,7 @@ async def _actor() -> str | None:
 
 
 def _redirect_home(query: str = "") -> Response:
-    response = redirect(f"{_prefix()}/{query}", 303)
+    response = redirect(f"{admin_prefix()}/{query}", 303)
     assert isinstance(response, Response)
     return response
 
@@ -244,7 +233,7 @@ async def index() -> Response:
     session = await _session_or_refuse()
     if isinstance(session, Response):
         return session
-    waffle = _waffle()
+    waffle = current_waffle()
     assert waffle.config is not None
     if await _actor() is None:
         return await _render("login.html", 200, session, error=None)
@@ -268,7 +257,7 @@ async def login() -> Response:
         return session
     check_same_origin(request)
     form = await _checked_form()
-    config = _waffle().config
+    config = current_waffle().config
     token = None if config is None else config.admin_token
     if not token:
         return await _render(
@@ -277,7 +266,7 @@ async def login() -> Response:
     if not token_matches(form.get("token", ""), token):
         return await _render("login.html", 401, session, error="That token is wrong.")
     response = _redirect_home()
-    save_session(response, PageSession.new(fingerprint(token)), _prefix())
+    save_session(response, PageSession.new(fingerprint(token)), admin_prefix())
     return response
 
 
@@ -289,7 +278,7 @@ async def logout() -> Response:
         return session
     await _checked_form()
     response = _redirect_home()
-    clear_session(response, _prefix())
+    clear_session(response, admin_prefix())
     return response
 
 
@@ -303,7 +292,7 @@ async def save() -> Response:
     if actor is None:
         return await _render("login.html", 401, session, error="Log in again to save.")
     form = await _checked_form()
-    waffle = _waffle()
+    waffle = current_waffle()
     texts = _submitted(waffle, form)
     changes, errors = _changes(waffle, texts)
     raw_expected = form.get("revision", "")
@@ -358,7 +347,7 @@ async def key_history(key: str) -> Response:
         return session
     if await _actor() is None:
         return await _render("login.html", 401, session, error=None)
-    waffle = _waffle()
+    waffle = current_waffle()
     if key not in waffle.declarations:
         return await _message("Unknown setting", f"No setting is declared as {key!r}.", 404)
     raw_before = request.args.get("before", "")
