@@ -87,10 +87,15 @@ class ServerProcess:
         return self.process.wait(timeout)
 
     def close(self) -> None:
-        """Kill whatever is left of the process group, and close the log."""
+        """Stop the supervisor, kill whatever is left of its process group, close the log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(20)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+        Path(default_control_socket(self.process.pid)).unlink(missing_ok=True)
         self._log.close()
 
 
