@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from quart_waffle.sync.file import FileChannel
+from quart_waffle.sync.redis import RedisChannel
+from quart_waffle.sync.runner import SyncRunner
 from tests.deploy import RedisServer
 from tests.test_sync_channels import until, worker
 
@@ -51,13 +53,56 @@ async def test_update_is_bounded_when_redis_never_replies(
             revision = await asyncio.wait_for(a.update({"MAX_ITEMS": 61}), 15.0)
             assert loop.time() - started < 5.0 + 1.0  # the publish time limit, plus slack
             assert a.get("MAX_ITEMS") == 61
-            await until(lambda: b.revision == revision, 2.0, "no periodic check while frozen")
         finally:
             freeze(redis_server, False)
+        await until(lambda: b.revision == revision, 5.0, "B did not converge after SIGCONT")
         await until(lambda: b.health().connected, 5.0, "B did not reconnect")
         await until(lambda: a.health().connected, 5.0, "A did not reconnect")
         revision = await a.update({"MAX_ITEMS": 62})
         await until(lambda: b.revision == revision, 2.0, "no message after SIGCONT")
+
+
+async def test_a_frozen_redis_subscription_is_noticed(redis_server: RedisServer) -> None:
+    channel = RedisChannel(f"waffle-test-{os.urandom(6).hex()}", url=redis_server.url, timeout=0.5)
+
+    async def catch_up() -> int:
+        return 0
+
+    runner = SyncRunner(channel, catch_up, lambda: 0, check_interval=0.3)
+    await runner.start(watch=True)
+    try:
+        await until(lambda: runner.health().last_sync is not None, 2.0, "no periodic check")
+        assert runner.health().connected
+        freeze(redis_server, True)
+        try:
+            await until(lambda: not runner.health().connected, 3.0, "silent loss not noticed")
+            assert runner.health().last_error is not None
+        finally:
+            freeze(redis_server, False)
+        await until(
+            lambda: runner.health().connected and runner.health().last_error is None,
+            5.0,
+            "did not recover after SIGCONT",
+        )
+    finally:
+        await runner.stop()
+
+
+async def test_redis_liveness_pong_is_not_a_hint(redis_server: RedisServer) -> None:
+    name = f"waffle-test-{os.urandom(6).hex()}"
+    a = RedisChannel(name, url=redis_server.url, timeout=0.5)
+    b = RedisChannel(name, url=redis_server.url, timeout=0.5)
+    await a.connect()
+    await b.connect()
+    try:
+        for _ in range(3):  # each idle wait ends with a ping; its PONG is no hint
+            assert await b.wait(0.05) is None
+        await a.notify(7)
+        assert await b.wait(1.0) == 7
+        assert await b.wait(0.05) is None
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_file_hint_older_than_one_seen_is_nothing_new(tmp_path: Path) -> None:

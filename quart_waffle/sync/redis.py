@@ -29,7 +29,8 @@ class RedisChannel(SyncChannelABC):
         url: ``WAFFLE_REDIS_URL``; when None, ``host`` and ``port`` are used.
         timeout: Seconds allowed to connect, to subscribe and to publish a
             hint: a server that accepts but never replies cannot hold up an
-            update for longer.
+            update for longer. Also the time a liveness PING, sent on the
+            subscription after a wait with no message, may go unanswered.
     """
 
     name = "redis"
@@ -57,6 +58,7 @@ class RedisChannel(SyncChannelABC):
             self._connect_options = {"host": host, "port": port, **options}
         self._client: Redis | None = None
         self._pubsub: PubSub | None = None
+        self._ping_sent: float | None = None  # loop time of the PING awaiting its PONG
 
     def _new_client(self) -> Redis:
         options = dict(self._connect_options)
@@ -88,20 +90,59 @@ class RedisChannel(SyncChannelABC):
         hinted: int | None = None
         timeout = max_wait
         while True:
-            try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                raise ChannelLostError(f"redis connection lost: {error}") from error
-            if message is not None and message["type"] == "message":
-                hint = decode_hint(message["data"])
-                if hint is not None and hint[1] != self.sender:
-                    hinted = hint[0] if hinted is None else max(hinted, hint[0])
-                    timeout = 0.0  # drain what is already waiting, then return
-                    continue
+            message = await self._next_message(pubsub, timeout)
+            if message is not None and message["type"] == "pong":
+                self._ping_sent = None
+            revision = self._hint(message)
+            if revision is not None:
+                hinted = revision if hinted is None else max(hinted, revision)
+                timeout = 0.0  # drain what is already waiting, then return
+                continue
             remaining = deadline - loop.time()
-            if message is None and (hinted is not None or remaining <= 0):
+            if message is None and hinted is not None:
                 return hinted
+            if message is None and remaining <= 0:
+                await self._check_alive(pubsub)
+                return None
             timeout = 0.0 if hinted is not None else max(0.0, remaining)
+
+    async def _next_message(self, pubsub: PubSub, wait: float) -> dict[str, Any] | None:
+        try:
+            message: dict[str, Any] | None = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=wait
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise ChannelLostError(f"redis connection lost: {error}") from error
+        return message
+
+    def _hint(self, message: dict[str, Any] | None) -> int | None:
+        """The revision another worker hinted in ``message``, if it is such a hint."""
+        if message is None or message["type"] != "message":
+            return None  # a PONG, or a subscription notice
+        hint = decode_hint(message["data"])
+        return None if hint is None or hint[1] == self.sender else hint[0]
+
+    async def _check_alive(self, pubsub: PubSub) -> None:
+        """Notice a subscription that died silently (a dropped NAT entry, a
+        paused server): no message comes then. After an idle wait, send a
+        PING; its PONG is read by the waits that follow, and a PING left
+        unanswered for ``timeout`` seconds means the channel is lost. Never
+        blocks on the server, so the periodic check is never delayed."""
+        now = asyncio.get_running_loop().time()
+        if self._ping_sent is not None:
+            if now - self._ping_sent > self.timeout:
+                raise ChannelLostError(
+                    f"redis subscription unresponsive: no PONG within {self.timeout} s"
+                )
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await pubsub.ping()
+        except TimeoutError:  # before OSError: the built-in TimeoutError is one
+            raise ChannelLostError("redis subscription unresponsive: PING not sent") from None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            raise ChannelLostError(f"redis connection lost: {error}") from error
+        self._ping_sent = now
 
     async def notify(self, revision: int) -> None:
         if self._client is None:
@@ -122,6 +163,7 @@ class RedisChannel(SyncChannelABC):
     async def close(self) -> None:
         pubsub, client = self._pubsub, self._client
         self._pubsub = self._client = None
+        self._ping_sent = None
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
