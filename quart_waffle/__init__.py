@@ -1,22 +1,46 @@
-"""Runtime-editable settings for Quart, kept in step across every worker and host."""
+"""Runtime-editable settings for Quart, kept in step across every worker and host.
+
+Names are imported on first use, so ``quart-waffle serve``/``reload`` and the
+supervisor's workers do not pay for SQLAlchemy unless the app uses it.
+"""
 
 from __future__ import annotations
 
-from .errors import (
-    ConflictError,
-    DeclarationError,
-    InvalidValueError,
-    StoreUnavailableError,
-    UnknownSettingError,
-    WaffleError,
-)
-from .extension import Authorizer, QuartWaffle
-from .settings import Setting
-from .signals import settings_changed
-from .snapshot import Snapshot
-from .store import HistoryEntry, metadata
-from .sync import SyncHealth
+import importlib
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from .errors import (
+        ConflictError,
+        DeclarationError,
+        InvalidValueError,
+        StoreUnavailableError,
+        UnknownSettingError,
+        WaffleError,
+    )
+    from .extension import Authorizer, QuartWaffle
+    from .settings import Setting
+    from .signals import settings_changed
+    from .snapshot import Snapshot
+    from .store import HistoryEntry, metadata
+    from .sync import SyncHealth
+
+_MODULE_OF = {
+    "Authorizer": ".extension",
+    "ConflictError": ".errors",
+    "DeclarationError": ".errors",
+    "HistoryEntry": ".store",
+    "InvalidValueError": ".errors",
+    "QuartWaffle": ".extension",
+    "Setting": ".settings",
+    "Snapshot": ".snapshot",
+    "StoreUnavailableError": ".errors",
+    "SyncHealth": ".sync",
+    "UnknownSettingError": ".errors",
+    "WaffleError": ".errors",
+    "metadata": ".store",
+    "settings_changed": ".signals",
+}
 __all__ = [
     "Authorizer",
     "ConflictError",
@@ -33,3 +57,13 @@ __all__ = [
     "metadata",
     "settings_changed",
 ]
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above, and nothing else
+
+    def __getattr__(name: str) -> Any:
+        if name not in _MODULE_OF:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+        globals()[name] = value
+        return value

@@ -68,3 +68,12 @@ def test_bad_options_name_the_key(config: dict[str, object], message: str) -> No
 def test_unknown_argument() -> None:
     with pytest.raises(TypeError, match="unknown QuartWaffle options"):
         QuartWaffle(Quart(__name__), colour="blue")
+
+
+def test_package_exports_resolve() -> None:
+    import quart_waffle
+
+    for name in quart_waffle.__all__:
+        assert getattr(quart_waffle, name) is not None
+    with pytest.raises(AttributeError):
+        _ = quart_waffle.Nope  # type: ignore[attr-defined]
