@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from quart_waffle.sync.file import FileChannel
+from quart_waffle.sync.none import NullChannel
 from quart_waffle.sync.redis import RedisChannel
 from quart_waffle.sync.runner import SyncRunner
 from tests.deploy import RedisServer
@@ -150,3 +151,43 @@ async def test_concurrent_file_notifiers_do_not_lose_the_channel(
             revision = await a.update({"MAX_ITEMS": 52})
             await until(lambda: b.revision == revision, 2.0, "no message after the late hint")
     assert [r.getMessage() for r in caplog.records] == []
+
+
+async def test_health_error_is_the_type_and_a_short_first_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unreachable(NullChannel):
+        async def connect(self) -> None:
+            raise ConnectionError("cannot reach redis://waffle:s3cret@db.internal:6379/0")
+
+        async def notify(self, revision: int) -> None:
+            raise ConnectionError("publish to postgresql://waffle:s3cret@db.internal/app failed")
+
+    async def catch_up() -> int:
+        raise RuntimeError(
+            "(OperationalError) server closed the connection\n"
+            "[SQL: UPDATE waffle_settings SET value=$1]\n"
+            "[parameters: ('hunter2',)]"
+        )
+
+    unreachable = SyncRunner(Unreachable(), catch_up, lambda: 0, check_interval=60.0)
+    failing = SyncRunner(NullChannel(), catch_up, lambda: 0, check_interval=0.05)
+    with caplog.at_level(logging.WARNING, logger="quart_waffle.sync"):
+        await unreachable.start(watch=False)
+        await unreachable.notify(3)
+        await failing.start(watch=True)
+        try:
+            await until(lambda: failing.health().last_error is not None, 2.0, "no catch-up")
+        finally:
+            await failing.stop()
+            await unreachable.stop()
+    errors = [unreachable.health().last_error, failing.health().last_error]
+    assert errors == [
+        "none channel unreachable: ConnectionError: cannot reach"
+        " redis://waffle:***@db.internal:6379/0",
+        "catch-up failed: RuntimeError: (OperationalError) server closed the connection",
+    ]
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == 3, logged
+    assert "ConnectionError: publish to postgresql://waffle:***@db.internal/app" in logged[1]
+    assert all("s3cret" not in text and "hunter2" not in text for text in logged), logged

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,19 @@ logger = logging.getLogger("quart_waffle.sync")
 
 CatchUp = Callable[[], Awaitable[int]]
 """Bring the worker up to the store's latest revision; return the revision applied."""
+
+_CREDENTIALS = re.compile(r"(://[^:/@\s]+):[^@\s]*@")
+
+
+def describe(error: BaseException) -> str:
+    """``"<type>: <first line>"``, short, with any ``user:password@`` masked:
+    driver messages can carry SQL and its parameters on later lines, and a
+    connection URL anywhere. For health and logs."""
+    lines = str(error).strip().splitlines()
+    line = _CREDENTIALS.sub(r"\1:***@", lines[0]) if lines else ""
+    if len(line) > 160:
+        line = f"{line[:157]}..."
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,10 @@ class SyncRunner:
             await self.channel.notify(revision)
         except Exception as error:
             logger.warning(
-                "could not notify revision %d on %s: %s", revision, self.channel.name, error
+                "could not notify revision %d on %s: %s",
+                revision,
+                self.channel.name,
+                describe(error),
             )
 
     def health(self) -> SyncHealth:
@@ -136,7 +153,7 @@ class SyncRunner:
         try:
             await self.channel.connect()
         except Exception as error:
-            self._report(f"{self.channel.name} channel unreachable: {error}")
+            self._report(f"{self.channel.name} channel unreachable: {describe(error)}")
             self._connected = False
             with contextlib.suppress(Exception):
                 await self.channel.close()
@@ -166,7 +183,7 @@ class SyncRunner:
                 try:
                     hinted = await self.channel.wait(max(0.0, next_check - loop.time()))
                 except Exception as error:
-                    self._report(f"{self.channel.name} channel lost: {error}")
+                    self._report(f"{self.channel.name} channel lost: {describe(error)}")
                     self._connected = False
                     with contextlib.suppress(Exception):
                         await self.channel.close()
@@ -179,7 +196,7 @@ class SyncRunner:
             try:
                 await self._catch_up()
             except Exception as error:
-                self._report(f"catch-up failed: {error}")
+                self._report(f"catch-up failed: {describe(error)}")
                 await asyncio.sleep(backoff.next_delay())
                 continue
             pending = False
