@@ -133,6 +133,10 @@ REJECTIONS: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
      "limit"),
     ("bad history before", "GET", "/waffle/api/history?before=-1", {}, 422, "invalid_query",
      "before"),
+    ("unicode digit before", "GET", "/waffle/api/history?before=%C2%B2", {}, 422,
+     "invalid_query", "before"),
+    ("unicode digit limit", "GET", "/waffle/api/history?limit=%D9%A3", {}, 422,
+     "invalid_query", "limit"),
     ("unknown history key", "GET", "/waffle/api/history?key=NOPE", {}, 404, "unknown_setting",
      "NOPE"),
 ]  # fmt: skip

@@ -151,6 +151,24 @@ async def test_invalid_input_is_shown_inline(client: Client, waffle: QuartWaffle
     assert waffle.revision == revision
 
 
+async def test_numbers_in_input_are_ascii_digits(client: Client, waffle: QuartWaffle) -> None:
+    """``"²".isdigit()`` is true but ``int("²")`` raises: such input is refused, never a 500."""
+    csrf = await logged_in(client)
+    revision = waffle.revision
+    for raw in ("²", "\N{ARABIC-INDIC DIGIT ONE}", "\N{MATHEMATICAL DOUBLE-STRUCK DIGIT ONE}"):
+        form = {**form_of(waffle, csrf, GREETING="Hey"), "revision": raw}
+        response = await client.post("/waffle/save", form=form)
+        assert response.status_code == 422
+        assert "reload the page" in await text_of(response)
+        history = await client.get("/waffle/history/GREETING", query_string={"before": raw})
+        assert history.status_code == 422
+        index = await client.get("/waffle/", query_string={"saved": raw})
+        assert index.status_code == 200
+        assert "Saved:" not in await text_of(index)
+    assert waffle.revision == revision
+    assert waffle.get("GREETING") == "Hello"
+
+
 async def test_save_without_csrf_or_login_is_refused(client: Client, waffle: QuartWaffle) -> None:
     revision = waffle.revision
     anonymous = await client.post("/waffle/save", form=form_of(waffle, "x", THEME="dark"))

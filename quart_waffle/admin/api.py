@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from .auth import authenticate
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
 from .headers import add_security_headers
+from .inputs import natural_number
 from .openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HISTORY_LIMIT = 200
-_ETAG = re.compile(r'"(\d{1,18})"|(\d{1,18})')
 _JSON_TYPES = ("application/json",)
 
 api = Blueprint("waffle_api", __name__)
@@ -67,15 +66,18 @@ def expected_revision() -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    match = _ETAG.fullmatch(raw.strip())
-    if match is None:
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    revision = natural_number(text)
+    if revision is None:
         raise AdminError(
             412,
             "invalid_if_match",
             'If-Match must be one ETag of this API, like "42"; nothing was stored.',
             {"If-Match": "not an ETag of this API"},
         )
-    return int(match.group(1) or match.group(2))
+    return revision
 
 
 def _reject_constant(name: str) -> Any:
@@ -223,14 +225,15 @@ def _query_int(name: str, default: int | None, low: int, high: int) -> int | Non
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 18 or not low <= int(raw) <= high:
+    number = natural_number(raw)
+    if number is None or not low <= number <= high:
         raise AdminError(
             422,
             "invalid_query",
             f"The query parameter {name} is out of range.",
             {name: f"must be an integer from {low} to {high}"},
         )
-    return int(raw)
+    return number
 
 
 @api.get("/api/history")

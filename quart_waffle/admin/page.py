@@ -38,6 +38,7 @@ from .auth import (
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, log_unavailable
 from .headers import add_security_headers
+from .inputs import natural_number
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
@@ -237,13 +238,13 @@ async def index() -> Response:
     assert waffle.config is not None
     if await _actor() is None:
         return await _render("login.html", 200, session, error=None)
-    saved = request.args.get("saved", "")
+    saved = natural_number(request.args.get("saved"))
     return await _render(
         "settings.html",
         200,
         session,
         groups=_fields(waffle),
-        notice=f"Saved: this worker now serves revision {saved}." if saved.isdigit() else None,
+        notice=None if saved is None else f"Saved: this worker now serves revision {saved}.",
         problem=None,
         can_logout=load_session(request) is not None,
     )
@@ -295,18 +296,17 @@ async def save() -> Response:
     waffle = current_waffle()
     texts = _submitted(waffle, form)
     changes, errors = _changes(waffle, texts)
-    raw_expected = form.get("revision", "")
-    expected = int(raw_expected) if raw_expected.isdigit() and len(raw_expected) < 19 else None
-    if expected is None:
-        errors["revision"] = "the form lost its revision: reload the page"
-    if errors:
+    expected = natural_number(form.get("revision"))
+    if errors or expected is None:
         return await _render(
             "settings.html",
             422,
             session,
             groups=_fields(waffle, texts, errors),
             notice=None,
-            problem="Nothing was saved: fix the fields marked below.",
+            problem="Nothing was saved: fix the fields marked below."
+            if errors
+            else "Nothing was saved: the form lost its revision; reload the page.",
             can_logout=True,
         )
     if not changes:
@@ -351,7 +351,9 @@ async def key_history(key: str) -> Response:
     if key not in waffle.declarations:
         return await _message("Unknown setting", f"No setting is declared as {key!r}.", 404)
     raw_before = request.args.get("before", "")
-    before = int(raw_before) if raw_before.isdigit() and len(raw_before) < 19 else None
+    before = natural_number(raw_before)
+    if raw_before and before is None:
+        raise AdminError(422, "invalid_query", "The page link is broken: before must be a number.")
     entries = await waffle.history(key=key, before_id=before, limit=HISTORY_PAGE_SIZE)
     return await _render(
         "history.html",
