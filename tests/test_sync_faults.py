@@ -18,6 +18,7 @@ from quart_waffle.sync.none import NullChannel
 from quart_waffle.sync.redis import RedisChannel
 from quart_waffle.sync.runner import SyncRunner
 from tests.deploy import RedisServer
+from tests.helpers import make_waffle
 from tests.test_sync_channels import until, worker
 
 
@@ -106,7 +107,7 @@ async def test_redis_liveness_pong_is_not_a_hint(redis_server: RedisServer) -> N
         await b.close()
 
 
-async def test_file_hint_older_than_one_seen_is_nothing_new(tmp_path: Path) -> None:
+async def test_file_older_hint_is_reported_not_a_lost_channel(tmp_path: Path) -> None:
     path = str(tmp_path / "waffle.revision")
     a, b, watcher = FileChannel(path, 0.01), FileChannel(path, 0.01), FileChannel(path, 0.01)
     for channel in (a, b, watcher):
@@ -117,7 +118,7 @@ async def test_file_hint_older_than_one_seen_is_nothing_new(tmp_path: Path) -> N
     temporary = tmp_path / "late"
     temporary.write_text(f"5 {b.sender}\n")
     os.replace(temporary, path)
-    assert await watcher.wait(0.1) is None
+    assert await watcher.wait(1.0) == 5  # the runner skips it: 5 is not newer than served
     await a.notify(7)
     assert await watcher.wait(1.0) == 7
     for channel in (a, b, watcher):
@@ -191,3 +192,22 @@ async def test_health_error_is_the_type_and_a_short_first_line(
     assert len(logged) == 3, logged
     assert "ConnectionError: publish to postgresql://waffle:***@db.internal/app" in logged[1]
     assert all("s3cret" not in text and "hunter2" not in text for text in logged), logged
+
+
+async def test_file_left_by_an_earlier_database_does_not_silence_hints(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    path = tmp_path / "waffle.revision"
+    path.write_text("500 an-earlier-deployment\n")
+    options = {"watchtype": "file", "watcher_file": str(path), "check_interval": 60.0}
+    a, b = make_waffle(sqlite_url, **options), make_waffle(sqlite_url, **options)
+    assert a.app is not None
+    assert b.app is not None
+    async with a.app.test_app(), b.app.test_app():
+        revision = await a.update({"GREETING": "after a database reset"})
+        assert revision == 1
+        deadline = asyncio.get_running_loop().time() + 5
+        while b.revision < revision:
+            assert asyncio.get_running_loop().time() < deadline, "hint never arrived"
+            await asyncio.sleep(0.02)
+        assert b.get("GREETING") == "after a database reset"

@@ -8,9 +8,12 @@ and the watcher compares the content it reads, so two updates inside one
 filesystem timestamp tick are never confused. Stat and read of a tiny local
 file take microseconds, so they run directly in the event loop: no thread.
 
-Two notifiers on different processes can race (each reads, then renames), so
-an older hint may land after a newer one: a watcher takes that as nothing new.
-Only a missing, empty or unreadable file counts as a lost channel.
+Every hint that changes the file is reported, whatever its number: the
+runner compares it with the revision the worker serves, so an older hint that
+lands after a newer one (two notifiers racing) costs nothing, and a file left
+by an earlier database, holding a revision higher than the store's, never
+silences the channel. Only a missing, empty or unreadable file counts as a
+lost channel.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ class FileChannel(SyncChannelABC):
         self.interval = interval
         self._signature: Signature | None = None
         self._content: bytes | None = None
-        self._seen: int | None = None  # the highest revision read from the file
 
     async def connect(self) -> None:
         self._create()
@@ -50,8 +52,6 @@ class FileChannel(SyncChannelABC):
             self._signature, self._content = self._read()
         except FileNotFoundError:
             raise ChannelLostError(f"watcher file {self.path} was deleted") from None
-        hint = decode_hint(self._content)
-        self._seen = None if hint is None else hint[0]
 
     async def wait(self, max_wait: float) -> int | None:
         if self._signature is None:
@@ -75,7 +75,6 @@ class FileChannel(SyncChannelABC):
     async def close(self) -> None:
         self._signature = None
         self._content = None
-        self._seen = None
 
     def _create(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -113,20 +112,13 @@ class FileChannel(SyncChannelABC):
             # emptied, or not a hint: replaced by someone else, hints may be lost
             raise ChannelLostError(f"watcher file {self.path} was replaced")
         revision, sender = hint
-        if self._seen is not None and revision <= self._seen:
-            return None  # a racing notifier renamed an older hint over a newer one
-        self._seen = revision
         return None if sender == self.sender else revision
 
     def _write(self, revision: int) -> None:
         try:
-            stat = os.stat(self.path)
-            with open(self.path, "rb") as current:
-                hint = decode_hint(current.read(4096))
+            stat: os.stat_result | None = os.stat(self.path)
         except FileNotFoundError:
-            stat, hint = None, None
-        if hint is not None and hint[0] >= revision:
-            return  # a newer hint is already there; it makes every worker catch up past ours
+            stat = None
         temporary = f"{self.path}.{self.sender}.tmp"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:

@@ -38,8 +38,8 @@ class SyncHealth:
 
     ``connected`` is the channel state; ``last_sync`` the wall-clock time of
     the last successful catch-up or check; ``last_error`` is None when the
-    channel and the store are healthy; ``hinted_revision`` the highest
-    revision another worker announced.
+    channel and the store are healthy; ``hinted_revision`` the revision
+    in the last hint from another worker.
     """
 
     channel: str
@@ -189,8 +189,12 @@ class SyncRunner:
                         await self.channel.close()
                     continue
                 if hinted is not None:
-                    self._hinted = max(hinted, self._hinted or hinted)
-                    pending = hinted > self._applied()
+                    # any hint from another worker earns a catch-up, even one not newer
+                    # than what is served: its number may be stale (a watcher file left
+                    # by an earlier database) or overtaken (two notifiers racing), and
+                    # one indexed query settles it; bursts still coalesce in wait()
+                    self._hinted = hinted
+                    pending = True
                 if not pending and loop.time() < next_check:
                     continue
             try:
