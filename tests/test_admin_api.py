@@ -12,7 +12,7 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy.exc import OperationalError
 
 from quart_waffle import QuartWaffle
-from quart_waffle.admin.api import MAX_BODY_BYTES
+from quart_waffle.admin.inputs import MAX_BODY_BYTES
 from tests.helpers import ADMIN_TOKEN, make_waffle
 
 TOKEN = ADMIN_TOKEN
@@ -177,6 +177,23 @@ async def test_too_large_is_refused_before_reading(client: Client, waffle: Quart
         headers={**AUTH, "Content-Type": "application/json", "Content-Length": "10000000"},
     )
     assert response.status_code == 413
+    assert await stored_state(waffle) == before
+
+
+async def test_chunked_body_over_the_limit_is_refused(client: Client, waffle: QuartWaffle) -> None:
+    before = await stored_state(waffle)
+    headers = {**AUTH, "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    async with client.request(
+        "/waffle/api/settings/GREETING", method="PUT", headers=headers
+    ) as connection:
+        await connection.send(b'{"value": "')
+        for _ in range(32):
+            await connection.send(b"x" * 64 * 1024)
+        await connection.send(b'"}')
+        await connection.send_complete()
+    response = await connection.as_response()
+    assert response.status_code == 413
+    assert (await body_of(response))["error"]["code"] == "body_too_large"
     assert await stored_state(waffle) == before
 
 

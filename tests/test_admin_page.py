@@ -214,6 +214,38 @@ async def test_conflict_is_shown(client: Client, waffle: QuartWaffle) -> None:
     assert waffle.get("GREETING") == "Mine"
 
 
+async def post_chunked(client: Client, path: str, size: int, content_type: str) -> Any:
+    """POST ``size`` bytes in 64 KiB chunks without a Content-Length, as a chunked request."""
+    headers = {"Content-Type": content_type, "Transfer-Encoding": "chunked"}
+    async with client.request(path, method="POST", headers=headers) as connection:
+        chunk = b"a=" + b"x" * (64 * 1024 - 2)
+        for _ in range(size // len(chunk)):
+            await connection.send(chunk)
+        await connection.send_complete()
+    return await connection.as_response()
+
+
+async def test_chunked_form_over_the_limit_is_refused(client: Client) -> None:
+    await client.get("/waffle/")
+    response = await post_chunked(
+        client, "/waffle/login", 2 * 1024 * 1024, "application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 413
+    assert "text/html" in response.headers["Content-Type"]
+
+
+async def test_malformed_form_is_refused(client: Client) -> None:
+    await client.get("/waffle/")
+    for body, content_type in [
+        (b"csrf=a&%FF=1", "application/x-www-form-urlencoded"),
+        (b'{"csrf": "a"}', "application/json"),
+    ]:
+        response = await client.post(
+            "/waffle/login", data=body, headers={"Content-Type": content_type}
+        )
+        assert response.status_code in (400, 415), body
+
+
 async def test_security_headers_and_logout(client: Client) -> None:
     csrf = await logged_in(client)
     response = await client.get("/waffle/")

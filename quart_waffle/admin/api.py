@@ -20,14 +20,13 @@ from .auth import authenticate
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
 from .headers import add_security_headers
-from .inputs import natural_number
+from .inputs import natural_number, read_body
 from .openapi import openapi_document
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
     from ..store import HistoryEntry
 
-MAX_BODY_BYTES = 64 * 1024
 MAX_HISTORY_LIMIT = 200
 _JSON_TYPES = ("application/json",)
 
@@ -94,19 +93,7 @@ async def read_json() -> Any:
             "Send the body as JSON with 'Content-Type: application/json'.",
             {"Content-Type": f"must be application/json, got {request.mimetype or 'none'!r}"},
         )
-    too_large = AdminError(
-        413,
-        "body_too_large",
-        f"The body is over {MAX_BODY_BYTES} bytes.",
-        {"body": f"must be at most {MAX_BODY_BYTES} bytes"},
-    )
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise too_large
-    data = bytearray()
-    async for chunk in request.body:
-        data.extend(chunk)
-        if len(data) > MAX_BODY_BYTES:
-            raise too_large
+    data = await read_body()
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:

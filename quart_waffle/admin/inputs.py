@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qsl
 
+from quart import request
+from werkzeug.datastructures import MultiDict
+
+from .errors import AdminError
+
+MAX_BODY_BYTES = 64 * 1024
+FORM_TYPE = "application/x-www-form-urlencoded"
 _NATURAL = re.compile(r"[0-9]{1,18}")
 
 
@@ -16,3 +24,44 @@ def natural_number(raw: str | None) -> int | None:
     if raw is None or _NATURAL.fullmatch(raw) is None:
         return None
     return int(raw)
+
+
+async def read_body(what: str = "body") -> bytes:
+    """The request body, refused with 413 over 64 KiB: from Content-Length
+    before reading, and while reading, since a chunked body has none."""
+    too_large = AdminError(
+        413,
+        "body_too_large",
+        f"The {what} is over {MAX_BODY_BYTES} bytes.",
+        {"body": f"must be at most {MAX_BODY_BYTES} bytes"},
+    )
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large
+    data = bytearray()
+    async for chunk in request.body:
+        data.extend(chunk)
+        if len(data) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(data)
+
+
+async def read_form() -> MultiDict[str, str]:
+    """The request's URL-encoded form, bounded like every admin body: 415
+    for another type, 400 unless it is well-formed UTF-8 form data."""
+    if request.mimetype != FORM_TYPE:
+        raise AdminError(
+            415,
+            "unsupported_media_type",
+            f"Send the form as {FORM_TYPE}.",
+            {"Content-Type": f"must be {FORM_TYPE}, got {request.mimetype or 'none'!r}"},
+        )
+    data = await read_body("form")
+    try:
+        pairs = parse_qsl(
+            data.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict"
+        )
+    except ValueError:
+        raise AdminError(
+            400, "malformed_form", "The form is not well-formed.", {"body": "malformed"}
+        ) from None
+    return MultiDict(pairs)

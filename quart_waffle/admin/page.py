@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
 from ..settings import SECRET_MASK, Setting
-from .api import MAX_BODY_BYTES, history_item
+from .api import history_item
 from .auth import (
     NOT_CONFIGURED_MESSAGE,
     PageSession,
@@ -38,7 +38,7 @@ from .auth import (
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, log_unavailable
 from .headers import add_security_headers
-from .inputs import natural_number
+from .inputs import natural_number, read_form
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
@@ -185,14 +185,6 @@ async def _message(title: str, message: str, status: int) -> Response:
     return await _render("message.html", status, title=title, message=message)
 
 
-async def _read_form() -> MultiDict[str, str]:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise AdminError(413, "body_too_large", f"The form is over {MAX_BODY_BYTES} bytes.")
-    request.max_content_length = MAX_BODY_BYTES
-    form: MultiDict[str, str] = await request.form
-    return form
-
-
 async def _session_or_refuse() -> PageSession | Response:
     """The page session; or the page explaining what the app must configure."""
     if not is_configured(current_waffle()):
@@ -220,7 +212,7 @@ def _redirect_home(query: str = "") -> Response:
 
 async def _checked_form() -> MultiDict[str, str]:
     """The posted form, once its CSRF token matches the session's."""
-    form = await _read_form()
+    form = await read_form()
     if not csrf_matches(load_session(request), form.get("csrf")):
         raise AdminError(
             403, "csrf", "This form has expired or did not come from this page: reload and retry."
