@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -54,6 +55,51 @@ async def logged_in(client: Client) -> str:
     return csrf_of(html)
 
 
+class _FormReader(HTMLParser):
+    """The fields a browser would post from the settings form, as drawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self._textarea: str | None = None
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        name = attributes.get("name", "")
+        if tag == "input" and name:
+            if attributes.get("type") != "checkbox" or "checked" in attributes:
+                self.fields[name] = attributes.get("value", "")
+        elif tag == "textarea":
+            self._textarea = name
+            self.fields[name] = ""
+        elif tag == "select":
+            self._select = name
+        elif tag == "option" and self._select and "selected" in attributes:
+            self.fields[self._select] = attributes.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea":
+            self._textarea = None
+        elif tag == "select":
+            self._select = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self.fields[self._textarea] += data
+
+
+def form_in(html: str, **changes: str) -> dict[str, str]:
+    """The settings form of ``html`` as the browser would post it, ``changes`` typed in."""
+    reader = _FormReader()
+    reader.feed(html)
+    fields = {name: value for name, value in reader.fields.items() if name != "confirm"}
+    for key, text in changes.items():
+        assert f"value-{key}" in fields, key
+        fields[f"value-{key}"] = text
+    return fields
+
+
 def form_of(waffle: QuartWaffle, csrf: str, **changes: str) -> dict[str, str]:
     """The form as the browser would post it, with ``changes`` applied."""
     form = {"csrf": csrf, "revision": str(waffle.revision)}
@@ -71,6 +117,11 @@ def form_of(waffle: QuartWaffle, csrf: str, **changes: str) -> dict[str, str]:
             form[f"value-{key}"] = repr(value)
         else:
             form[f"value-{key}"] = json.dumps(value)
+    for key, setting in waffle.declarations.items():
+        if setting.kind == "bool":
+            form[f"original-{key}"] = "true" if waffle.get(key) else "false"
+        elif not setting.secret:
+            form[f"original-{key}"] = form[f"value-{key}"]
     for key, text in changes.items():
         if text == "<unchecked>":
             form.pop(f"value-{key}", None)
@@ -244,6 +295,40 @@ async def test_malformed_form_is_refused(client: Client) -> None:
             "/waffle/login", data=body, headers={"Content-Type": content_type}
         )
         assert response.status_code in (400, 415), body
+
+
+async def test_save_writes_only_what_this_page_changed(client: Client, waffle: QuartWaffle) -> None:
+    """Another admin's change to a field this page did not touch survives the save."""
+    await logged_in(client)
+    shown = await text_of(await client.get("/waffle/"))
+    await waffle.update({"MAX_ITEMS": 50, "THEME": "dark"}, actor="someone else")
+    response = await client.post("/waffle/save", form=form_in(shown, GREETING="Mine"))
+    assert response.status_code == 303
+    assert waffle.get("GREETING") == "Mine"
+    assert waffle.get("MAX_ITEMS") == 50
+    assert waffle.get("THEME") == "dark"
+    [entry] = await waffle.history(key="GREETING")
+    assert entry.actor == "token"
+    assert [entry.actor for entry in await waffle.history(key="MAX_ITEMS")] == ["someone else"]
+
+
+async def test_conflict_shows_their_values_in_fields_not_edited(
+    client: Client, waffle: QuartWaffle
+) -> None:
+    await logged_in(client)
+    shown = await text_of(await client.get("/waffle/"))
+    await waffle.update({"MAX_ITEMS": 50, "GREETING": "Theirs"}, actor="someone else")
+    response = await client.post("/waffle/save", form=form_in(shown, GREETING="Mine"))
+    assert response.status_code == 409
+    conflict = await text_of(response)
+    assert "GREETING" in conflict
+    redrawn = form_in(conflict)
+    assert redrawn["value-GREETING"] == "Mine"  # the edit is kept
+    assert redrawn["value-MAX_ITEMS"] == "50"  # their value, not the one first shown
+    again = await client.post("/waffle/save", form=redrawn)
+    assert again.status_code == 303
+    assert waffle.get("GREETING") == "Mine"
+    assert waffle.get("MAX_ITEMS") == 50
 
 
 async def test_security_headers_and_logout(client: Client) -> None:

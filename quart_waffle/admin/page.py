@@ -101,18 +101,22 @@ def _widget(setting: Setting[Any]) -> str:
 
 def _fields(
     waffle: QuartWaffle,
-    submitted: Mapping[str, str] | None = None,
+    edited: Mapping[str, str] | None = None,
+    originals: Mapping[str, str] | None = None,
     errors: Mapping[str, str] | None = None,
 ) -> dict[str, list[Field]]:
-    """Every setting's input, grouped; ``submitted`` texts win over current values."""
+    """Every setting's input, grouped: the ``edited`` text where there is one,
+    else the ``originals`` text the form first showed, else the current value."""
     snapshot = waffle.snapshot
     groups: dict[str, list[Field]] = {}
     for key, setting in waffle.declarations.items():
         value = snapshot.values[key]
         original = "" if setting.secret else raw_text(setting, value)
+        if originals is not None and not setting.secret:
+            original = originals.get(key, original)
         text = original
-        if submitted is not None and key in submitted and not setting.secret:
-            text = submitted[key]
+        if edited is not None and key in edited and not setting.secret:
+            text = edited[key]
         shown = SECRET_MASK if setting.secret else json.dumps(value, ensure_ascii=False)
         options = [(raw_text(setting, choice),) * 2 for choice in setting.choices or ()]
         groups.setdefault(setting.group or "Settings", []).append(
@@ -130,9 +134,13 @@ def _fields(
     return groups
 
 
-def _submitted(waffle: QuartWaffle, form: MultiDict[str, str]) -> dict[str, str]:
-    """The text of every setting the form carried (checkboxes as true/false)."""
+def _submitted(
+    waffle: QuartWaffle, form: MultiDict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The text of every setting the form carried (checkboxes as true/false),
+    and the text each input first showed (``original-KEY``)."""
     texts: dict[str, str] = {}
+    originals: dict[str, str] = {}
     for key, setting in waffle.declarations.items():
         name = f"value-{key}"
         if setting.kind == "bool" and not setting.secret:
@@ -140,19 +148,50 @@ def _submitted(waffle: QuartWaffle, form: MultiDict[str, str]) -> dict[str, str]
                 texts[key] = "true" if form.get(name) == "true" else "false"
         elif name in form:
             texts[key] = form.get(name, "")
-    return texts
+        if f"original-{key}" in form and not setting.secret:
+            originals[key] = form.get(f"original-{key}", "")
+    return texts, originals
+
+
+def _same_value(setting: Setting[Any], text: str, original: str) -> bool:
+    if text == original:
+        return True
+    try:
+        return bool(setting.parse_text(text) == setting.parse_text(original))
+    except InvalidValueError:
+        return False
+
+
+def _edited(
+    waffle: QuartWaffle, texts: Mapping[str, str], originals: Mapping[str, str]
+) -> dict[str, str]:
+    """The texts the person changed: those that differ from what the form
+    showed, not from this worker's current value, so that another admin's
+    change to a field left alone is not written back. A form without
+    originals is compared with the current values."""
+    edited: dict[str, str] = {}
+    for key, text in texts.items():
+        setting = waffle.declarations[key]
+        if setting.secret:
+            if text != "":  # empty means unchanged
+                edited[key] = text
+            continue
+        original = originals.get(key)
+        if original is None:
+            original = raw_text(setting, waffle.snapshot.values[key])
+        if not _same_value(setting, text, original):
+            edited[key] = text
+    return edited
 
 
 def _changes(
-    waffle: QuartWaffle, texts: Mapping[str, str]
+    waffle: QuartWaffle, edited: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Parsed values that differ from the current ones, and per-key errors."""
+    """The edited texts parsed, less those equal to the current values, and per-key errors."""
     changes: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    for key, text in texts.items():
+    for key, text in edited.items():
         setting = waffle.declarations[key]
-        if setting.secret and text == "":
-            continue  # empty means unchanged
         try:
             value = setting.parse_text(text)
         except InvalidValueError as error:
@@ -236,6 +275,7 @@ async def index() -> Response:
         200,
         session,
         groups=_fields(waffle),
+        form_revision=waffle.revision,
         notice=None if saved is None else f"Saved: this worker now serves revision {saved}.",
         problem=None,
         can_logout=load_session(request) is not None,
@@ -286,15 +326,19 @@ async def save() -> Response:
         return await _render("login.html", 401, session, error="Log in again to save.")
     form = await _checked_form()
     waffle = current_waffle()
-    texts = _submitted(waffle, form)
-    changes, errors = _changes(waffle, texts)
+    texts, originals = _submitted(waffle, form)
+    edited = _edited(waffle, texts, originals)
+    changes, errors = _changes(waffle, edited)
     expected = natural_number(form.get("revision"))
     if errors or expected is None:
+        # What the form showed and its revision are kept, so a save after
+        # fixing the errors still detects changes made meanwhile.
         return await _render(
             "settings.html",
             422,
             session,
-            groups=_fields(waffle, texts, errors),
+            groups=_fields(waffle, edited, originals, errors),
+            form_revision=waffle.revision if expected is None else expected,
             notice=None,
             problem="Nothing was saved: fix the fields marked below."
             if errors
@@ -312,10 +356,12 @@ async def save() -> Response:
             "settings.html",
             409,
             session,
-            groups=_fields(waffle, texts),
+            groups=_fields(waffle, edited),
+            form_revision=waffle.revision,
             notice=None,
-            problem=f"Nothing was saved: someone else changed {names} meanwhile. The form"
-            " shows their current values next to yours; save again to overwrite them.",
+            problem=f"Nothing was saved: someone else changed {names} meanwhile. Your edits"
+            " are kept, with their current values under them and in the fields you did not"
+            " edit; save again to overwrite theirs with yours.",
             can_logout=True,
         )
     except InvalidValueError as error:
@@ -323,7 +369,8 @@ async def save() -> Response:
             "settings.html",
             422,
             session,
-            groups=_fields(waffle, texts, error.errors),
+            groups=_fields(waffle, edited, originals, error.errors),
+            form_revision=expected,
             notice=None,
             problem="Nothing was saved: fix the fields marked below.",
             can_logout=True,
