@@ -197,6 +197,33 @@ async def test_chunked_body_over_the_limit_is_refused(client: Client, waffle: Qu
     assert await stored_state(waffle) == before
 
 
+async def test_routing_errors_under_the_prefix_have_the_admin_answer(client: Client) -> None:
+    """Wrong methods and unknown paths never reach a view, yet answer as the admin does."""
+    for method, path, status, code in [
+        ("POST", "/waffle/openapi.json", 405, "method_not_allowed"),
+        ("DELETE", "/waffle/api/settings", 404, "not_found"),
+        ("POST", "/waffle/history/THEME", 405, None),
+        ("PUT", "/waffle/", 405, None),
+        ("GET", "/waffle/nothing/here", 404, None),
+    ]:
+        options: dict[str, Any] = {"method": method, "headers": AUTH}
+        response = await client.open(path, **options)
+        assert response.status_code == status, (method, path)
+        kind = "text/html" if code is None else "application/json"
+        assert response.headers["Content-Type"].startswith(kind), (method, path)
+        assert response.headers["X-Frame-Options"] == "DENY", (method, path)
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        if code is not None:
+            assert (await body_of(response))["error"]["code"] == code
+        if status == 405:
+            assert "GET" in response.headers["Allow"]
+    redirect = await client.get("/waffle", headers=AUTH)
+    assert redirect.headers["X-Frame-Options"] == "DENY"
+    elsewhere = await client.post("/not-the-admin", headers=AUTH)
+    assert elsewhere.status_code == 404
+    assert "X-Frame-Options" not in elsewhere.headers
+
+
 async def test_unknown_route_is_json_404(client: Client) -> None:
     response = await client.get("/waffle/api/nothing/here", headers=AUTH)
     assert response.status_code == 404

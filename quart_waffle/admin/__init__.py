@@ -6,12 +6,16 @@ See ``docs/admin.md``. Both are refused until the app sets
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from quart import Quart
+from quart import Quart, Response, request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .auth import NOT_CONFIGURED_MESSAGE
 from .context import mount_path
+from .errors import AdminError, error_response
+from .headers import add_security_headers
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
@@ -27,6 +31,46 @@ def register_admin(app: Quart, waffle: QuartWaffle) -> None:
     prefix = mount_path(waffle.config.admin_prefix)
     app.register_blueprint(api, url_prefix=prefix)
     app.register_blueprint(page, url_prefix=prefix)
+    # App-level, limited to the prefix: a request that matches no route (or
+    # not its method) never reaches the blueprints' own hooks.
+    app.before_request(_routing_errors_under(prefix))
+    app.after_request(_security_headers_under(prefix))
+
+
+def _under(prefix: str, path: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _routing_errors_under(prefix: str) -> Callable[[], Awaitable[Response | None]]:
+    async def answer_routing_error() -> Response | None:
+        """404 and 405 under the prefix: JSON for the API, the page's message otherwise."""
+        error = request.routing_exception
+        if not isinstance(error, NotFound | MethodNotAllowed) or not _under(prefix, request.path):
+            return None
+        headers = {}
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        status = error.code or 404
+        description = error.description or error.name
+        if _under(f"{prefix}/api", request.path) or request.path == f"{prefix}/openapi.json":
+            code = error.name.lower().replace(" ", "_")
+            return error_response(AdminError(status, code, description, headers=headers))
+        from .page import message_page
+
+        response = await message_page(error.name, description, status)
+        response.headers.update(headers)
+        return response
+
+    return answer_routing_error
+
+
+def _security_headers_under(prefix: str) -> Callable[[Response], Awaitable[Response]]:
+    async def security_headers(response: Response) -> Response:
+        if _under(prefix, request.path):
+            await add_security_headers(response)
+        return response
+
+    return security_headers
 
 
 __all__ = ["NOT_CONFIGURED_MESSAGE", "register_admin"]

@@ -19,7 +19,6 @@ from ..settings import SECRET_MASK, Setting
 from .auth import authenticate
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
-from .headers import add_security_headers
 from .inputs import natural_number, read_body
 from .openapi import openapi_document
 
@@ -32,7 +31,6 @@ _JSON_TYPES = ("application/json",)
 
 api = Blueprint("waffle_api", __name__)
 register_error_handlers(api)
-api.after_request(add_security_headers)
 
 
 @api.before_request

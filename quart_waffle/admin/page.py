@@ -37,7 +37,6 @@ from .auth import (
 )
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, log_unavailable
-from .headers import add_security_headers
 from .inputs import natural_number, read_form
 
 if TYPE_CHECKING:
@@ -50,7 +49,6 @@ page = Blueprint(
     static_folder="static",
     static_url_path="/static",
 )
-page.after_request(add_security_headers)
 
 HISTORY_PAGE_SIZE = 50
 NO_SECRET_KEY_MESSAGE = (
@@ -220,16 +218,17 @@ async def _render(
     return response
 
 
-async def _message(title: str, message: str, status: int) -> Response:
+async def message_page(title: str, message: str, status: int) -> Response:
+    """A page that says one thing, e.g. why a request was refused."""
     return await _render("message.html", status, title=title, message=message)
 
 
 async def _session_or_refuse() -> PageSession | Response:
     """The page session; or the page explaining what the app must configure."""
     if not is_configured(current_waffle()):
-        return await _message("Admin disabled", NOT_CONFIGURED_MESSAGE, 403)
+        return await message_page("Admin disabled", NOT_CONFIGURED_MESSAGE, 403)
     if secret_key() is None:
-        return await _message("Admin page needs a SECRET_KEY", NO_SECRET_KEY_MESSAGE, 503)
+        return await message_page("Admin page needs a SECRET_KEY", NO_SECRET_KEY_MESSAGE, 503)
     return load_session(request) or PageSession.new()
 
 
@@ -388,7 +387,7 @@ async def key_history(key: str) -> Response:
         return await _render("login.html", 401, session, error=None)
     waffle = current_waffle()
     if key not in waffle.declarations:
-        return await _message("Unknown setting", f"No setting is declared as {key!r}.", 404)
+        return await message_page("Unknown setting", f"No setting is declared as {key!r}.", 404)
     raw_before = request.args.get("before", "")
     before = natural_number(raw_before)
     if raw_before and before is None:
@@ -407,13 +406,13 @@ async def key_history(key: str) -> Response:
 
 @page.errorhandler(AdminError)
 async def _admin_error(error: AdminError) -> Response:
-    return await _message("Refused", error.message, error.code or 400)
+    return await message_page("Refused", error.message, error.code or 400)
 
 
 @page.errorhandler(StoreUnavailableError)
 async def _unavailable(error: StoreUnavailableError) -> Response:
     log_unavailable(error)
-    return await _message(
+    return await message_page(
         "Database unreachable",
         "The settings database cannot be reached; nothing was saved. Try again shortly.",
         503,
@@ -422,4 +421,4 @@ async def _unavailable(error: StoreUnavailableError) -> Response:
 
 @page.errorhandler(HTTPException)
 async def _http(error: HTTPException) -> Response:
-    return await _message(error.name, error.description or error.name, error.code or 400)
+    return await message_page(error.name, error.description or error.name, error.code or 400)
