@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from quart import Quart
@@ -26,3 +29,22 @@ def make_waffle(database_url: str, **options: Any) -> QuartWaffle:
     app.config["WAFFLE_CONFS"] = options.pop("confs", CONFS)
     options.setdefault("watchtype", "none")
     return QuartWaffle(app, database_url=database_url, **options)
+
+
+def file_pair(database_url: str, watcher_file: Path) -> tuple[QuartWaffle, QuartWaffle]:
+    """Two workers on one store that hear of changes through the file channel
+    alone (the periodic check is a minute away)."""
+    options = {"watchtype": "file", "watcher_file": str(watcher_file), "check_interval": 60.0}
+    return make_waffle(database_url, **options), make_waffle(database_url, **options)
+
+
+@contextlib.asynccontextmanager
+async def serving(*waffles: QuartWaffle) -> AsyncIterator[None]:
+    """Run each waffle's app serving hooks (start-up, then shut-down) around the block."""
+    if not waffles:
+        yield
+        return
+    first, *others = waffles
+    assert first.app is not None
+    async with first.app.test_app(), serving(*others):
+        yield

@@ -21,7 +21,7 @@ from quart_waffle.sync.base import ChannelLostError
 from quart_waffle.sync.file import FileChannel
 from quart_waffle.sync.none import NullChannel
 from tests.conftest import require
-from tests.helpers import make_waffle
+from tests.helpers import file_pair, make_waffle, serving
 from tests.services import REDIS_URL
 
 CHANNELS = ["file", "redis", "postgres"]
@@ -146,16 +146,8 @@ async def test_file_channel_survives_deletion_and_replacement(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     path = tmp_path / "deep" / "dir" / "waffle.revision"
-    options = {
-        "database_url": sqlite_url,
-        "watchtype": "file",
-        "watcher_file": str(path),
-        "check_interval": 60.0,
-    }
-    a, b = worker(options), worker(options)
-    assert a.app is not None
-    assert b.app is not None
-    async with a.app.test_app(), b.app.test_app():
+    a, b = file_pair(sqlite_url, path)
+    async with serving(a, b):
         assert path.exists()
         store = a._require_store()
         # deleted, with a change that was never announced: B re-watches and catches up

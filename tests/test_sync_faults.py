@@ -18,7 +18,7 @@ from quart_waffle.sync.none import NullChannel
 from quart_waffle.sync.redis import RedisChannel
 from quart_waffle.sync.runner import SyncRunner
 from tests.deploy import RedisServer
-from tests.helpers import make_waffle
+from tests.helpers import file_pair, serving
 from tests.test_sync_channels import until, worker
 
 
@@ -129,17 +129,9 @@ async def test_concurrent_file_notifiers_do_not_lose_the_channel(
     tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "waffle.revision"
-    options = {
-        "database_url": sqlite_url,
-        "watchtype": "file",
-        "watcher_file": str(path),
-        "check_interval": 60.0,
-    }
-    a, b = worker(options), worker(options)
-    assert a.app is not None
-    assert b.app is not None
+    a, b = file_pair(sqlite_url, path)
     with caplog.at_level(logging.WARNING, logger="quart_waffle.sync"):
-        async with a.app.test_app(), b.app.test_app():
+        async with serving(a, b):
             revision = await a.update({"MAX_ITEMS": 51})
             await until(lambda: b.revision == revision, 2.0, "no message")
             late = tmp_path / "late"
@@ -199,15 +191,9 @@ async def test_file_left_by_an_earlier_database_does_not_silence_hints(
 ) -> None:
     path = tmp_path / "waffle.revision"
     path.write_text("500 an-earlier-deployment\n")
-    options = {"watchtype": "file", "watcher_file": str(path), "check_interval": 60.0}
-    a, b = make_waffle(sqlite_url, **options), make_waffle(sqlite_url, **options)
-    assert a.app is not None
-    assert b.app is not None
-    async with a.app.test_app(), b.app.test_app():
+    a, b = file_pair(sqlite_url, path)
+    async with serving(a, b):
         revision = await a.update({"GREETING": "after a database reset"})
         assert revision == 1
-        deadline = asyncio.get_running_loop().time() + 5
-        while b.revision < revision:
-            assert asyncio.get_running_loop().time() < deadline, "hint never arrived"
-            await asyncio.sleep(0.02)
+        await until(lambda: b.revision == revision, 5.0, "hint never arrived")
         assert b.get("GREETING") == "after a database reset"
