@@ -98,6 +98,11 @@ def verdicts(sections: Sequence[Section], load: float | None = None) -> list[lis
                     why.append(
                         f"the same pipeline in one process, no HTTP: p90 {floor[channel]:.1f} ms"
                     )
+                if channel in FAST_CHANNELS:
+                    why.append(
+                        "polling 4 workers over HTTP competes with their catch-up for the"
+                        " 2 cores; unpolled figures: python -m benchmarks.applied_at"
+                    )
                 store = "postgresql" if channel == "postgres" else "sqlite"
                 small, large = catch_up.get((store, 10)), catch_up.get((store, 10_000))
                 slower = small and large and large["refresh_ms_p50"] > 1.5 * small["refresh_ms_p50"]
