@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,8 +128,18 @@ def create_engine(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # switching to WAL needs a moment alone with the file and answers "locked"
+        # at once, busy timeout or not, while another worker starts: retry (this
+        # runs on the driver's connection thread, never on the event loop)
+        for attempt in range(100):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as error:  # the adapted driver's OperationalError
+                if "locked" not in str(error) or attempt == 99:
+                    raise
+                time.sleep(0.05)
         cursor.close()
 
     return engine
