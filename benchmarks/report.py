@@ -8,9 +8,13 @@ import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .harness import Section, summary_ms
 from .propagation import Cell
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FAST_CHANNELS = ("redis", "postgres")
 
@@ -167,6 +171,16 @@ def verdicts(sections: Sequence[Section], load: float | None = None) -> list[lis
     return rows
 
 
+def _save(figure: Figure, directory: Path, name: str) -> str:
+    """Write ``figure`` to ``directory/name``, release it, and return ``name``."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(directory / name, dpi=100)
+    plt.close(figure)
+    return name
+
+
 def plots(sections: Sequence[Section], directory: Path) -> list[str]:
     """Write the PNGs; return their file names (none when matplotlib is missing)."""
     try:
@@ -203,10 +217,7 @@ def plots(sections: Sequence[Section], directory: Path) -> list[str]:
         axis.set_title("Update response to every worker serving it (4 workers)")
         axis.legend(fontsize=7)
         axis.grid(True, which="both", alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(directory / "propagation.png", dpi=100)
-        plt.close(figure)
-        written.append("propagation.png")
+        written.append(_save(figure, directory, "propagation.png"))
     for section in sections:
         throughput = section.data.get("throughput")
         if not throughput:
@@ -220,10 +231,7 @@ def plots(sections: Sequence[Section], directory: Path) -> list[str]:
         axis.set_ylabel("requests per second (GET /)")
         axis.set_title("Throughput, hypercorn -w 4 (bars: mean; dots: rounds)")
         axis.tick_params(axis="x", labelsize=8)
-        figure.tight_layout()
-        figure.savefig(directory / "throughput.png", dpi=100)
-        plt.close(figure)
-        written.append("throughput.png")
+        written.append(_save(figure, directory, "throughput.png"))
     for section in sections:
         catch_up = section.data.get("catch_up")
         if not catch_up:
@@ -251,10 +259,7 @@ def plots(sections: Sequence[Section], directory: Path) -> list[str]:
         axis.set_title("Catch-up cost in one worker")
         axis.legend(fontsize=7)
         axis.grid(True, which="both", alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(directory / "catch_up.png", dpi=100)
-        plt.close(figure)
-        written.append("catch_up.png")
+        written.append(_save(figure, directory, "catch_up.png"))
     return written
 
 

@@ -31,11 +31,17 @@ def make_waffle(database_url: str, **options: Any) -> QuartWaffle:
     return QuartWaffle(app, database_url=database_url, **options)
 
 
+def worker_pair(database_url: str, **options: Any) -> tuple[QuartWaffle, QuartWaffle]:
+    """Two workers (apps) with the same options on one store."""
+    return make_waffle(database_url, **options), make_waffle(database_url, **options)
+
+
 def file_pair(database_url: str, watcher_file: Path) -> tuple[QuartWaffle, QuartWaffle]:
     """Two workers on one store that hear of changes through the file channel
     alone (the periodic check is a minute away)."""
-    options = {"watchtype": "file", "watcher_file": str(watcher_file), "check_interval": 60.0}
-    return make_waffle(database_url, **options), make_waffle(database_url, **options)
+    return worker_pair(
+        database_url, watchtype="file", watcher_file=str(watcher_file), check_interval=60.0
+    )
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,7 @@ from quart_waffle.sync.base import ChannelLostError
 from quart_waffle.sync.file import FileChannel
 from quart_waffle.sync.none import NullChannel
 from tests.conftest import require
-from tests.helpers import file_pair, make_waffle, serving
+from tests.helpers import file_pair, make_waffle, serving, worker_pair
 from tests.services import REDIS_URL
 
 CHANNELS = ["file", "redis", "postgres"]
@@ -264,17 +264,11 @@ async def test_unreachable_redis_serves_on_and_recovers(
     from tests.deploy import RedisServer
 
     async with RedisServer() as redis_server:
-        options = {
-            "database_url": sqlite_url,
-            "watchtype": "redis",
-            "redis_url": redis_server.url,
-            "check_interval": 0.5,
-        }
-        a, b = worker(options), worker(options)
-        assert a.app is not None
-        assert b.app is not None
+        a, b = worker_pair(
+            sqlite_url, watchtype="redis", redis_url=redis_server.url, check_interval=0.5
+        )
         with caplog.at_level(logging.WARNING, logger="quart_waffle.sync"):
-            async with a.app.test_app(), b.app.test_app():
+            async with serving(a, b):
                 await redis_server.stop()
                 await until(lambda: not b.health().connected, 2.0, "outage not noticed")
                 revision = await a.update({"MAX_ITEMS": 77})  # the publish fails: logged

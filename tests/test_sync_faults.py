@@ -18,8 +18,8 @@ from quart_waffle.sync.none import NullChannel
 from quart_waffle.sync.redis import RedisChannel
 from quart_waffle.sync.runner import SyncRunner
 from tests.deploy import RedisServer
-from tests.helpers import file_pair, serving
-from tests.test_sync_channels import until, worker
+from tests.helpers import file_pair, serving, worker_pair
+from tests.test_sync_channels import until
 
 
 @pytest.fixture(name="redis_server")
@@ -38,16 +38,10 @@ def freeze(server: RedisServer, frozen: bool) -> None:
 async def test_update_is_bounded_when_redis_never_replies(
     redis_server: RedisServer, sqlite_url: str
 ) -> None:
-    options = {
-        "database_url": sqlite_url,
-        "watchtype": "redis",
-        "redis_url": redis_server.url,
-        "check_interval": 0.5,
-    }
-    a, b = worker(options), worker(options)
-    assert a.app is not None
-    assert b.app is not None
-    async with a.app.test_app(), b.app.test_app():
+    a, b = worker_pair(
+        sqlite_url, watchtype="redis", redis_url=redis_server.url, check_interval=0.5
+    )
+    async with serving(a, b):
         loop = asyncio.get_running_loop()
         freeze(redis_server, True)
         try:
