@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import (
+        ConfigurationError,
         ConflictError,
         DeclarationError,
         InvalidValueError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 _MODULE_OF = {
     "Authorizer": ".extension",
+    "ConfigurationError": ".errors",
     "ConflictError": ".errors",
     "DeclarationError": ".errors",
     "HistoryEntry": ".store",
@@ -43,6 +45,7 @@ _MODULE_OF = {
 }
 __all__ = [
     "Authorizer",
+    "ConfigurationError",
     "ConflictError",
     "DeclarationError",
     "HistoryEntry",

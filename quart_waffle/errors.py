@@ -14,6 +14,12 @@ class DeclarationError(WaffleError, TypeError):
     """A setting declaration is malformed (raised at start-up, never on a request)."""
 
 
+class ConfigurationError(WaffleError, ValueError):
+    """A ``WAFFLE_*`` option has a value that cannot work (raised at start-up
+    or when the app is registered, never on a request); the message names the
+    option, the value and the fix."""
+
+
 class UnknownSettingError(WaffleError, KeyError):
     """A key that no setting declares."""
 
