@@ -12,7 +12,8 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy.exc import OperationalError
 
 from quart_waffle import QuartWaffle
-from quart_waffle.admin.inputs import MAX_BODY_BYTES
+from quart_waffle.admin.headers import SECURITY_HEADERS
+from quart_waffle.limits import MAX_ACTOR_LENGTH, MAX_BODY_BYTES, MAX_HISTORY_LIMIT
 from tests.helpers import ADMIN_TOKEN, make_waffle
 
 TOKEN = ADMIN_TOKEN
@@ -222,6 +223,59 @@ async def test_routing_errors_under_the_prefix_have_the_admin_answer(client: Cli
     elsewhere = await client.post("/not-the-admin", headers=AUTH)
     assert elsewhere.status_code == 404
     assert "X-Frame-Options" not in elsewhere.headers
+
+
+async def test_security_headers_stay_on_the_admin(sqlite_url: str) -> None:
+    """The app's own routes, even one whose name starts like the prefix, get none of them."""
+    waffle = make_waffle(sqlite_url, admin_token=TOKEN)
+    app = waffle.app
+    assert app is not None
+
+    @app.get("/waffleshop")
+    async def shop() -> str:
+        return "shop"
+
+    async with app.test_app():
+        client = app.test_client()
+        for path in ("/waffleshop", "/waffleshop/missing", "/"):
+            response = await client.get(path)
+            for header in SECURITY_HEADERS:
+                assert header not in response.headers, (path, header)
+        admin = await client.get("/waffle/api/settings", headers=AUTH)
+        assert {name: admin.headers[name] for name in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
+async def test_limits_agree_everywhere(sqlite_url: str) -> None:
+    """The history limit of the API and of its OpenAPI document, and the actor
+    length of the callback and of the store, are the same constants."""
+
+    async def authorize(request: Request) -> bool:
+        g.waffle_actor = "a" * (MAX_ACTOR_LENGTH * 3)
+        return True
+
+    waffle = make_waffle(sqlite_url, authorize=authorize)
+    assert waffle.app is not None
+    async with waffle.app.test_app():
+        client = waffle.app.test_client()
+        document = await body_of(await client.get("/waffle/openapi.json"))
+        [limit] = [
+            parameter
+            for parameter in document["paths"]["/waffle/api/history"]["get"]["parameters"]
+            if parameter["name"] == "limit"
+        ]
+        assert limit["schema"]["maximum"] == MAX_HISTORY_LIMIT
+        assert str(MAX_BODY_BYTES) in str(document["paths"]["/waffle/api/settings"])
+        top = await client.get(f"/waffle/api/history?limit={MAX_HISTORY_LIMIT}")
+        over = await client.get(f"/waffle/api/history?limit={MAX_HISTORY_LIMIT + 1}")
+        assert (top.status_code, over.status_code) == (200, 422)
+        response = await client.put(
+            "/waffle/api/settings/THEME",
+            json={"value": "dark"},
+            headers={"Sec-Fetch-Site": "same-origin"},
+        )
+        assert response.status_code == 200
+        [entry] = await waffle.history(key="THEME")
+        assert entry.actor == "a" * MAX_ACTOR_LENGTH
 
 
 async def test_unknown_route_is_json_404(client: Client) -> None:

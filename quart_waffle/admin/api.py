@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Blueprint, Response, g, jsonify, request
 
 from ..errors import ConflictError, InvalidValueError
+from ..limits import MAX_HISTORY_LIMIT
 from ..settings import SECRET_MASK, Setting
 from .auth import authenticate
 from .context import admin_prefix, current_waffle
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from ..extension import QuartWaffle
     from ..store import HistoryEntry
 
-MAX_HISTORY_LIMIT = 200
 _JSON_TYPES = ("application/json",)
 
 api = Blueprint("waffle_api", __name__)
@@ -82,7 +82,7 @@ def _reject_constant(name: str) -> Any:
 
 
 async def read_json() -> Any:
-    """The request's JSON body: 415 unless JSON, 413 over 64 KiB (checked
+    """The request's JSON body: 415 unless JSON, 413 over ``MAX_BODY_BYTES`` (checked
     before reading, then while reading), 400 unless well-formed."""
     if request.mimetype not in _JSON_TYPES:
         raise AdminError(

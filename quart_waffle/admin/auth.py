@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from quart import Request, Response, current_app, g
 
+from ..limits import MAX_ACTOR_LENGTH
 from .errors import AdminError
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 COOKIE_NAME = "waffle_admin"
 SESSION_MAX_AGE = 12 * 3600
-MAX_ACTOR_LENGTH = 200
 TOKEN_ACTOR = "token"
 CALLBACK_ACTOR = "authorize"
 _SALT = "quart-waffle-admin"

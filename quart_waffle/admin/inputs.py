@@ -8,9 +8,9 @@ from urllib.parse import parse_qsl
 from quart import request
 from werkzeug.datastructures import MultiDict
 
+from ..limits import MAX_BODY_BYTES
 from .errors import AdminError
 
-MAX_BODY_BYTES = 64 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
 _NATURAL = re.compile(r"[0-9]{1,18}")
 
@@ -27,7 +27,7 @@ def natural_number(raw: str | None) -> int | None:
 
 
 async def read_body(what: str = "body") -> bytes:
-    """The request body, refused with 413 over 64 KiB: from Content-Length
+    """The request body, refused with 413 over ``MAX_BODY_BYTES``: from Content-Length
     before reading, and while reading, since a chunked body has none."""
     too_large = AdminError(
         413,

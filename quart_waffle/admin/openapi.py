@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..limits import MAX_BODY_BYTES, MAX_HISTORY_LIMIT
 from ..settings import Setting
 
 _KIND_SCHEMA: Mapping[str, Mapping[str, Any]] = {
@@ -30,7 +31,7 @@ _ERROR_STATUSES = {
     "404": "Unknown setting key",
     "409": "Conflict: a key changed after the If-Match revision (current values included)",
     "412": "If-Match is not an ETag of this API",
-    "413": "Body over 64 KiB",
+    "413": f"Body over {MAX_BODY_BYTES} bytes",
     "415": "Content-Type is not application/json",
     "422": "Invalid value, unknown key in the body, or wrong body members",
     "503": "The settings database is unreachable",
@@ -187,7 +188,11 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_HISTORY_LIMIT,
+                            },
                         },
                     ],
                     "responses": _responses(

@@ -8,18 +8,14 @@ shown masked with an empty input that means "unchanged".
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quart import Blueprint, Response, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
-from ..settings import SECRET_MASK, Setting
 from .api import history_item
 from .auth import (
     NOT_CONFIGURED_MESSAGE,
@@ -37,10 +33,8 @@ from .auth import (
 )
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, log_unavailable
+from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
-
-if TYPE_CHECKING:
-    from ..extension import QuartWaffle
 
 page = Blueprint(
     "waffle_page",
@@ -56,148 +50,6 @@ NO_SECRET_KEY_MESSAGE = (
     " tokens: set app.secret_key (or SECRET_KEY in the config) to a long random value."
     " The JSON API works without it, with 'Authorization: Bearer <WAFFLE_ADMIN_TOKEN>'."
 )
-
-
-def raw_text(setting: Setting[Any], value: Any) -> str:
-    """``value`` as a person would type it in the setting's input."""
-    if setting.kind == "str":
-        return str(value)
-    if setting.kind == "bool":
-        return "true" if value else "false"
-    if setting.kind in ("int", "float"):
-        return repr(value)
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-@dataclass
-class Field:
-    """What the template needs to draw one setting's input."""
-
-    setting: Setting[Any]
-    widget: str
-    text: str
-    original: str
-    shown: str
-    revision: int
-    error: str | None = None
-    options: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _widget(setting: Setting[Any]) -> str:
-    if setting.secret:
-        return "password"
-    if setting.kind == "bool":
-        return "checkbox"
-    if setting.choices is not None:
-        return "select"
-    if setting.kind in ("int", "float"):
-        return "number"
-    if setting.kind == "str":
-        return "text"
-    return "textarea"
-
-
-def _fields(
-    waffle: QuartWaffle,
-    edited: Mapping[str, str] | None = None,
-    originals: Mapping[str, str] | None = None,
-    errors: Mapping[str, str] | None = None,
-) -> dict[str, list[Field]]:
-    """Every setting's input, grouped: the ``edited`` text where there is one,
-    else the ``originals`` text the form first showed, else the current value."""
-    snapshot = waffle.snapshot
-    groups: dict[str, list[Field]] = {}
-    for key, setting in waffle.declarations.items():
-        value = snapshot.values[key]
-        original = "" if setting.secret else raw_text(setting, value)
-        if originals is not None and not setting.secret:
-            original = originals.get(key, original)
-        text = original
-        if edited is not None and key in edited and not setting.secret:
-            text = edited[key]
-        shown = SECRET_MASK if setting.secret else json.dumps(value, ensure_ascii=False)
-        options = [(raw_text(setting, choice),) * 2 for choice in setting.choices or ()]
-        groups.setdefault(setting.group or "Settings", []).append(
-            Field(
-                setting,
-                _widget(setting),
-                text,
-                original,
-                shown,
-                snapshot.revisions.get(key, 0),
-                (errors or {}).get(key),
-                options,
-            )
-        )
-    return groups
-
-
-def _submitted(
-    waffle: QuartWaffle, form: MultiDict[str, str]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The text of every setting the form carried (checkboxes as true/false),
-    and the text each input first showed (``original-KEY``)."""
-    texts: dict[str, str] = {}
-    originals: dict[str, str] = {}
-    for key, setting in waffle.declarations.items():
-        name = f"value-{key}"
-        if setting.kind == "bool" and not setting.secret:
-            if f"present-{key}" in form:
-                texts[key] = "true" if form.get(name) == "true" else "false"
-        elif name in form:
-            texts[key] = form.get(name, "")
-        if f"original-{key}" in form and not setting.secret:
-            originals[key] = form.get(f"original-{key}", "")
-    return texts, originals
-
-
-def _same_value(setting: Setting[Any], text: str, original: str) -> bool:
-    if text == original:
-        return True
-    try:
-        return bool(setting.parse_text(text) == setting.parse_text(original))
-    except InvalidValueError:
-        return False
-
-
-def _edited(
-    waffle: QuartWaffle, texts: Mapping[str, str], originals: Mapping[str, str]
-) -> dict[str, str]:
-    """The texts the person changed: those that differ from what the form
-    showed, not from this worker's current value, so that another admin's
-    change to a field left alone is not written back. A form without
-    originals is compared with the current values."""
-    edited: dict[str, str] = {}
-    for key, text in texts.items():
-        setting = waffle.declarations[key]
-        if setting.secret:
-            if text != "":  # empty means unchanged
-                edited[key] = text
-            continue
-        original = originals.get(key)
-        if original is None:
-            original = raw_text(setting, waffle.snapshot.values[key])
-        if not _same_value(setting, text, original):
-            edited[key] = text
-    return edited
-
-
-def _changes(
-    waffle: QuartWaffle, edited: Mapping[str, str]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The edited texts parsed, less those equal to the current values, and per-key errors."""
-    changes: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for key, text in edited.items():
-        setting = waffle.declarations[key]
-        try:
-            value = setting.parse_text(text)
-        except InvalidValueError as error:
-            errors.update(error.errors)
-            continue
-        if value != waffle.snapshot.values[key]:
-            changes[key] = value
-    return changes, errors
 
 
 async def _render(
@@ -273,7 +125,7 @@ async def index() -> Response:
         "settings.html",
         200,
         session,
-        groups=_fields(waffle),
+        groups=grouped_fields(waffle.declarations, waffle.snapshot),
         form_revision=waffle.revision,
         notice=None if saved is None else f"Saved: this worker now serves revision {saved}.",
         problem=None,
@@ -325,9 +177,9 @@ async def save() -> Response:
         return await _render("login.html", 401, session, error="Log in again to save.")
     form = await _checked_form()
     waffle = current_waffle()
-    texts, originals = _submitted(waffle, form)
-    edited = _edited(waffle, texts, originals)
-    changes, errors = _changes(waffle, edited)
+    texts, originals = submitted(waffle.declarations, form)
+    edited = edited_texts(waffle.declarations, waffle.snapshot, texts, originals)
+    changes, errors = parsed_changes(waffle.declarations, waffle.snapshot, edited)
     expected = natural_number(form.get("revision"))
     if errors or expected is None:
         # What the form showed and its revision are kept, so a save after
@@ -336,7 +188,7 @@ async def save() -> Response:
             "settings.html",
             422,
             session,
-            groups=_fields(waffle, edited, originals, errors),
+            groups=grouped_fields(waffle.declarations, waffle.snapshot, edited, originals, errors),
             form_revision=waffle.revision if expected is None else expected,
             notice=None,
             problem="Nothing was saved: fix the fields marked below."
@@ -355,7 +207,7 @@ async def save() -> Response:
             "settings.html",
             409,
             session,
-            groups=_fields(waffle, edited),
+            groups=grouped_fields(waffle.declarations, waffle.snapshot, edited),
             form_revision=waffle.revision,
             notice=None,
             problem=f"Nothing was saved: someone else changed {names} meanwhile. Your edits"
@@ -368,7 +220,9 @@ async def save() -> Response:
             "settings.html",
             422,
             session,
-            groups=_fields(waffle, edited, originals, error.errors),
+            groups=grouped_fields(
+                waffle.declarations, waffle.snapshot, edited, originals, error.errors
+            ),
             form_revision=expected,
             notice=None,
             problem="Nothing was saved: fix the fields marked below.",

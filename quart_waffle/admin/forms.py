@@ -1,0 +1,163 @@
+"""The page's form logic, free of requests and templates: the text each
+input shows, what a posted form carried, and what the person changed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from ..errors import InvalidValueError
+from ..settings import SECRET_MASK, Setting
+from ..snapshot import Snapshot
+
+Declarations = Mapping[str, Setting[Any]]
+
+
+def raw_text(setting: Setting[Any], value: Any) -> str:
+    """``value`` as a person would type it in the setting's input."""
+    if setting.kind == "str":
+        return str(value)
+    if setting.kind == "bool":
+        return "true" if value else "false"
+    if setting.kind in ("int", "float"):
+        return repr(value)
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def widget(setting: Setting[Any]) -> str:
+    """The input the page draws for ``setting``."""
+    if setting.secret:
+        return "password"
+    if setting.kind == "bool":
+        return "checkbox"
+    if setting.choices is not None:
+        return "select"
+    if setting.kind in ("int", "float"):
+        return "number"
+    if setting.kind == "str":
+        return "text"
+    return "textarea"
+
+
+@dataclass
+class Field:
+    """What the template needs to draw one setting's input."""
+
+    setting: Setting[Any]
+    widget: str
+    text: str
+    original: str
+    shown: str
+    revision: int
+    error: str | None = None
+    options: list[tuple[str, str]] = field(default_factory=list)
+
+
+def grouped_fields(
+    declarations: Declarations,
+    snapshot: Snapshot,
+    edited: Mapping[str, str] | None = None,
+    originals: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> dict[str, list[Field]]:
+    """Every setting's input, grouped: the ``edited`` text where there is one,
+    else the ``originals`` text the form first showed, else the current value."""
+    groups: dict[str, list[Field]] = {}
+    for key, setting in declarations.items():
+        value = snapshot.values[key]
+        original = "" if setting.secret else raw_text(setting, value)
+        if originals is not None and not setting.secret:
+            original = originals.get(key, original)
+        text = original
+        if edited is not None and key in edited and not setting.secret:
+            text = edited[key]
+        shown = SECRET_MASK if setting.secret else json.dumps(value, ensure_ascii=False)
+        options = [(raw_text(setting, choice),) * 2 for choice in setting.choices or ()]
+        groups.setdefault(setting.group or "Settings", []).append(
+            Field(
+                setting,
+                widget(setting),
+                text,
+                original,
+                shown,
+                snapshot.revisions.get(key, 0),
+                (errors or {}).get(key),
+                options,
+            )
+        )
+    return groups
+
+
+def submitted(
+    declarations: Declarations, form: MultiDict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The text of every setting the form carried (checkboxes as true/false),
+    and the text each input first showed (``original-KEY``)."""
+    texts: dict[str, str] = {}
+    originals: dict[str, str] = {}
+    for key, setting in declarations.items():
+        name = f"value-{key}"
+        if setting.kind == "bool" and not setting.secret:
+            if f"present-{key}" in form:
+                texts[key] = "true" if form.get(name) == "true" else "false"
+        elif name in form:
+            texts[key] = form.get(name, "")
+        if f"original-{key}" in form and not setting.secret:
+            originals[key] = form.get(f"original-{key}", "")
+    return texts, originals
+
+
+def _same_value(setting: Setting[Any], text: str, original: str) -> bool:
+    if text == original:
+        return True
+    try:
+        return bool(setting.parse_text(text) == setting.parse_text(original))
+    except InvalidValueError:
+        return False
+
+
+def edited_texts(
+    declarations: Declarations,
+    snapshot: Snapshot,
+    texts: Mapping[str, str],
+    originals: Mapping[str, str],
+) -> dict[str, str]:
+    """The texts the person changed: those that differ from what the form
+    showed, not from this worker's current value, so that another admin's
+    change to a field left alone is not written back. A form without
+    originals is compared with the current values."""
+    edited: dict[str, str] = {}
+    for key, text in texts.items():
+        setting = declarations[key]
+        if setting.secret:
+            if text != "":  # empty means unchanged
+                edited[key] = text
+            continue
+        original = originals.get(key)
+        if original is None:
+            original = raw_text(setting, snapshot.values[key])
+        if not _same_value(setting, text, original):
+            edited[key] = text
+    return edited
+
+
+def parsed_changes(
+    declarations: Declarations, snapshot: Snapshot, edited: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The edited texts parsed, less those equal to the current values, and per-key errors."""
+    changes: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, text in edited.items():
+        setting = declarations[key]
+        try:
+            value = setting.parse_text(text)
+        except InvalidValueError as error:
+            errors.update(error.errors)
+            continue
+        if value != snapshot.values[key]:
+            changes[key] = value
+    return changes, errors
