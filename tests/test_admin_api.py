@@ -11,7 +11,7 @@ from quart import Quart, Request, g
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy.exc import OperationalError
 
-from quart_waffle import QuartWaffle
+from quart_waffle import ConfigurationError, QuartWaffle
 from quart_waffle.admin.headers import SECURITY_HEADERS
 from quart_waffle.limits import MAX_ACTOR_LENGTH, MAX_BODY_BYTES, MAX_HISTORY_LIMIT
 from tests.helpers import ADMIN_TOKEN, make_waffle
@@ -447,8 +447,7 @@ async def test_store_unavailable_is_503(
     async def unreachable(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("UPDATE waffle_settings", {"value": NEW_SECRET}, OSError("refused"))
 
-    store = waffle._store
-    assert store is not None
+    store = waffle._connected().store
     monkeypatch.setattr(store, "write", unreachable)
     monkeypatch.setattr(store, "history", unreachable)
     response = await client.put("/waffle/api/settings/THEME", json={"value": "dark"}, headers=AUTH)
@@ -515,6 +514,35 @@ async def test_admin_can_be_switched_off(sqlite_url: str) -> None:
     async with waffle.app.test_app():
         response = await waffle.app.test_client().get("/waffle/api/settings", headers=AUTH)
         assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("prefix", "mounted"),
+    [("waffle", "/waffle"), ("/a/", "/a"), ("/admin/settings", "/admin/settings"), ("~x", "/~x")],
+)
+async def test_odd_prefixes_that_work(sqlite_url: str, prefix: str, mounted: str) -> None:
+    waffle = make_waffle(sqlite_url, admin_prefix=prefix, admin_token=TOKEN)
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    async with waffle.app.test_app():
+        client = waffle.app.test_client()
+        for path in (f"{mounted}/api/settings", f"{mounted}/", f"{mounted}/nothing"):
+            response = await client.get(path, headers=AUTH)
+            assert response.status_code in (200, 404), path
+            for header, value in SECURITY_HEADERS.items():
+                assert response.headers.get(header) == value, (path, header)
+        page = await (await client.get(f"{mounted}/")).get_data(as_text=True)
+        assert f'href="{mounted}/static/waffle/admin.css"' in page
+
+
+@pytest.mark.parametrize(
+    "prefix", ["/", "//", "//x", "/a//b", "/a?b", "/a#b", "/ä", "/a b", "/%61", "/../x", " /x"]
+)
+def test_prefixes_that_cannot_work_are_refused_at_start_up(sqlite_url: str, prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="WAFFLE_ADMIN_PREFIX") as caught:
+        make_waffle(sqlite_url, admin_prefix=prefix, admin_token=TOKEN)
+    assert repr(prefix) in str(caught.value)
+    assert "'/waffle'" in str(caught.value)
 
 
 def _callback_waffle(sqlite_url: str, **options: Any) -> QuartWaffle:

@@ -3,17 +3,40 @@ path the admin is mounted under."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from quart import current_app
+
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def mount_path(admin_prefix: str) -> str:
-    """``WAFFLE_ADMIN_PREFIX`` as a path: one leading slash, no trailing one."""
-    return "/" + admin_prefix.strip("/")
+    """``WAFFLE_ADMIN_PREFIX`` as a path: one leading slash, no trailing one.
+
+    Raise :class:`ConfigurationError` for a prefix that is not one or more
+    plain path segments: the root (the admin would answer for the whole
+    app), empty segments (``//x`` reads as another host in a link), a query,
+    percent-escapes or non-ASCII text.
+    """
+    text = admin_prefix.removeprefix("/").removesuffix("/")
+    segments = text.split("/")
+    if not text or any(
+        _SEGMENT.fullmatch(segment) is None or segment in (".", "..") for segment in segments
+    ):
+        raise ConfigurationError(
+            f"WAFFLE_ADMIN_PREFIX={admin_prefix!r} cannot be where the admin is mounted: use"
+            " one or more path segments of ASCII letters, digits and - . _ ~, like '/waffle'"
+            " or '/admin/settings' (not the root '/', which is the whole app); set it to ''"
+            " to switch the admin off."
+        )
+    return "/" + text
 
 
 def current_waffle() -> QuartWaffle:
