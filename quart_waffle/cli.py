@@ -5,24 +5,36 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, TypeVar
 
 import click
 from quart import Quart
 from quart.cli import ScriptInfo, pass_script_info
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from .errors import WaffleError
+from .errors import StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
+from .redaction import describe_error, mask_credentials
 from .settings import SECRET_MASK
 
 R = TypeVar("R")
 
 
+# The drivers quart-waffle supports, and the extra that installs each one.
+_EXTRAS = {"asyncpg": "postgres", "redis": "redis", "aiosqlite": ""}
+_MISSING_TABLE = re.compile(r'no such table: waffle_|relation "waffle_\w*" does not exist')
+
+
 def _run(info: ScriptInfo, action: Callable[[QuartWaffle], Awaitable[R]]) -> R:
-    """Load the app, connect quart-waffle, run ``action``; errors become a
-    message and exit status 1."""
-    app: Quart = info.load_app()
+    """Load the app, connect quart-waffle, run ``action``; every error becomes
+    one line and exit status 1."""
+    try:
+        app: Quart = info.load_app()
+    except WaffleError as error:
+        raise click.ClickException(str(error)) from None
     waffle: QuartWaffle = app.extensions["waffle"]
 
     async def main() -> R:
@@ -31,8 +43,38 @@ def _run(info: ScriptInfo, action: Callable[[QuartWaffle], Awaitable[R]]) -> R:
 
     try:
         return asyncio.run(main())
-    except WaffleError as error:
-        raise click.ClickException(str(error)) from None
+    except Exception as error:
+        raise click.ClickException(_explain(error, waffle)) from None
+
+
+def _explain(error: Exception, waffle: QuartWaffle) -> str:
+    """One line that says what went wrong and, for a setup mistake, the fix."""
+    config = waffle.config
+    url = mask_credentials(config.database_url) if config and config.database_url else "?"
+    cause = error.__cause__ if isinstance(error, StoreUnavailableError) else error
+    if isinstance(cause, SQLAlchemyError) and _MISSING_TABLE.search(str(cause)):
+        return (
+            f"the settings tables do not exist in {url} and WAFFLE_CREATE_TABLES is off:"
+            " create them (your migrations, or one start with WAFFLE_CREATE_TABLES=true)"
+        )
+    if isinstance(error, WaffleError):
+        return str(error)
+    if isinstance(error, NoSuchModuleError | ModuleNotFoundError) and not _supported(url):
+        return f"WAFFLE_DATABASE_URL={url}: unsupported database; use sqlite:// or postgresql://"
+    if isinstance(error, ModuleNotFoundError) and error.name in _EXTRAS:
+        extra = _EXTRAS[error.name]
+        package = f"quart-waffle[{extra}]" if extra else "quart-waffle"
+        return f"the {error.name} driver is not installed: pip install {package}"
+    if isinstance(error, ArgumentError):
+        return f"WAFFLE_DATABASE_URL={url}: not a database URL ({describe_error(error)})"
+    return describe_error(error)
+
+
+def _supported(url: str) -> bool:
+    try:
+        return make_url(url).get_backend_name() in ("sqlite", "postgresql")
+    except ArgumentError:
+        return True  # not a URL at all: said as such
 
 
 def _actor(actor: str | None) -> str:

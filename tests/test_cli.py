@@ -127,3 +127,85 @@ def test_real_quart_command(sqlite_url: str, tmp_path: Path) -> None:
     failed = quart("set", "MAX_ITEMS=-1")
     assert failed.returncode == 1
     assert "MAX_ITEMS: must be at least 1" in failed.stderr
+
+
+CLI_APP = """
+import os
+from quart import Quart
+from quart_waffle import QuartWaffle
+
+app = Quart(__name__)
+app.config["WAFFLE_CONFS"] = {"GREETING": {"default": "Hello"}}
+QuartWaffle(
+    app,
+    database_url=os.environ["CLI_TEST_DATABASE_URL"],
+    create_tables=os.environ.get("CLI_TEST_CREATE_TABLES", "1") == "1",
+    watchtype="none",
+)
+"""
+
+
+def _quart_in(directory: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`quart waffle ...` on a one-setting app written in ``directory``."""
+    (directory / "cli_app.py").write_text(CLI_APP)
+    path = os.pathsep.join([env.pop("PYTHONPATH", ""), str(directory), str(ROOT)]).lstrip(":")
+    return subprocess.run(
+        [sys.executable, "-m", "quart", "--app", "cli_app:app", "waffle", *args],
+        cwd=directory,
+        env={**os.environ, **env, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://host/db", "WAFFLE_DATABASE_URL=foo://host/db: unsupported database; use sqlite://"),
+        ("mysql://user:pw@host/db", "WAFFLE_DATABASE_URL=mysql://***@host/db: unsupported"),
+        ("not a url", "WAFFLE_DATABASE_URL=not a url: not a database URL"),
+        ("postgresql://127.0.0.1:1/x", "settings database unavailable"),
+    ],
+)
+def test_setup_errors_are_one_line(tmp_path: Path, url: str, message: str) -> None:
+    result = _quart_in(tmp_path, {"CLI_TEST_DATABASE_URL": url}, "list")
+    _assert_one_line_error(result, message)
+    assert "pw" not in result.stderr
+
+
+async def test_unknown_postgres_database_is_one_line(tmp_path: Path, postgres_url: str) -> None:
+    url = postgres_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    result = _quart_in(tmp_path, {"CLI_TEST_DATABASE_URL": url}, "list")
+    _assert_one_line_error(result, 'database "no_such_database_here" does not exist')
+
+
+def test_missing_driver_names_the_extra(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked" / "asyncpg"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'asyncpg'\", name='asyncpg')\n"
+    )
+    env = {
+        "CLI_TEST_DATABASE_URL": "postgresql://127.0.0.1/x",
+        "PYTHONPATH": str(tmp_path / "blocked"),
+    }
+    result = _quart_in(tmp_path, env, "list")
+    _assert_one_line_error(result, "pip install quart-waffle[postgres]")
+
+
+def test_missing_tables_without_create_tables_name_the_fix(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"CLI_TEST_DATABASE_URL": database_url, "CLI_TEST_CREATE_TABLES": "0"}
+    result = _quart_in(tmp_path, env, "set", "GREETING=hi")
+    _assert_one_line_error(result, "the settings tables do not exist")
+    assert "WAFFLE_CREATE_TABLES" in result.stderr
