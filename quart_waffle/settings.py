@@ -7,92 +7,38 @@ and the CLI all validate the same way.
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from .errors import DeclarationError, InvalidValueError
+from .kinds import KINDS, MAX_VALUE_BYTES, Kind, kind_for, load_json, parse_bool
+
+__all__ = [
+    "KINDS",
+    "MAX_KEY_LENGTH",
+    "SECRET_MASK",
+    "UNREADABLE_MARK",
+    "Setting",
+    "declare",
+    "display_value",
+    "parse_bool",
+    "setting_from_conf",
+]
 
 T = TypeVar("T")
 
-Kind = Literal["str", "int", "float", "bool", "list", "dict", "json"]
-KINDS: tuple[Kind, ...] = ("str", "int", "float", "bool", "list", "dict", "json")
 MAX_KEY_LENGTH = 200
 SECRET_MASK = "********"
+"""Shown, and recorded in history, instead of a secret value."""
+UNREADABLE_MARK = "<unreadable>"
+"""Shown in history instead of a stored value that cannot be read back."""
 
-_KIND_OF_TYPE: dict[type, Kind] = {
-    str: "str",
-    int: "int",
-    float: "float",
-    bool: "bool",
-    list: "list",
-    dict: "dict",
-}
 _KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
-_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
-_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
-
-
-def parse_bool(text: str) -> bool | None:
-    """True or False for a typed yes/no word (any case), None for anything else."""
-    word = text.strip().lower()
-    if word in _TRUE_WORDS:
-        return True
-    return False if word in _FALSE_WORDS else None
-
-
 _CONF_FIELDS = frozenset(
     {"default", "desc", "description", "type", "choices", "min", "max", "secret", "group"}
 )
-
-
-def _kind_of(type_: type | str | None, default: Any) -> Kind:
-    if type_ is None:
-        for python_type, kind in _KIND_OF_TYPE.items():
-            # bool is checked before int: True must not declare an int setting
-            if type(default) is python_type:
-                return kind
-        return "json"
-    if isinstance(type_, str):
-        if type_ not in KINDS:
-            raise DeclarationError(f"unknown setting type {type_!r}; use one of {', '.join(KINDS)}")
-        return type_
-    if type_ in _KIND_OF_TYPE:
-        return _KIND_OF_TYPE[type_]
-    raise DeclarationError(f"unsupported setting type {type_!r}; use one of {', '.join(KINDS)}")
-
-
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-_FITS: dict[Kind, tuple[Callable[[Any], bool], str]] = {
-    "str": (lambda value: isinstance(value, str), "a string"),
-    "int": (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer"),
-    "float": (_is_number, "a finite number"),
-    "bool": (lambda value: isinstance(value, bool), "true or false"),
-    "list": (lambda value: isinstance(value, list) and _is_json(value), "a JSON list"),
-    "dict": (lambda value: isinstance(value, dict) and _is_json(value), "a JSON object"),
-    "json": (_is_json, "a JSON value"),
-}
-
-
-def _type_error(kind: Kind, value: Any) -> str | None:
-    """The reason ``value`` is not of ``kind``, or None when it is."""
-    fits, expected = _FITS[kind]
-    if fits(value):
-        return None
-    return f"must be {expected}, got {type(value).__name__}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +72,7 @@ class Setting(Generic[T]):
     max: float | None = None
     secret: bool = False
     group: str = ""
-    kind: Kind = field(init=False)
+    kind: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not _KEY_PATTERN.fullmatch(self.key):
@@ -136,10 +82,14 @@ class Setting(Generic[T]):
             )
         if len(self.key) > MAX_KEY_LENGTH:
             raise DeclarationError(f"setting key {self.key[:20]}... is over {MAX_KEY_LENGTH} chars")
-        object.__setattr__(self, "kind", _kind_of(self.type, self.default))
+        try:
+            kind = kind_for(self.type, self.default)
+        except ValueError as error:
+            raise DeclarationError(str(error)) from None
+        object.__setattr__(self, "kind", kind.name)
         if self.choices is not None:
             object.__setattr__(self, "choices", tuple(self.choices))
-        if (self.min is not None or self.max is not None) and self.kind not in ("int", "float"):
+        if (self.min is not None or self.max is not None) and not kind.ordered:
             raise DeclarationError(f"{self.key}: min/max apply to int and float settings only")
         try:
             for choice in self.choices or ():
@@ -148,88 +98,125 @@ class Setting(Generic[T]):
         except InvalidValueError as error:
             raise DeclarationError(f"invalid declaration: {error}") from None
 
+    @property
+    def _kind(self) -> Kind:
+        return KINDS[self.kind]
+
     def _check_type(self, value: Any) -> Any:
-        reason = _type_error(self.kind, value)
-        if reason is not None:
-            raise InvalidValueError({self.key: reason})
-        if self.kind == "float":
-            return float(value)
-        if self.kind in ("list", "dict", "json"):
-            # a deep copy through JSON: tuples become lists, and callers keep no alias
-            return json.loads(json.dumps(value))
-        return value
+        try:
+            return self._kind.check(value)
+        except ValueError as error:
+            raise InvalidValueError({self.key: str(error)}) from None
 
     def validate(self, value: Any) -> T:
         """Return ``value`` normalised to this setting's type, or raise
-        :class:`InvalidValueError` naming the key and the reason."""
+        :class:`InvalidValueError` naming the key and the reason.
+
+        Besides the type, choices and range, every value is bounded: at most
+        32 nested lists or objects and 64 KiB of JSON, integers within 64 bits,
+        finite numbers, text without lone surrogates."""
         value = self._check_type(value)
         if self.choices is not None and value not in self.choices:
-            allowed = ", ".join(json.dumps(choice) for choice in self.choices)
-            raise InvalidValueError({self.key: f"must be one of {allowed}"})
+            raise InvalidValueError({self.key: self._choices_reason()})
         if self.min is not None and value < self.min:
             raise InvalidValueError({self.key: f"must be at least {self.min:g}"})
         if self.max is not None and value > self.max:
             raise InvalidValueError({self.key: f"must be at most {self.max:g}"})
+        if self.kind != "bool" and len(self.encode(value).encode()) > MAX_VALUE_BYTES:
+            raise InvalidValueError({self.key: f"must be at most {MAX_VALUE_BYTES} bytes of JSON"})
         return cast(T, value)
+
+    def _choices_reason(self) -> str:
+        if self.secret:  # a secret's choices would tell much of it
+            return "must be one of the allowed values"
+        assert self.choices is not None
+        return "must be one of " + ", ".join(json.dumps(choice) for choice in self.choices)
 
     def encode(self, value: T) -> str:
         """The stored form: compact JSON."""
         return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
     def decode(self, text: str) -> T:
-        """Read a stored value back, validating it against the declaration."""
+        """Read a stored value back, validating it against the declaration;
+        any stored text that cannot be read raises :class:`InvalidValueError`."""
         try:
-            value = json.loads(text)
-        except ValueError:
-            raise InvalidValueError({self.key: "stored value is not valid JSON"}) from None
+            value = load_json(text)
+        except ValueError as error:
+            raise InvalidValueError({self.key: f"stored value is unreadable: {error}"}) from None
         return self.validate(value)
 
-    def parse_text(self, raw: str) -> T:
-        """Parse a value typed by a person (CLI argument, HTML form field).
+    def parse_text(self, text: str) -> T:
+        """Parse a value typed by a person (CLI argument, form field), as
+        :meth:`format_text` writes it.
 
         Strings are taken as they are; booleans accept true/false, yes/no,
-        on/off, 1/0; numbers their usual spelling; list, dict and json settings
-        take JSON text.
+        on/off, 1/0; numbers ASCII digits with an optional sign, decimal point
+        and exponent (surrounding spaces allowed; no ``1_0``, ``nan`` or other
+        scripts' digits); list, dict and json settings take JSON text.
+
+        Example::
+
+            Setting("RATIO", 0.5).parse_text(" 1e-3 ")  # 0.001
         """
-        text = raw.strip()
-        value: Any
-        if self.kind == "str":
-            value = raw
-        elif self.kind == "bool":
-            value = parse_bool(raw)
-            if value is None:
-                raise InvalidValueError({self.key: f"must be true or false, got {raw!r}"})
-        elif self.kind in ("int", "float"):
-            try:
-                value = int(text) if self.kind == "int" else float(text)
-            except ValueError:
-                raise InvalidValueError(
-                    {self.key: f"must be {'an integer' if self.kind == 'int' else 'a number'}"}
-                ) from None
-        else:
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise InvalidValueError({self.key: "must be valid JSON"}) from None
+        try:
+            value = self._kind.parse_text(text)
+        except ValueError as error:
+            raise InvalidValueError({self.key: str(error)}) from None
         return self.validate(value)
+
+    def format_text(self, value: T) -> str:
+        """``value`` as a person would type it (:meth:`parse_text` reads it back)."""
+        return self._kind.format_text(value)
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of this setting's values (choices left out when secret)."""
+        schema: dict[str, Any] = dict(self._kind.json_schema)
+        if self.choices is not None and not self.secret:
+            schema["enum"] = list(self.choices)
+        if self.min is not None:
+            schema["minimum"] = self.min
+        if self.max is not None:
+            schema["maximum"] = self.max
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+    @property
+    def widget(self) -> str:
+        """The admin page's input: ``password`` for secrets, ``checkbox``,
+        ``select`` when there are choices, else the kind's (``text``,
+        ``number``, ``textarea``)."""
+        if self.secret:
+            return "password"
+        if self._kind.widget == "checkbox":
+            return "checkbox"
+        return "select" if self.choices is not None else self._kind.widget
 
     def display(self, value: Any) -> Any:
         """``value`` as it may be shown to people: masked when secret."""
         return SECRET_MASK if self.secret else value
 
     def describe(self) -> dict[str, Any]:
-        """The declaration as JSON-ready data (the default masked when secret)."""
+        """The declaration as JSON-ready data (default and choices masked when secret)."""
         return {
             "key": self.key,
             "type": self.kind,
             "description": self.description,
             "default": self.display(self.default),
-            "choices": None if self.choices is None else list(self.choices),
+            "choices": None if self.choices is None or self.secret else list(self.choices),
             "min": self.min,
             "max": self.max,
             "secret": self.secret,
             "group": self.group,
         }
+
+
+def display_value(declarations: Mapping[str, Setting[Any]], key: str, value: Any) -> Any:
+    """``value`` of ``key`` as it may be shown to people: masked when the
+    setting is secret or no longer declared (it may have been a secret).
+    Every surface that shows values (API, page, CLI, history) uses this."""
+    setting = declarations.get(key)
+    return SECRET_MASK if setting is None else setting.display(value)
 
 
 def setting_from_conf(key: str, conf: Mapping[str, Any]) -> Setting[Any]:

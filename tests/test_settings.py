@@ -35,9 +35,9 @@ BAD: list[tuple[Setting[Any], Any, str]] = [
     (Setting("B", False), "false", "must be true or false, got str"),
     (Setting("B", False), 1, "must be true or false, got int"),
     (Setting("L", [1]), {"a": 1}, "must be a JSON list, got dict"),
-    (Setting("L", [1]), [object()], "must be a JSON list, got list"),
+    (Setting("L", [1]), [object()], "must contain only JSON values, got object"),
     (Setting("D", {"a": 1}), [1], "must be a JSON object, got list"),
-    (Setting("J", None, type="json"), {1, 2}, "must be a JSON value, got set"),
+    (Setting("J", None, type="json"), {1, 2}, "must contain only JSON values, got set"),
     (Setting("C", "a", choices=("a", "b")), "c", 'must be one of "a", "b"'),
     (Setting("N", 5, min=1, max=10), 0, "must be at least 1"),
     (Setting("N", 5, min=1, max=10), 11, "must be at most 10"),
@@ -101,7 +101,7 @@ def test_parse_text_rejects(setting: Setting[Any], raw: str) -> None:
 
 
 def test_decode_rejects_corrupt_stored_text() -> None:
-    with pytest.raises(InvalidValueError, match="not valid JSON"):
+    with pytest.raises(InvalidValueError, match="stored value is unreadable: must be valid JSON"):
         Setting("I", 1).decode("gASVBQAAAAAAAAB9lC4=")  # what a pickled value would look like
 
 
