@@ -16,7 +16,7 @@ from quart import Blueprint, Response, g, jsonify, request
 
 from ..errors import ConflictError, InvalidValueError
 from ..limits import MAX_HISTORY_LIMIT
-from ..settings import SECRET_MASK, Setting
+from ..settings import Setting, display_value
 from .auth import authenticate
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
@@ -130,9 +130,7 @@ async def _write(
         return await waffle.update(values, expected_revision=expected, actor=actor)
     except ConflictError as error:
         current = {
-            key: waffle.declarations[key].display(value)
-            if key in waffle.declarations
-            else SECRET_MASK
+            key: display_value(waffle.declarations, key, value)
             for key, value in error.current.items()
         }
         raise conflict(error, current) from None
@@ -242,12 +240,9 @@ async def history() -> Response:
 
 def history_item(waffle: QuartWaffle, entry: HistoryEntry) -> dict[str, Any]:
     """One history entry, masked when its setting is secret or no longer declared."""
-    setting = waffle.declarations.get(entry.key)
 
     def shown(value: Any) -> Any:
-        if value is None:
-            return None
-        return SECRET_MASK if setting is None else setting.display(value)
+        return None if value is None else display_value(waffle.declarations, entry.key, value)
 
     return {
         "id": entry.id,

@@ -17,32 +17,6 @@ from ..snapshot import Snapshot
 Declarations = Mapping[str, Setting[Any]]
 
 
-def raw_text(setting: Setting[Any], value: Any) -> str:
-    """``value`` as a person would type it in the setting's input."""
-    if setting.kind == "str":
-        return str(value)
-    if setting.kind == "bool":
-        return "true" if value else "false"
-    if setting.kind in ("int", "float"):
-        return repr(value)
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def widget(setting: Setting[Any]) -> str:
-    """The input the page draws for ``setting``."""
-    if setting.secret:
-        return "password"
-    if setting.kind == "bool":
-        return "checkbox"
-    if setting.choices is not None:
-        return "select"
-    if setting.kind in ("int", "float"):
-        return "number"
-    if setting.kind == "str":
-        return "text"
-    return "textarea"
-
-
 @dataclass
 class Field:
     """What the template needs to draw one setting's input."""
@@ -69,18 +43,18 @@ def grouped_fields(
     groups: dict[str, list[Field]] = {}
     for key, setting in declarations.items():
         value = snapshot.values[key]
-        original = "" if setting.secret else raw_text(setting, value)
+        original = "" if setting.secret else setting.format_text(value)
         if originals is not None and not setting.secret:
             original = originals.get(key, original)
         text = original
         if edited is not None and key in edited and not setting.secret:
             text = edited[key]
         shown = SECRET_MASK if setting.secret else json.dumps(value, ensure_ascii=False)
-        options = [(raw_text(setting, choice),) * 2 for choice in setting.choices or ()]
+        options = [(setting.format_text(choice),) * 2 for choice in setting.choices or ()]
         groups.setdefault(setting.group or "Settings", []).append(
             Field(
                 setting,
-                widget(setting),
+                setting.widget,
                 text,
                 original,
                 shown,
@@ -101,7 +75,7 @@ def submitted(
     originals: dict[str, str] = {}
     for key, setting in declarations.items():
         name = f"value-{key}"
-        if setting.kind == "bool" and not setting.secret:
+        if setting.widget == "checkbox":
             if f"present-{key}" in form:
                 texts[key] = "true" if form.get(name) == "true" else "false"
         elif name in form:
@@ -139,7 +113,7 @@ def edited_texts(
             continue
         original = originals.get(key)
         if original is None:
-            original = raw_text(setting, snapshot.values[key])
+            original = setting.format_text(snapshot.values[key])
         if not _same_value(setting, text, original):
             edited[key] = text
     return edited

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qsl
 
 from quart import request
 from werkzeug.datastructures import MultiDict
 
+from ..kinds import parse_integer
 from ..limits import MAX_BODY_BYTES
 from .errors import AdminError
 
 FORM_TYPE = "application/x-www-form-urlencoded"
-_NATURAL = re.compile(r"[0-9]{1,18}")
 
 
 def natural_number(raw: str | None) -> int | None:
-    """``raw`` as an int when it is 1 to 18 ASCII digits, else None.
-
-    ``str.isdigit`` is not enough: it is true for ``"²"``, which ``int``
-    refuses, and for other scripts' digits, which ``int`` accepts.
-    """
-    if raw is None or _NATURAL.fullmatch(raw) is None:
+    """``raw`` as an int when it is a whole number from 0 to 10**18 written
+    as people do (:func:`~quart_waffle.kinds.parse_integer`), else None."""
+    if raw is None:
         return None
-    return int(raw)
+    try:
+        number = parse_integer(raw)
+    except ValueError:
+        return None
+    return number if 0 <= number < 10**18 else None
 
 
 async def read_body(what: str = "body") -> bytes:

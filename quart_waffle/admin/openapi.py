@@ -15,15 +15,6 @@ from typing import Any
 from ..limits import MAX_BODY_BYTES, MAX_HISTORY_LIMIT
 from ..settings import Setting
 
-_KIND_SCHEMA: Mapping[str, Mapping[str, Any]] = {
-    "str": {"type": "string"},
-    "int": {"type": "integer"},
-    "float": {"type": "number"},
-    "bool": {"type": "boolean"},
-    "list": {"type": "array"},
-    "dict": {"type": "object"},
-    "json": {},
-}
 _ERROR_STATUSES = {
     "400": "Malformed JSON body",
     "401": "Missing or wrong bearer token",
@@ -36,20 +27,6 @@ _ERROR_STATUSES = {
     "422": "Invalid value, unknown key in the body, or wrong body members",
     "503": "The settings database is unreachable",
 }
-
-
-def value_schema(setting: Setting[Any]) -> dict[str, Any]:
-    """The JSON Schema of one setting's value."""
-    schema: dict[str, Any] = dict(_KIND_SCHEMA[setting.kind])
-    if setting.choices is not None:
-        schema["enum"] = list(setting.choices)
-    if setting.min is not None:
-        schema["minimum"] = setting.min
-    if setting.max is not None:
-        schema["maximum"] = setting.max
-    if setting.description:
-        schema["description"] = setting.description
-    return schema
 
 
 def _responses(ok: str, *statuses: str, etag: bool = False) -> dict[str, Any]:
@@ -90,7 +67,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
     write_statuses = ("400", "404", "409", "412", "413", "415", "422")
     values = {
         "type": "object",
-        "properties": {key: value_schema(setting) for key, setting in declarations.items()},
+        "properties": {key: setting.json_schema() for key, setting in declarations.items()},
         "additionalProperties": False,
         "minProperties": 1,
     }
