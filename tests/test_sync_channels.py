@@ -14,15 +14,22 @@ from typing import Any
 import asyncpg
 import pytest
 
-from quart_waffle import DeclarationError, QuartWaffle
+from harness import REDIS_URL
+from quart_waffle import ConfigurationError, QuartWaffle
 from quart_waffle.store import create_engine
-from quart_waffle.sync import SyncChannelABC, make_channel
-from quart_waffle.sync.base import ChannelLostError
-from quart_waffle.sync.file import FileChannel
-from quart_waffle.sync.none import NullChannel
+from quart_waffle.sync import (
+    ChannelLostError,
+    Hint,
+    ListenerABC,
+    SyncRunner,
+    decode_hint,
+    encode_hint,
+    make_channel,
+)
+from quart_waffle.sync.file import FileListener, FileNotifier
+from quart_waffle.sync.none import NullListener, NullNotifier
 from tests.conftest import require
 from tests.helpers import file_pair, make_waffle, serving, worker_pair
-from tests.services import REDIS_URL
 
 CHANNELS = ["file", "redis", "postgres"]
 
@@ -88,31 +95,59 @@ async def test_update_reaches_the_other_worker_by_message(
     assert health.as_dict()["channel"] == b.config.watchtype if b.config else False
 
 
-async def test_hints_coalesce_and_own_hints_are_ignored(
-    options: dict[str, Any], tmp_path: Path
-) -> None:
+def revisions(payloads: list[bytes]) -> list[int]:
+    """The revisions of the hints among ``payloads``."""
+    return [hint.revision for hint in map(decode_hint, payloads) if hint is not None]
+
+
+async def test_a_burst_is_a_few_wakeups(options: dict[str, Any]) -> None:
     config = worker(options).config
-    assert config is not None
     engine = create_engine(config.database_url)
     a, b = make_channel(config, engine), make_channel(config, engine)
     try:
-        await a.connect()
-        await b.connect()
+        await b.listener.connect()
         for revision in range(1, 201):
-            await a.notify(revision)
+            await a.notifier.send(encode_hint(Hint(revision, "a")))
         wakeups, hinted = 0, 0
         while hinted < 200:  # a burst is a few catch-ups, not 200
-            woken = await b.wait(2.0)
-            assert woken is not None
-            wakeups, hinted = wakeups + 1, woken
+            payloads = await b.listener.wait(2.0)
+            assert payloads, "the burst stopped short"
+            wakeups, hinted = wakeups + 1, max(revisions(payloads))
         assert wakeups <= 5
-        assert await b.wait(0.1) is None
-        assert await a.wait(0.2) is None  # its own hints
-        await b.notify(201)
-        assert await a.wait(2.0) == 201
+        assert await b.listener.wait(0.1) == []
     finally:
         await a.close()
         await b.close()
+        await engine.dispose()
+
+
+async def test_own_hints_are_skipped_by_the_runner(options: dict[str, Any]) -> None:
+    """The channel delivers a worker's hints to its own listener too; the
+    runner, the one place that reads them, skips them."""
+    config = worker(options).config
+    engine = create_engine(config.database_url)
+    catch_ups = {"a": 0, "b": 0}
+
+    def runner(name: str) -> SyncRunner:
+        async def catch_up() -> int:
+            catch_ups[name] += 1
+            return 0
+
+        return SyncRunner(make_channel(config, engine), catch_up, lambda: 0, check_interval=60.0)
+
+    a, b = runner("a"), runner("b")
+    await a.start(watch=True)
+    await b.start(watch=True)
+    try:
+        await a.notify(1)
+        await until(lambda: catch_ups["b"] == 1, 2.0, "B never caught up")
+        await asyncio.sleep(0.2)
+        assert catch_ups == {"a": 0, "b": 1}
+        assert a.health().hinted_revision is None
+        assert b.health().hinted_revision == 1
+    finally:
+        await a.stop()
+        await b.stop()
         await engine.dispose()
 
 
@@ -121,7 +156,7 @@ async def test_lost_publish_converges_by_the_periodic_check(options: dict[str, A
     assert a.app is not None
     assert b.app is not None
     async with a.app.test_app(), b.app.test_app():
-        store = a._require_store()
+        store = a._connected().store
         result = await store.write({"GREETING": '"unannounced"'})
         assert result.revision is not None
         waited = await until(lambda: b.revision == result.revision, 2.0, "B missed the write")
@@ -149,7 +184,7 @@ async def test_file_channel_survives_deletion_and_replacement(
     a, b = file_pair(sqlite_url, path)
     async with serving(a, b):
         assert path.exists()
-        store = a._require_store()
+        store = a._connected().store
         # deleted, with a change that was never announced: B re-watches and catches up
         revision = (await store.write({"MAX_ITEMS": "41"})).revision
         path.unlink()
@@ -169,38 +204,36 @@ async def test_file_channel_survives_deletion_and_replacement(
 
 async def test_file_hints_inside_one_timestamp_tick_are_told_apart(tmp_path: Path) -> None:
     path = str(tmp_path / "waffle.revision")
-    a, b, watcher = FileChannel(path, 0.01), FileChannel(path, 0.01), FileChannel(path, 0.01)
-    for channel in (a, b, watcher):
-        await channel.connect()
+    a, b, watcher = FileNotifier(path), FileNotifier(path), FileListener(path, 0.01)
+    await watcher.connect()
     for revision in range(1, 51):
-        await (a if revision % 2 else b).notify(revision)
-        assert await watcher.wait(1.0) == revision
-    await a.notify(60)
-    await b.notify(55)  # late and older: reported all the same, so the runner catches up
-    heard = {await watcher.wait(1.0)}
-    while (hint := await watcher.wait(0.05)) is not None:
-        heard.add(hint)
+        await (a if revision % 2 else b).send(encode_hint(Hint(revision, "ab"[revision % 2])))
+        assert revisions(await watcher.wait(1.0)) == [revision]
+    await a.send(encode_hint(Hint(60, "a")))
+    await b.send(encode_hint(Hint(55, "b")))  # late and older: reported all the same
+    heard = set(revisions(await watcher.wait(1.0)))
+    while payloads := await watcher.wait(0.05):
+        heard.update(revisions(payloads))
     assert heard in ({55}, {60, 55})
-    for channel in (a, b, watcher):
-        await channel.close()
+    for end in (a, b, watcher):
+        await end.close()
 
 
 async def test_file_channel_loses_a_deleted_file(tmp_path: Path) -> None:
-    channel = FileChannel(str(tmp_path / "waffle.revision"), 0.01)
-    await channel.connect()
-    os.unlink(channel.path)
+    listener = FileListener(str(tmp_path / "waffle.revision"), 0.01)
+    await listener.connect()
+    os.unlink(listener.path)
     with pytest.raises(ChannelLostError):
-        await channel.wait(1.0)
-    await channel.close()
+        await listener.wait(1.0)
+    await listener.close()
 
 
 async def test_postgres_channel_needs_a_postgres_store(tmp_path: Path, sqlite_url: str) -> None:
-    waffle = make_waffle(sqlite_url, watchtype="postgres")
-    assert waffle.config is not None
+    config = make_waffle(sqlite_url, watchtype="postgres").config
     engine = create_engine(sqlite_url)
     try:
-        with pytest.raises(DeclarationError, match="PostgreSQL"):
-            make_channel(waffle.config, engine)
+        with pytest.raises(ConfigurationError, match="PostgreSQL"):
+            make_channel(config, engine)
     finally:
         await engine.dispose()
 
@@ -211,26 +244,26 @@ async def test_redis_without_the_package_falls_back_to_the_file(
     for name in [name for name in sys.modules if name.split(".")[0] == "redis"] + ["redis"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     monkeypatch.delitem(sys.modules, "quart_waffle.sync.redis", raising=False)
-    waffle = make_waffle(sqlite_url, watchtype="redis")
-    assert waffle.config is not None
+    config = make_waffle(sqlite_url, watchtype="redis").config
     engine = create_engine(sqlite_url)
     try:
         with caplog.at_level(logging.WARNING, logger="quart_waffle.sync"):
-            channel = make_channel(waffle.config, engine)
+            channel = make_channel(config, engine)
     finally:
         await engine.dispose()
-    assert isinstance(channel, FileChannel)
+    assert isinstance(channel.listener, FileListener)
+    assert isinstance(channel.notifier, FileNotifier)
     assert "FALLING BACK" in caplog.text
 
 
 async def test_none_channel(sqlite_url: str) -> None:
-    waffle = make_waffle(sqlite_url)
-    assert waffle.config is not None
+    config = make_waffle(sqlite_url).config
     engine = create_engine(sqlite_url)
-    channel = make_channel(waffle.config, engine)
+    channel = make_channel(config, engine)
     await engine.dispose()
-    assert isinstance(channel, NullChannel)
-    assert isinstance(channel, SyncChannelABC)
+    assert isinstance(channel.listener, NullListener)
+    assert isinstance(channel.listener, ListenerABC)
+    assert isinstance(channel.notifier, NullNotifier)
 
 
 async def test_postgres_listener_killed_reconnects_and_catches_up(
@@ -250,7 +283,7 @@ async def test_postgres_listener_killed_reconnects_and_catches_up(
         finally:
             await admin.close()
         assert killed == 2
-        store = a._require_store()
+        store = a._connected().store
         revision = (await store.write({"RATE": "2.5"})).revision
         await until(lambda: b.revision == revision, 3.0, "B did not catch up after reconnecting")
         await until(lambda: b.health().connected and b.health().last_error is None, 3.0)
@@ -261,7 +294,7 @@ async def test_postgres_listener_killed_reconnects_and_catches_up(
 async def test_unreachable_redis_serves_on_and_recovers(
     sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.deploy import RedisServer
+    from harness import RedisServer
 
     async with RedisServer() as redis_server:
         a, b = worker_pair(

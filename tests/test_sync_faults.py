@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from quart_waffle.sync.file import FileChannel
-from quart_waffle.sync.none import NullChannel
-from quart_waffle.sync.redis import RedisChannel
-from quart_waffle.sync.runner import SyncRunner
-from tests.deploy import RedisServer
+from harness import RedisServer
+from quart_waffle.sync import Channel, Hint, SyncRunner, encode_hint
+from quart_waffle.sync.file import FileListener, FileNotifier
+from quart_waffle.sync.none import NullListener, NullNotifier
+from quart_waffle.sync.redis import RedisListener, RedisNotifier
 from tests.helpers import file_pair, serving, worker_pair
-from tests.test_sync_channels import until
+from tests.test_sync_channels import revisions, until
 
 
 @pytest.fixture(name="redis_server")
@@ -59,7 +59,11 @@ async def test_update_is_bounded_when_redis_never_replies(
 
 
 async def test_a_frozen_redis_subscription_is_noticed(redis_server: RedisServer) -> None:
-    channel = RedisChannel(f"waffle-test-{os.urandom(6).hex()}", url=redis_server.url, timeout=0.5)
+    name = f"waffle-test-{os.urandom(6).hex()}"
+    channel = Channel(
+        RedisListener(name, url=redis_server.url, timeout=0.5),
+        RedisNotifier(name, url=redis_server.url, timeout=0.5),
+    )
 
     async def catch_up() -> int:
         return 0
@@ -86,16 +90,15 @@ async def test_a_frozen_redis_subscription_is_noticed(redis_server: RedisServer)
 
 async def test_redis_liveness_pong_is_not_a_hint(redis_server: RedisServer) -> None:
     name = f"waffle-test-{os.urandom(6).hex()}"
-    a = RedisChannel(name, url=redis_server.url, timeout=0.5)
-    b = RedisChannel(name, url=redis_server.url, timeout=0.5)
-    await a.connect()
+    a = RedisNotifier(name, url=redis_server.url, timeout=0.5)
+    b = RedisListener(name, url=redis_server.url, timeout=0.5)
     await b.connect()
     try:
-        for _ in range(3):  # each idle wait ends with a ping; its PONG is no hint
-            assert await b.wait(0.05) is None
-        await a.notify(7)
-        assert await b.wait(1.0) == 7
-        assert await b.wait(0.05) is None
+        for _ in range(3):  # each idle wait ends with a ping; its PONG is no payload
+            assert await b.wait(0.05) == []
+        await a.send(encode_hint(Hint(7, "a")))
+        assert revisions(await b.wait(1.0)) == [7]
+        assert await b.wait(0.05) == []
     finally:
         await a.close()
         await b.close()
@@ -103,20 +106,19 @@ async def test_redis_liveness_pong_is_not_a_hint(redis_server: RedisServer) -> N
 
 async def test_file_older_hint_is_reported_not_a_lost_channel(tmp_path: Path) -> None:
     path = str(tmp_path / "waffle.revision")
-    a, b, watcher = FileChannel(path, 0.01), FileChannel(path, 0.01), FileChannel(path, 0.01)
-    for channel in (a, b, watcher):
-        await channel.connect()
-    await a.notify(6)
-    assert await watcher.wait(1.0) == 6
+    a, watcher = FileNotifier(path), FileListener(path, 0.01)
+    await watcher.connect()
+    await a.send(encode_hint(Hint(6, "a")))
+    assert revisions(await watcher.wait(1.0)) == [6]
     # b read 4 before a replaced the file, then renamed its 5 over a's 6
     temporary = tmp_path / "late"
-    temporary.write_text(f"5 {b.sender}\n")
+    temporary.write_text("5 b\n")
     os.replace(temporary, path)
-    assert await watcher.wait(1.0) == 5  # the runner skips it: 5 is not newer than served
-    await a.notify(7)
-    assert await watcher.wait(1.0) == 7
-    for channel in (a, b, watcher):
-        await channel.close()
+    assert revisions(await watcher.wait(1.0)) == [5]  # the runner skips it: not newer
+    await a.send(encode_hint(Hint(7, "a")))
+    assert revisions(await watcher.wait(1.0)) == [7]
+    await a.close()
+    await watcher.close()
 
 
 async def test_concurrent_file_notifiers_do_not_lose_the_channel(
@@ -143,12 +145,13 @@ async def test_concurrent_file_notifiers_do_not_lose_the_channel(
 async def test_health_error_is_the_type_and_a_short_first_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class Unreachable(NullChannel):
+    class Unreachable(NullListener):
         async def connect(self) -> None:
-            raise ConnectionError("cannot reach redis://waffle:s3cret@db.internal:6379/0")
+            raise ConnectionError("cannot reach redis://:s3cret@db.internal:6379/0")
 
-        async def notify(self, revision: int) -> None:
-            raise ConnectionError("publish to postgresql://waffle:s3cret@db.internal/app failed")
+    class Refusing(NullNotifier):
+        async def send(self, payload: bytes) -> None:
+            raise ConnectionError("publish to redis://waffle:p@ss@word@db.internal/0 failed")
 
     async def catch_up() -> int:
         raise RuntimeError(
@@ -157,10 +160,14 @@ async def test_health_error_is_the_type_and_a_short_first_line(
             "[parameters: ('hunter2',)]"
         )
 
-    unreachable = SyncRunner(Unreachable(), catch_up, lambda: 0, check_interval=60.0)
-    failing = SyncRunner(NullChannel(), catch_up, lambda: 0, check_interval=0.05)
+    unreachable = SyncRunner(
+        Channel(Unreachable(), Refusing()), catch_up, lambda: 0, check_interval=60.0
+    )
+    failing = SyncRunner(
+        Channel(NullListener(), NullNotifier()), catch_up, lambda: 0, check_interval=0.05
+    )
     with caplog.at_level(logging.WARNING, logger="quart_waffle.sync"):
-        await unreachable.start(watch=False)
+        await unreachable.start(watch=True)
         await unreachable.notify(3)
         await failing.start(watch=True)
         try:
@@ -170,14 +177,15 @@ async def test_health_error_is_the_type_and_a_short_first_line(
             await unreachable.stop()
     errors = [unreachable.health().last_error, failing.health().last_error]
     assert errors == [
-        "none channel unreachable: ConnectionError: cannot reach"
-        " redis://waffle:***@db.internal:6379/0",
+        "none channel unreachable: ConnectionError: cannot reach redis://***@db.internal:6379/0",
         "catch-up failed: RuntimeError: (OperationalError) server closed the connection",
     ]
     logged = [record.getMessage() for record in caplog.records]
     assert len(logged) == 3, logged
-    assert "ConnectionError: publish to postgresql://waffle:***@db.internal/app" in logged[1]
-    assert all("s3cret" not in text and "hunter2" not in text for text in logged), logged
+    assert "ConnectionError: publish to redis://***@db.internal/0 failed" in logged[1]
+    assert all(
+        secret not in text for secret in ("s3cret", "word@", "hunter2") for text in logged
+    ), logged
 
 
 async def test_file_left_by_an_earlier_database_does_not_silence_hints(

@@ -1,61 +1,64 @@
-"""Notification channels: one module per channel, chosen by ``WAFFLE_WATCHTYPE``."""
+"""Notification channels (one module each, imported only when chosen) and the
+runner that keeps a worker current."""
 
 from __future__ import annotations
 
-import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..config import WaffleConfig
-from ..errors import DeclarationError
-from .base import SyncChannelABC
-from .none import NullChannel
+from .base import Channel, ChannelLostError, ListenerABC, NotifierABC
+from .message import Hint, decode_hint, encode_hint
+from .registry import (
+    ChannelKind,
+    ChannelOptions,
+    open_channel,
+    open_listener,
+    open_notifier,
+    register_channel,
+)
 from .runner import SyncHealth, SyncRunner
 
-logger = logging.getLogger("quart_waffle.sync")
-
-POSTGRES_CHANNEL = "waffleconf"
-"""The LISTEN/NOTIFY channel; one per database, as the store is."""
+if TYPE_CHECKING:
+    from ..config import WaffleConfig
 
 
-def make_channel(config: WaffleConfig, engine: AsyncEngine) -> SyncChannelABC:
-    """The channel ``config.watchtype`` names; backends are imported only when chosen.
+def channel_options(config: WaffleConfig) -> ChannelOptions:
+    """The channel's part of an app's resolved options."""
+    return ChannelOptions(
+        watcher_file=config.watcher_file,
+        watch_interval=config.watch_interval,
+        redis_url=config.redis_url,
+        redis_host=config.redis_host,
+        redis_port=config.redis_port,
+        redis_channel=config.redis_channel,
+    )
 
-    Raises :class:`DeclarationError` for ``postgres`` on a store that is not
-    PostgreSQL. ``redis`` without the redis package falls back to ``file``.
+
+def make_channel(config: WaffleConfig, engine: AsyncEngine) -> Channel:
+    """Both ends of the channel ``config.watchtype`` names, for a worker.
+
+    Same as ``open_channel(config.watchtype, channel_options(config), engine)``.
     """
-    if config.watchtype == "none":
-        return NullChannel()
-    if config.watchtype == "postgres":
-        if engine.dialect.name != "postgresql":
-            raise DeclarationError(
-                "WAFFLE_WATCHTYPE=postgres needs a PostgreSQL store (WAFFLE_DATABASE_URL="
-                f"postgresql://...), but the store is {engine.dialect.name}: use 'redis' or 'file'."
-            )
-        from .postgres import PostgresChannel
-
-        return PostgresChannel(engine, POSTGRES_CHANNEL)
-    if config.watchtype == "redis":
-        try:
-            from .redis import RedisChannel
-        except ImportError as error:
-            logger.error(
-                "WAFFLE_WATCHTYPE=redis but the redis package is not installed (%s):"
-                " FALLING BACK to the file watcher %s, which only reaches the workers of"
-                " this host. Install quart-waffle[redis].",
-                error,
-                config.watcher_file,
-            )
-        else:
-            return RedisChannel(
-                config.redis_channel,
-                url=config.redis_url,
-                host=config.redis_host,
-                port=config.redis_port,
-            )
-    from .file import FileChannel
-
-    return FileChannel(config.watcher_file, config.watch_interval)
+    return open_channel(config.watchtype, channel_options(config), engine)
 
 
-__all__ = ["NullChannel", "SyncChannelABC", "SyncHealth", "SyncRunner", "make_channel"]
+__all__ = [
+    "Channel",
+    "ChannelKind",
+    "ChannelLostError",
+    "ChannelOptions",
+    "Hint",
+    "ListenerABC",
+    "NotifierABC",
+    "SyncHealth",
+    "SyncRunner",
+    "channel_options",
+    "decode_hint",
+    "encode_hint",
+    "make_channel",
+    "open_channel",
+    "open_listener",
+    "open_notifier",
+    "register_channel",
+]

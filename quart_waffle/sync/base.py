@@ -1,61 +1,70 @@
-"""The interface every notification channel implements, and the hint format."""
+"""The interfaces every channel implements: a notifier sends payloads, a
+listener receives them. Both are transports only: what a payload means, and
+which ones a worker skips (its own), is decided by the runner."""
 
 from __future__ import annotations
 
-import secrets
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 
 class ChannelLostError(ConnectionError):
     """The channel can no longer deliver hints; the runner reconnects and catches up."""
 
 
-class SyncChannelABC(ABC):
-    """How workers tell each other "revision R exists".
+class NotifierABC(ABC):
+    """Sends payloads to every listener of the channel; subscribes to nothing.
 
-    A message is a hint, never the data: receivers catch up from the store.
-    One channel object belongs to one worker and is used from its event loop;
-    ``sender`` is a random id so that a worker ignores its own hints.
+    Connects on first use, so a script that only writes opens no listener.
     """
 
     name: str = ""
 
-    def __init__(self) -> None:
-        self.sender = secrets.token_hex(8)
+    @abstractmethod
+    async def send(self, payload: bytes) -> None:
+        """Deliver ``payload`` to every listener; raise if that fails."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; the notifier may be used again."""
+
+
+class ListenerABC(ABC):
+    """Receives the payloads sent on the channel, from its own event loop."""
+
+    name: str = ""
 
     @abstractmethod
     async def connect(self) -> None:
         """Subscribe; return once subscribed, raise if the channel is unreachable."""
 
     @abstractmethod
-    async def wait(self, max_wait: float) -> int | None:
-        """Wait up to ``max_wait`` seconds for hints from other workers.
+    async def wait(self, max_wait: float) -> list[bytes]:
+        """Wait up to ``max_wait`` seconds for payloads.
 
-        Return the highest revision hinted (draining every hint already
-        waiting, so bursts coalesce), or None when the time ran out. Raise if
-        the connection is lost.
+        Return every payload already waiting once the first arrives (so a
+        burst is one wake-up), at most a bounded batch, or an empty list when
+        the time ran out. Raise :class:`ChannelLostError` if the channel is lost.
         """
 
     @abstractmethod
-    async def notify(self, revision: int) -> None:
-        """Tell every other worker that ``revision`` is committed."""
-
-    @abstractmethod
     async def close(self) -> None:
-        """Release connections and files; the channel may be connected again."""
+        """Release connections and files; the listener may be connected again."""
 
 
-def encode_hint(revision: int, sender: str) -> str:
-    """The text of a hint: ``"<revision> <sender>"``."""
-    return f"{revision} {sender}"
+@dataclass(frozen=True)
+class Channel:
+    """A worker's two ends of one channel."""
 
+    listener: ListenerABC
+    notifier: NotifierABC
 
-def decode_hint(text: str | bytes) -> tuple[int, str] | None:
-    """``(revision, sender)`` from a hint's text, or None when it is not one."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    revision, _, sender = text.strip().partition(" ")
-    try:
-        return int(revision), sender
-    except ValueError:
-        return None
+    @property
+    def name(self) -> str:
+        """The channel's registered name (``file``, ``redis``, ...)."""
+        return self.listener.name
+
+    async def close(self) -> None:
+        """Close both ends."""
+        await self.listener.close()
+        await self.notifier.close()

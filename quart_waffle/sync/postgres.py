@@ -10,16 +10,18 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .base import ChannelLostError, SyncChannelABC, decode_hint, encode_hint
+from ..errors import ConfigurationError
+from .base import ChannelLostError, ListenerABC, NotifierABC
+from .registry import ChannelKind, ChannelOptions
+
+MAX_BATCH = 1000
+"""Notifications one wait drains at most, so a flood cannot hold the runner."""
 
 _LOST = None  # queued when the listening connection terminates
 
 
-class PostgresChannel(SyncChannelABC):
-    """Hints as PostgreSQL notifications.
-
-    A dedicated asyncpg connection listens; hints are sent through the store's
-    engine, so a worker can notify while its listener reconnects.
+class PostgresListener(ListenerABC):
+    """Notifications on one channel, through a dedicated asyncpg connection.
 
     Arguments:
         engine: The store's engine; it must be PostgreSQL.
@@ -31,17 +33,15 @@ class PostgresChannel(SyncChannelABC):
     name = "postgres"
 
     def __init__(self, engine: AsyncEngine, channel: str, *, timeout: float = 5.0) -> None:
-        super().__init__()
-        self.engine = engine
         self.channel = channel
         self.timeout = timeout
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._connection: Any = None
-        self._hints: asyncio.Queue[str | None] = asyncio.Queue()
+        self._payloads: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def connect(self) -> None:
         await self.close()
-        self._hints = asyncio.Queue()
+        self._payloads = asyncio.Queue()
         connection = await asyncpg.connect(self._dsn, timeout=self.timeout)
         self._connection = connection
         try:
@@ -52,37 +52,31 @@ class PostgresChannel(SyncChannelABC):
             raise
 
     def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._hints.put_nowait(payload)
+        self._payloads.put_nowait(payload)
 
     def _on_termination(self, _connection: Any) -> None:
-        self._hints.put_nowait(_LOST)
+        self._payloads.put_nowait(_LOST)
 
-    async def wait(self, max_wait: float) -> int | None:
+    async def wait(self, max_wait: float) -> list[bytes]:
         connection = self._connection
         if connection is None or connection.is_closed():
             raise ChannelLostError("postgres listener is not connected")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait
-        hinted: int | None = None
-        while hinted is None:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                    payload = await self._hints.get()
-            except TimeoutError:
-                await self._ping(connection)
-                return None
-            hinted = self._hint(payload)
-        while not self._hints.empty():
-            revision = self._hint(self._hints.get_nowait())
-            if revision is not None:
-                hinted = max(hinted, revision)
-        return hinted
+        try:
+            async with asyncio.timeout(max_wait):
+                first = await self._payloads.get()
+        except TimeoutError:
+            await self._ping(connection)
+            return []
+        payloads = [self._payload(first)]
+        while not self._payloads.empty() and len(payloads) < MAX_BATCH:
+            payloads.append(self._payload(self._payloads.get_nowait()))
+        return payloads
 
-    def _hint(self, payload: str | None) -> int | None:
-        if payload is _LOST:
+    @staticmethod
+    def _payload(payload: str | None) -> bytes:
+        if payload is None:  # _LOST
             raise ChannelLostError("postgres listener connection lost")
-        hint = decode_hint(payload)
-        return None if hint is None or hint[1] == self.sender else hint[0]
+        return payload.encode("utf-8", "replace")
 
     async def _ping(self, connection: Any) -> None:
         """Notice a connection that died silently (no notification comes then)."""
@@ -90,14 +84,6 @@ class PostgresChannel(SyncChannelABC):
             await connection.execute("SELECT 1", timeout=self.timeout)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
             raise ChannelLostError(f"postgres listener unresponsive: {error}") from error
-
-    async def notify(self, revision: int) -> None:
-        async with self.engine.connect() as connection:
-            await connection.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": self.channel, "payload": encode_hint(revision, self.sender)},
-            )
-            await connection.commit()
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -108,3 +94,51 @@ class PostgresChannel(SyncChannelABC):
                 await connection.close()
         except Exception:
             connection.terminate()
+
+
+class PostgresNotifier(NotifierABC):
+    """``pg_notify`` through the store's engine, so a worker can notify while
+    its listener reconnects.
+
+    Arguments:
+        engine: The store's engine; it must be PostgreSQL.
+        channel: The notification channel.
+    """
+
+    name = "postgres"
+
+    def __init__(self, engine: AsyncEngine, channel: str) -> None:
+        self.engine = engine
+        self.channel = channel
+
+    async def send(self, payload: bytes) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": self.channel, "payload": payload.decode("utf-8", "replace")},
+            )
+            await connection.commit()
+
+    async def close(self) -> None:
+        return None  # the engine is the store's
+
+
+def _postgres(engine: AsyncEngine | None) -> AsyncEngine:
+    if engine is None or engine.dialect.name != "postgresql":
+        store = "none" if engine is None else engine.dialect.name
+        raise ConfigurationError(
+            "WAFFLE_WATCHTYPE=postgres needs a PostgreSQL store (WAFFLE_DATABASE_URL="
+            f"postgresql://...), but the store is {store}: use 'redis' or 'file'."
+        )
+    return engine
+
+
+def _listener(options: ChannelOptions, engine: AsyncEngine | None) -> PostgresListener:
+    return PostgresListener(_postgres(engine), options.postgres_channel, timeout=options.timeout)
+
+
+def _notifier(options: ChannelOptions, engine: AsyncEngine | None) -> PostgresNotifier:
+    return PostgresNotifier(_postgres(engine), options.postgres_channel)
+
+
+KIND = ChannelKind(listener=_listener, notifier=_notifier)

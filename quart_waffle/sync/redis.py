@@ -12,25 +12,24 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .base import ChannelLostError, SyncChannelABC, decode_hint, encode_hint
+from ..redaction import describe_error, mask_credentials
+from .base import ChannelLostError, ListenerABC, NotifierABC
+from .registry import ChannelKind, ChannelOptions
+
+MAX_BATCH = 1000
+"""Messages one wait drains at most, so a flood cannot hold the runner."""
+
+_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-class RedisChannel(SyncChannelABC):
-    """Hints published on one Redis pub/sub channel.
+class _RedisEnd:
+    """Connection settings shared by both ends.
 
-    The listener and the publisher use the same connection settings. redis-py
-    would silently reconnect and resubscribe a pub/sub connection, hiding the
-    hints lost meanwhile; here retries are off so a lost connection reaches
-    the runner, which reconnects and catches up from the store.
-
-    Arguments:
-        channel: The pub/sub channel (``WAFFLE_REDIS_CHANNEL``).
-        url: ``WAFFLE_REDIS_URL``; when None, ``host`` and ``port`` are used.
-        timeout: Seconds allowed to connect, to subscribe and to publish a
-            hint: a server that accepts but never replies cannot hold up an
-            update for longer. Also the time a liveness PING, sent on the
-            subscription after a wait with no message, may go unanswered.
+    redis-py would silently reconnect and resubscribe a pub/sub connection,
+    hiding the hints lost meanwhile; here retries are off so a lost
+    connection reaches the runner, which reconnects and catches up.
     """
 
     name = "redis"
@@ -44,26 +43,39 @@ class RedisChannel(SyncChannelABC):
         port: int = 6379,
         timeout: float = 5.0,
     ) -> None:
-        super().__init__()
         self.channel = channel
         self.timeout = timeout
-        options: dict[str, Any] = {
-            "retry": Retry(NoBackoff(), 0),
+        self.where = mask_credentials(url) if url else f"redis://{host}:{port}"
+        self._url = url
+        self._options: dict[str, Any] = {
             "socket_connect_timeout": timeout,
-            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
         }
-        if url:
-            self._connect_options = {"url": url, **options}
-        else:
-            self._connect_options = {"host": host, "port": port, **options}
+        if not url:
+            self._options |= {"host": host, "port": port}
+
+    def _new_client(self) -> Redis:
+        if self._url:
+            return Redis.from_url(self._url, **self._options)
+        return Redis(**self._options)
+
+
+class RedisListener(_RedisEnd, ListenerABC):
+    """Subscribed to one Redis pub/sub channel.
+
+    Arguments:
+        channel: The pub/sub channel (``WAFFLE_REDIS_CHANNEL``).
+        url: ``WAFFLE_REDIS_URL``; when None, ``host`` and ``port`` are used.
+        timeout: Seconds allowed to connect and subscribe, and the time a
+            liveness PING, sent after a wait with no message, may go unanswered.
+    """
+
+    def __init__(self, channel: str, **connection: Any) -> None:
+        super().__init__(channel, **connection)
         self._client: Redis | None = None
         self._pubsub: PubSub | None = None
         self._ping_sent: float | None = None  # loop time of the PING awaiting its PONG
-
-    def _new_client(self) -> Redis:
-        options = dict(self._connect_options)
-        url = options.pop("url", None)
-        return Redis.from_url(url, **options) if url else Redis(**options)
 
     async def connect(self) -> None:
         await self.close()
@@ -77,50 +89,47 @@ class RedisChannel(SyncChannelABC):
                     message = await pubsub.get_message(timeout=self.timeout)
                     if message is not None and message["type"] == "subscribe":
                         return
-        except BaseException:
+        except BaseException as error:
             await self.close()
+            if isinstance(error, (*_LOST, TimeoutError)):
+                raise ChannelLostError(
+                    f"cannot subscribe at {self.where}: {describe_error(error)}"
+                ) from error
             raise
 
-    async def wait(self, max_wait: float) -> int | None:
+    async def wait(self, max_wait: float) -> list[bytes]:
         pubsub = self._pubsub
         if pubsub is None:
             raise ChannelLostError("redis channel is not connected")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
-        hinted: int | None = None
+        payloads: list[bytes] = []
         timeout = max_wait
-        while True:
+        while len(payloads) < MAX_BATCH:
             message = await self._next_message(pubsub, timeout)
-            if message is not None and message["type"] == "pong":
+            if message is None:
+                if payloads:
+                    return payloads
+                if loop.time() >= deadline:
+                    await self._check_alive(pubsub)
+                    return []
+            elif message["type"] == "pong":  # never a hint
                 self._ping_sent = None
-            revision = self._hint(message)
-            if revision is not None:
-                hinted = revision if hinted is None else max(hinted, revision)
-                timeout = 0.0  # drain what is already waiting, then return
-                continue
-            remaining = deadline - loop.time()
-            if message is None and hinted is not None:
-                return hinted
-            if message is None and remaining <= 0:
-                await self._check_alive(pubsub)
-                return None
-            timeout = 0.0 if hinted is not None else max(0.0, remaining)
+            elif message["type"] == "message":
+                data = message["data"]
+                payloads.append(data if isinstance(data, bytes) else str(data).encode())
+            # then drain what is already waiting, or wait out the time left
+            timeout = 0.0 if payloads else max(0.0, deadline - loop.time())
+        return payloads
 
     async def _next_message(self, pubsub: PubSub, wait: float) -> dict[str, Any] | None:
         try:
             message: dict[str, Any] | None = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=wait
             )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        except _LOST as error:
             raise ChannelLostError(f"redis connection lost: {error}") from error
         return message
-
-    def _hint(self, message: dict[str, Any] | None) -> int | None:
-        """The revision another worker hinted in ``message``, if it is such a hint."""
-        if message is None or message["type"] != "message":
-            return None  # a PONG, or a subscription notice
-        hint = decode_hint(message["data"])
-        return None if hint is None or hint[1] == self.sender else hint[0]
 
     async def _check_alive(self, pubsub: PubSub) -> None:
         """Notice a subscription that died silently (a dropped NAT entry, a
@@ -140,25 +149,9 @@ class RedisChannel(SyncChannelABC):
                 await pubsub.ping()
         except TimeoutError:  # before OSError: the built-in TimeoutError is one
             raise ChannelLostError("redis subscription unresponsive: PING not sent") from None
-        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        except _LOST as error:
             raise ChannelLostError(f"redis connection lost: {error}") from error
         self._ping_sent = now
-
-    async def notify(self, revision: int) -> None:
-        if self._client is None:
-            self._client = self._new_client()
-        client, payload = self._client, encode_hint(revision, self.sender)
-        try:
-            async with asyncio.timeout(self.timeout):  # both attempts, together
-                try:
-                    await client.publish(self.channel, payload)
-                except (RedisConnectionError, RedisTimeoutError, OSError):
-                    # a pooled connection that died with a restarted server: once more, fresh
-                    await client.publish(self.channel, payload)
-        except TimeoutError:
-            raise ChannelLostError(
-                f"redis did not answer a publish within {self.timeout} s"
-            ) from None
 
     async def close(self) -> None:
         pubsub, client = self._pubsub, self._client
@@ -170,3 +163,62 @@ class RedisChannel(SyncChannelABC):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+class RedisNotifier(_RedisEnd, NotifierABC):
+    """Publishes on one Redis pub/sub channel; takes the listener's arguments.
+
+    A publish is retried once on a fresh connection (a pooled connection dies
+    with a restarted server), and both attempts together get ``timeout``
+    seconds: a server that accepts but never replies cannot hold up an update
+    for longer.
+    """
+
+    def __init__(self, channel: str, **connection: Any) -> None:
+        super().__init__(channel, **connection)
+        self._client: Redis | None = None
+
+    async def send(self, payload: bytes) -> None:
+        if self._client is None:
+            self._client = self._new_client()
+        client = self._client
+        try:
+            async with asyncio.timeout(self.timeout):  # both attempts, together
+                try:
+                    await client.publish(self.channel, payload)
+                except _LOST:
+                    await client.publish(self.channel, payload)
+        except TimeoutError:
+            raise ChannelLostError(
+                f"redis at {self.where} did not answer a publish within {self.timeout} s"
+            ) from None
+        except _LOST as error:
+            raise ChannelLostError(
+                f"cannot publish at {self.where}: {describe_error(error)}"
+            ) from error
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def _connection(options: ChannelOptions) -> dict[str, Any]:
+    return {
+        "url": options.redis_url,
+        "host": options.redis_host,
+        "port": options.redis_port,
+        "timeout": options.timeout,
+    }
+
+
+def _listener(options: ChannelOptions, _engine: AsyncEngine | None) -> RedisListener:
+    return RedisListener(options.redis_channel, **_connection(options))
+
+
+def _notifier(options: ChannelOptions, _engine: AsyncEngine | None) -> RedisNotifier:
+    return RedisNotifier(options.redis_channel, **_connection(options))
+
+
+KIND = ChannelKind(listener=_listener, notifier=_notifier)

@@ -5,31 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import re
+import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .base import SyncChannelABC
+from ..redaction import describe_error
+from .base import Channel
+from .message import Hint, decode_hint, encode_hint
+from .pacing import Backoff
 
 logger = logging.getLogger("quart_waffle.sync")
 
 CatchUp = Callable[[], Awaitable[int]]
 """Bring the worker up to the store's latest revision; return the revision applied."""
 
-_CREDENTIALS = re.compile(r"(://[^:/@\s]+):[^@\s]*@")
-
-
-def describe(error: BaseException) -> str:
-    """``"<type>: <first line>"``, short, with any ``user:password@`` masked:
-    driver messages can carry SQL and its parameters on later lines, and a
-    connection URL anywhere. For health and logs."""
-    lines = str(error).strip().splitlines()
-    line = _CREDENTIALS.sub(r"\1:***@", lines[0]) if lines else ""
-    if len(line) > 160:
-        line = f"{line[:157]}..."
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+IGNORED_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings about payloads that are not hints."""
 
 
 @dataclass(frozen=True)
@@ -61,25 +54,12 @@ class SyncHealth:
         }
 
 
-class Backoff:
-    """Bounded exponential delays with jitter: 0.1 s doubling up to ``cap``."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        delay: float = min(self.cap, self.base * 2.0**self.failures)
-        self.failures += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 class SyncRunner:
     """Runs a channel's listen loop and the periodic safety-net check.
+
+    The runner, and only it, reads what the channel delivers: it skips this
+    worker's own hints (``sender`` is a random id per runner) and payloads that
+    are not hints, and decides which owe a catch-up.
 
     Arguments:
         channel: Where hints come from and go to.
@@ -92,12 +72,13 @@ class SyncRunner:
 
     def __init__(
         self,
-        channel: SyncChannelABC,
+        channel: Channel,
         catch_up: CatchUp,
         applied: Callable[[], int],
         check_interval: float,
     ) -> None:
         self.channel = channel
+        self.sender = secrets.token_hex(8)
         self._catch_up = catch_up
         self._applied = applied
         self._check_interval = check_interval
@@ -106,13 +87,16 @@ class SyncRunner:
         self._last_sync: float | None = None
         self._last_error: str | None = None
         self._hinted: int | None = None
+        self._ignored = 0  # payloads that were not hints, since the last warning
+        self._ignored_warned = -math.inf
 
     async def start(self, *, watch: bool) -> None:
-        """Subscribe (before the caller loads, so nothing falls between) and,
-        with ``watch``, start the background task. An unreachable channel is
-        not fatal: the task keeps retrying while the worker serves."""
-        await self._connect()
+        """With ``watch``, subscribe (before the caller loads, so nothing
+        falls between) and start the background task; an unreachable channel
+        is not fatal: the task keeps retrying while the worker serves.
+        Without, subscribe to nothing: :meth:`notify` still works."""
         if watch:
+            await self._connect()
             self._task = asyncio.create_task(self._run(), name="quart-waffle-sync")
 
     async def stop(self) -> None:
@@ -129,13 +113,13 @@ class SyncRunner:
         """Tell the other workers; a failure is logged, never raised: the
         change is committed and the periodic check will carry it."""
         try:
-            await self.channel.notify(revision)
+            await self.channel.notifier.send(encode_hint(Hint(revision, self.sender)))
         except Exception as error:
             logger.warning(
                 "could not notify revision %d on %s: %s",
                 revision,
                 self.channel.name,
-                describe(error),
+                describe_error(error),
             )
 
     def health(self) -> SyncHealth:
@@ -151,14 +135,17 @@ class SyncRunner:
 
     async def _connect(self) -> None:
         try:
-            await self.channel.connect()
+            await self.channel.listener.connect()
         except Exception as error:
-            self._report(f"{self.channel.name} channel unreachable: {describe(error)}")
-            self._connected = False
-            with contextlib.suppress(Exception):
-                await self.channel.close()
+            self._report(f"{self.channel.name} channel unreachable: {describe_error(error)}")
+            await self._disconnect()
         else:
             self._connected = True
+
+    async def _disconnect(self) -> None:
+        self._connected = False
+        with contextlib.suppress(Exception):
+            await self.channel.listener.close()
 
     def _report(self, message: str) -> None:
         """Log once per outage, not once per retry."""
@@ -166,44 +153,73 @@ class SyncRunner:
             logger.warning("%s; serving the last known values and retrying", message)
         self._last_error = message
 
+    def _owed(self, payloads: list[bytes]) -> bool:
+        """Whether ``payloads`` owe this worker a catch-up.
+
+        Its own hints never do. A hint from another worker does when newer
+        than the revision served: a revision is committed before it is
+        hinted, so an older one is already here. A payload that is not a
+        hint is ignored, but it may have displaced one (a rewritten watcher
+        file), so it owes a catch-up too.
+        """
+        owed = False
+        for payload in payloads:
+            hint = decode_hint(payload)
+            if hint is None:
+                self._ignore(payload)
+                owed = True
+            elif hint.sender != self.sender:
+                self._hinted = hint.revision
+                owed = owed or hint.revision > self._applied()
+        return owed
+
+    def _ignore(self, payload: bytes) -> None:
+        """Count a payload that is not a hint; warn at most once a minute."""
+        self._ignored += 1
+        now = time.monotonic()
+        if now - self._ignored_warned >= IGNORED_WARNING_INTERVAL:
+            logger.warning(
+                "ignored %d message(s) on the %s channel that are not hints, the last"
+                " %d bytes starting %r",
+                self._ignored,
+                self.channel.name,
+                len(payload),
+                payload[:24],
+            )
+            self._ignored, self._ignored_warned = 0, now
+
     async def _run(self) -> None:
         backoff = Backoff(cap=min(5.0, self._check_interval))
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self._check_interval
-        pending = False  # a catch-up is owed: a newer hint, a reconnection, a failure
+        owed = False  # a catch-up is owed: a newer hint, a reconnection, a failure
         while True:
             if not self._connected:
                 await asyncio.sleep(backoff.next_delay())
                 await self._connect()
-                pending = True  # a hint may have been missed meanwhile
+                owed = True  # a hint may have been missed meanwhile
                 # unreachable: the store may still be, so the periodic check goes on
                 if not self._connected and loop.time() < next_check:
                     continue
-            elif not pending:
-                try:
-                    hinted = await self.channel.wait(max(0.0, next_check - loop.time()))
-                except Exception as error:
-                    self._report(f"{self.channel.name} channel lost: {describe(error)}")
-                    self._connected = False
-                    with contextlib.suppress(Exception):
-                        await self.channel.close()
-                    continue
-                if hinted is not None:
-                    # any hint from another worker earns a catch-up, even one not newer
-                    # than what is served: its number may be stale (a watcher file left
-                    # by an earlier database) or overtaken (two notifiers racing), and
-                    # one indexed query settles it; bursts still coalesce in wait()
-                    self._hinted = hinted
-                    pending = True
-                if not pending and loop.time() < next_check:
+            else:
+                now = loop.time()
+                due = now if owed else next_check
+                if now < due:
+                    try:
+                        payloads = await self.channel.listener.wait(due - now)
+                    except Exception as error:
+                        self._report(f"{self.channel.name} channel lost: {describe_error(error)}")
+                        await self._disconnect()
+                        continue
+                    owed = self._owed(payloads) or owed
                     continue
             try:
                 await self._catch_up()
             except Exception as error:
-                self._report(f"catch-up failed: {describe(error)}")
+                self._report(f"catch-up failed: {describe_error(error)}")
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            pending = False
+            owed = False
             next_check = loop.time() + self._check_interval
             self._last_sync = time.time()
             if self._connected:
