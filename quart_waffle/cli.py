@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from .errors import StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
 from .redaction import describe_error, mask_credentials
-from .settings import SECRET_MASK
+from .settings import display_value
 
 R = TypeVar("R")
 
@@ -171,12 +171,13 @@ def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: in
     async def action(waffle: QuartWaffle) -> None:
         entries = await waffle.history(key=key, before_id=before_id, limit=limit)
         for entry in entries:
-            setting = waffle.declarations.get(entry.key)
-            # a key no longer declared may have been secret: never show it
-            show = setting.display if setting is not None else (lambda _value: SECRET_MASK)
+            old, new = (
+                display_value(waffle.declarations, entry.key, value)
+                for value in (entry.old_value, entry.new_value)
+            )
             click.echo(
                 f"{entry.id}\t{entry.revision}\t{entry.changed_at.isoformat()}\t{entry.actor}\t"
-                f"{entry.key}\t{_dump(show(entry.old_value))} -> {_dump(show(entry.new_value))}"
+                f"{entry.key}\t{_dump(old)} -> {_dump(new)}"
             )
 
     _run(info, action)
