@@ -1,57 +1,149 @@
-"""The `quart-waffle` command: `serve` an ASGI app, `reload` it with no request failed."""
+"""The `quart-waffle` command: `serve` an ASGI app, `reload` it with no request failed.
+
+Every error is one line on stderr and exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import os
 import sys
-from pathlib import Path
+from importlib.metadata import version
+from typing import NoReturn
 
+from . import pidfile
 from .config import ServeConfig, default_control_socket
 from .control import request_reload
-from .errors import ReloadFailed
+from .errors import ReloadFailed, ServeError
 from .supervisor import Supervisor
+from .worker import parse_app
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line and exit status 1, as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: {message} (see --help)\n")
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default (options without a value say it in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        if action.option_strings and action.nargs != 0 and "(default" not in help:
+            help += (
+                " (default: none)" if action.default in (None, []) else " (default: %(default)s)"
+            )
+        return help
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="quart-waffle", description="Serve an ASGI app and reload it with no request failed."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run a supervisor and its Hypercorn workers")
-    serve.add_argument("app", help="the ASGI app, as module:attribute")
-    serve.add_argument("-b", "--bind", action="append", help="address to listen on (repeatable)")
-    serve.add_argument(
-        "--insecure-bind", action="append", default=[], help="plain HTTP address next to TLS ones"
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('quart-waffle')}"
     )
-    serve.add_argument("-w", "--workers", type=int, default=1)
-    serve.add_argument("--min-active", type=int, help="workers accepting throughout a reload")
-    serve.add_argument("--graceful-timeout", type=float, default=10.0, metavar="SECONDS")
-    serve.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="SECONDS")
-    serve.add_argument("--startup-timeout", type=float, default=60.0, metavar="SECONDS")
-    serve.add_argument("--certfile")
-    serve.add_argument("--keyfile")
-    serve.add_argument("--access-logfile", help="'-' for stderr; no access log by default")
-    serve.add_argument("--error-logfile", default="-")
-    serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"]
-    )
-    serve.add_argument("--backlog", type=int, default=1024)
-    serve.add_argument("--pid-file")
-    serve.add_argument("--control-socket")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    reload = commands.add_parser("reload", help="roll new workers in and wait for the outcome")
+    serve = commands.add_parser(
+        "serve", help="run a supervisor and its Hypercorn workers", formatter_class=_Help
+    )
+    serve.add_argument(
+        "app",
+        help="the ASGI app: module:attribute (attribute 'app' by default), or a factory call "
+        "such as module:create_app() or module:create_app('production') with literal arguments",
+    )
+    serve.add_argument(
+        "-b",
+        "--bind",
+        action="append",
+        metavar="ADDRESS",
+        help="host:port, [::1]:port, unix:PATH or fd://N; repeatable (default: 127.0.0.1:8000)",
+    )
+    serve.add_argument(
+        "--insecure-bind",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="plain HTTP address next to TLS ones; repeatable",
+    )
+    serve.add_argument("-w", "--workers", type=int, default=1, help="worker processes")
+    serve.add_argument(
+        "--min-active",
+        type=int,
+        metavar="N",
+        help="workers accepting throughout a reload (default: workers - 1, at least 1)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time a draining worker has to answer what it accepted before it is killed",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time an idle keep-alive connection stays open",
+    )
+    serve.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="time a new worker has to import the app and finish lifespan startup",
+    )
+    serve.add_argument("--certfile", metavar="PATH", help="TLS certificate (PEM)")
+    serve.add_argument("--keyfile", metavar="PATH", help="TLS private key (PEM)")
+    serve.add_argument(
+        "--access-logfile", metavar="PATH", help="access log, '-' for stderr (default: none)"
+    )
+    serve.add_argument("--error-logfile", default="-", metavar="PATH", help="'-' for stderr")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="level of the supervisor's and the workers' logs",
+    )
+    serve.add_argument("--backlog", type=int, default=1024, help="the kernel's accept queue")
+    serve.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the supervisor's pid there; refuse to start while it names a live process",
+    )
+    serve.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="unix socket that reload talks to (default: $TMPDIR/quart-waffle-<pid>.sock)",
+    )
+
+    reload = commands.add_parser(
+        "reload", help="roll new workers in and wait for the outcome", formatter_class=_Help
+    )
     target = reload.add_mutually_exclusive_group(required=True)
-    target.add_argument("--pid-file", help="the pid file the supervisor was started with")
-    target.add_argument("--control-socket", help="the control socket it was started with")
-    reload.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    target.add_argument(
+        "--pid-file", metavar="PATH", help="the pid file the supervisor was started with"
+    )
+    target.add_argument(
+        "--control-socket", metavar="PATH", help="the control socket it was started with"
+    )
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up waiting after this long (the reload itself carries on)",
+    )
     return parser
 
 
 def _config(args: argparse.Namespace) -> ServeConfig:
+    parse_app(args.app)
     return ServeConfig(
         app=args.app,
         binds=args.bind or ["127.0.0.1:8000"],
@@ -71,32 +163,44 @@ def _config(args: argparse.Namespace) -> ServeConfig:
     )
 
 
-def _serve(config: ServeConfig, pid_file: Path | None) -> int:
+def _serve(config: ServeConfig, pid_file: str | None) -> int:
     logging.basicConfig(
         level=config.log_level.upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
     )
-    if pid_file is not None:
-        pid_file.write_text(f"{os.getpid()}\n")
     try:
-        return asyncio.run(Supervisor(config).run())
-    finally:
         if pid_file is not None:
-            pid_file.unlink(missing_ok=True)
+            pidfile.claim(pid_file)
+        try:
+            return asyncio.run(Supervisor(config).run())
+        finally:
+            if pid_file is not None:
+                pidfile.release(pid_file)
+    except ServeError as error:
+        print(f"quart-waffle serve: {error}", file=sys.stderr)
+        return 1
 
 
 def _reload(args: argparse.Namespace) -> int:
-    path = args.control_socket
+    path = args.control_socket or args.pid_file
     try:
-        if path is None:
-            path = default_control_socket(int(Path(args.pid_file).read_text()))
+        if args.control_socket is None:
+            path = default_control_socket(pidfile.read_pid(args.pid_file))
         summary = request_reload(path, args.timeout, sys.stdout)
     except ReloadFailed as error:
         print(f"reload failed: {error}", file=sys.stderr)
         return 1
+    except TimeoutError:
+        print(
+            f"reload timed out: no outcome within {args.timeout:g} s (the supervisor carries on;"
+            " its log has the outcome)",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, ValueError) as error:
-        print(f"cannot reach the supervisor at {path or args.pid_file}: {error}", file=sys.stderr)
-        return 2
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        print(f"cannot reach the supervisor at {path}: {reason}", file=sys.stderr)
+        return 1
     print(summary)
     return 0
 
@@ -111,4 +215,4 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args)
     except ValueError as error:
         parser.error(str(error))
-    return _serve(config, Path(args.pid_file) if args.pid_file else None)
+    return _serve(config, args.pid_file)

@@ -13,6 +13,15 @@ def default_control_socket(pid: int) -> str:
     return os.path.join(tempfile.gettempdir(), f"quart-waffle-{pid}.sock")
 
 
+def _check_bind(bind: str) -> None:
+    """Refuse a ``host:port`` bind whose port is not a number from 0 to 65535."""
+    if bind.startswith(("unix:", "fd://")) or ":" not in bind:
+        return  # a bare host gets Hypercorn's default port
+    port = bind.rpartition(":")[2]
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"bind {bind!r}: the port must be a number from 0 to 65535")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything the supervisor needs to run and roll a pool of workers.
@@ -67,6 +76,8 @@ class ServeConfig:
         for name in ("graceful_timeout", "keep_alive_timeout", "startup_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        for bind in (*self.binds, *self.insecure_binds):
+            _check_bind(bind)
 
     @property
     def active_floor(self) -> int:

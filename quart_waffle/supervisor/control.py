@@ -11,16 +11,18 @@ import contextlib
 import os
 import socket
 import stat
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from .errors import ReloadFailed
+from .errors import ReloadFailed, ServeError
 
 Progress = Callable[[str], None]
 Reload = Callable[[Progress], Awaitable[str]]
 
 COMMAND_TIMEOUT = 5.0
+MAX_COMMAND = 1024  # bytes of one command line; longer ones are refused
 
 
 async def serve_control(path: str, reload: Reload) -> asyncio.Server:
@@ -35,7 +37,7 @@ async def serve_control(path: str, reload: Reload) -> asyncio.Server:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 command = (await reader.readline()).decode(errors="replace").strip()
             if command != "reload":
-                writer.write(f"error unknown command {command!r}\n".encode())
+                writer.write(f"error unknown command {command[:40]!r}\n".encode())
                 return
             try:
                 summary = await reload(progress)
@@ -44,6 +46,8 @@ async def serve_control(path: str, reload: Reload) -> asyncio.Server:
             else:
                 writer.write(f"ok {summary}\n".encode())
             await writer.drain()
+        except ValueError:  # the line is longer than MAX_COMMAND
+            writer.write(f"error command longer than {MAX_COMMAND} bytes\n".encode())
         except (TimeoutError, ConnectionError):
             pass
         finally:
@@ -51,12 +55,44 @@ async def serve_control(path: str, reload: Reload) -> asyncio.Server:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
-    server = await asyncio.start_unix_server(handle, path)
-    os.chmod(path, 0o600)
-    return server
+    return await asyncio.start_unix_server(handle, sock=_bind_private(path), limit=MAX_COMMAND)
+
+
+def _bind_private(path: str) -> socket.socket:
+    """A unix socket bound at `path` with mode 0600 from its creation.
+
+    A stale socket of ours (nobody listening) is replaced; anything else at `path`, a socket
+    someone listens on or one owned by another user, stops `serve` with a `ServeError`.
+    """
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise ServeError(f"control socket {path} exists and is not a socket: remove it")
+        if existing.st_uid != os.geteuid():
+            raise ServeError(
+                f"control socket {path} belongs to uid {existing.st_uid}, not to this user:"
+                " refusing it (give --control-socket a path in a private directory)"
+            )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                os.unlink(path)  # stale: its supervisor is gone
+            else:
+                raise ServeError(f"control socket {path}: another supervisor listens on it")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o177)  # created 0600: no moment where others may connect
+    try:
+        sock.bind(path)
+    except OSError as error:
+        sock.close()
+        raise ServeError(f"cannot create the control socket {path}: {error.strerror}") from None
+    finally:
+        os.umask(previous)
+    return sock
 
 
 def request_reload(path: str, timeout: float, out: TextIO) -> str:
@@ -69,6 +105,7 @@ def request_reload(path: str, timeout: float, out: TextIO) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(path)
+        _require_same_user(client, path)
         client.sendall(b"reload\n")
         with client.makefile("r", encoding="utf-8", errors="replace") as lines:
             while (remaining := deadline - time.monotonic()) > 0:
@@ -82,3 +119,11 @@ def request_reload(path: str, timeout: float, out: TextIO) -> str:
                 else:
                     raise ReloadFailed(text or "the supervisor closed the connection")
     raise TimeoutError(f"no answer within {timeout:g} s")
+
+
+def _require_same_user(client: socket.socket, path: str) -> None:
+    """Refuse to trust a supervisor run by another user (a socket squatted at our path)."""
+    credentials = client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", credentials)
+    if uid != os.geteuid():
+        raise PermissionError(f"{path} is served by uid {uid}, not by this user: refusing it")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class ServeError(Exception):
+    """`serve` cannot start (address in use, a live pid file, ...); the message is one line."""
+
+
 class WorkerFailed(Exception):
     """A new worker did not become ready: import error, crash, failed startup or timeout."""
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from hypercorn.config import Config
 
 from .config import ServeConfig
+from .errors import ServeError
 
 
 @dataclass
@@ -29,7 +30,11 @@ class Listeners:
             keyfile=config.keyfile,
             workers=1,
         )
-        sockets = hypercorn_config.create_sockets()
+        try:
+            sockets = hypercorn_config.create_sockets()
+        except (OSError, OverflowError, ValueError) as error:
+            binds = ", ".join([*config.binds, *config.insecure_binds])
+            raise ServeError(f"cannot listen on {binds}: {error}") from None
         listeners = cls(sockets.secure_sockets, sockets.insecure_sockets)
         for sock in listeners.all:
             sock.listen(config.backlog)

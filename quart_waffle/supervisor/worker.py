@@ -9,6 +9,7 @@ when its workers stop.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib
 import json
@@ -52,13 +53,63 @@ class WorkerSpec:
         return cls(**json.loads(text))
 
 
+@dataclass(frozen=True)
+class AppPath:
+    """``module:name`` or ``module:factory(args)``, parsed without evaluating any code."""
+
+    module: str
+    attribute: list[str]
+    call: tuple[list[Any], dict[str, Any]] | None
+
+
+def parse_app(path: str) -> AppPath:
+    """Parse an app path as Hypercorn takes it: ``module``, ``module:app``, ``module:obj.app``,
+    ``module:create_app()`` or a call with literal arguments, ``module:create_app("prod")``.
+
+    Raises `ValueError` with the reason.
+    """
+    module, _, expression = path.partition(":")
+    problem = f"app {path!r}: expected module:name or module:factory(literal arguments)"
+    try:
+        node = ast.parse(expression or "app", mode="eval").body
+        call = None
+        if isinstance(node, ast.Call):
+            call = (
+                [ast.literal_eval(arg) for arg in node.args],
+                {str(kw.arg): ast.literal_eval(kw.value) for kw in node.keywords if kw.arg},
+            )
+            if len(call[1]) != len(node.keywords):
+                raise ValueError("no **kwargs")
+            node = node.func
+        attribute = _dotted(node)
+    except (SyntaxError, ValueError):
+        raise ValueError(problem) from None
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise ValueError(problem)
+    return AppPath(module, attribute, call)
+
+
+def _dotted(node: ast.expr) -> list[str]:
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        return [*_dotted(node.value), node.attr]
+    raise ValueError("not a name")
+
+
 def load_app(path: str) -> ASGIApp:
-    """Import ``module:attribute`` (attribute ``app`` by default) from the working directory."""
-    module_name, _, attribute = path.partition(":")
+    """Import the app that `path` names (see `parse_app`) from the working directory, calling
+    the factory if it names one."""
+    parsed = parse_app(path)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    app: ASGIApp = getattr(module, attribute or "app")
+    target: Any = importlib.import_module(parsed.module)
+    for name in parsed.attribute:
+        target = getattr(target, name)
+    if parsed.call is not None:
+        args, kwargs = parsed.call
+        target = target(*args, **kwargs)
+    app: ASGIApp = target
     return app
 
 

@@ -49,3 +49,14 @@ async def hold() -> dict[str, int]:
             break
         await asyncio.sleep(0.05)
     return {"pid": os.getpid()}
+
+
+def create_app(greeting: str = "hello") -> Quart:
+    """A factory, for `serve module:create_app(...)`."""
+    made = Quart(__name__)
+
+    @made.get("/whoami")
+    async def made_whoami() -> dict[str, int | str]:
+        return {"pid": os.getpid(), "greeting": greeting}
+
+    return made
