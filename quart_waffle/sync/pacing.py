@@ -1,7 +1,8 @@
-"""How often the runner may act: reconnection delays."""
+"""How often the runner may act: reconnection delays and catch-up spacing."""
 
 from __future__ import annotations
 
+import math
 import random
 
 
@@ -20,3 +21,24 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+class Pacing:
+    """At most ``burst`` catch-ups at once, then one every ``spacing`` seconds.
+
+    A lone hint is answered at once; a flood of hints is answered by one
+    catch-up per ``spacing`` (a generic cell rate algorithm, on loop time).
+    """
+
+    def __init__(self, spacing: float, burst: int) -> None:
+        self.spacing = spacing
+        self._slack = spacing * max(0, burst - 1)
+        self._due = -math.inf  # when the budget is full again, in loop time
+
+    def ready_at(self, now: float) -> float:
+        """The earliest time, from ``now`` on, a catch-up may start."""
+        return max(now, self._due - self._slack)
+
+    def record(self, now: float) -> None:
+        """A catch-up started at ``now``."""
+        self._due = max(self._due, now) + self.spacing

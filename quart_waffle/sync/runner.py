@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from ..redaction import describe_error
 from .base import Channel
 from .message import Hint, decode_hint, encode_hint
-from .pacing import Backoff
+from .pacing import Backoff, Pacing
 
 logger = logging.getLogger("quart_waffle.sync")
 
 CatchUp = Callable[[], Awaitable[int]]
 """Bring the worker up to the store's latest revision; return the revision applied."""
 
+CATCH_UP_SPACING = 0.05
+"""Seconds between two catch-ups while hints keep coming, once the burst is spent."""
+CATCH_UP_BURST = 5
+"""Catch-ups answered at once, one per hint, before the spacing applies."""
 IGNORED_WARNING_INTERVAL = 60.0
 """Seconds between two warnings about payloads that are not hints."""
 
@@ -59,7 +63,7 @@ class SyncRunner:
 
     The runner, and only it, reads what the channel delivers: it skips this
     worker's own hints (``sender`` is a random id per runner) and payloads that
-    are not hints, and decides which owe a catch-up.
+    are not hints, and paces the catch-ups that hints cause.
 
     Arguments:
         channel: Where hints come from and go to.
@@ -68,6 +72,8 @@ class SyncRunner:
         applied: The revision this worker serves now.
         check_interval: Seconds between safety-net checks; also the cap of the
             reconnection backoff, so an outage never delays a check further.
+        spacing, burst: Catch-ups caused by hints: ``burst`` at once, then one
+            per ``spacing`` seconds however many hints come.
     """
 
     def __init__(
@@ -76,12 +82,16 @@ class SyncRunner:
         catch_up: CatchUp,
         applied: Callable[[], int],
         check_interval: float,
+        *,
+        spacing: float = CATCH_UP_SPACING,
+        burst: int = CATCH_UP_BURST,
     ) -> None:
         self.channel = channel
         self.sender = secrets.token_hex(8)
         self._catch_up = catch_up
         self._applied = applied
         self._check_interval = check_interval
+        self._pacing = Pacing(spacing, burst)
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._last_sync: float | None = None
@@ -160,7 +170,7 @@ class SyncRunner:
         than the revision served: a revision is committed before it is
         hinted, so an older one is already here. A payload that is not a
         hint is ignored, but it may have displaced one (a rewritten watcher
-        file), so it owes a catch-up too.
+        file), so it owes a catch-up too; catch-ups are paced either way.
         """
         owed = False
         for payload in payloads:
@@ -203,7 +213,7 @@ class SyncRunner:
                     continue
             else:
                 now = loop.time()
-                due = now if owed else next_check
+                due = min(next_check, self._pacing.ready_at(now)) if owed else next_check
                 if now < due:
                     try:
                         payloads = await self.channel.listener.wait(due - now)
@@ -213,6 +223,7 @@ class SyncRunner:
                         continue
                     owed = self._owed(payloads) or owed
                     continue
+            self._pacing.record(loop.time())
             try:
                 await self._catch_up()
             except Exception as error:
