@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import RedisServer
+from harness import RedisServer, free_port
 from quart_waffle.sync import Channel, Hint, SyncRunner, encode_hint
 from quart_waffle.sync.file import FileListener, FileNotifier
 from quart_waffle.sync.none import NullListener, NullNotifier
@@ -186,6 +186,27 @@ async def test_health_error_is_the_type_and_a_short_first_line(
     assert all(
         secret not in text for secret in ("s3cret", "word@", "hunter2") for text in logged
     ), logged
+
+
+@pytest.mark.parametrize("userinfo", [":s3cr@t", "waffle:s3cr@t", ":s3cret"])
+async def test_a_redis_password_never_shows(
+    userinfo: str, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Health, its JSON form and the warnings of a worker whose Redis is
+    unreachable name where it tried, never the password (empty user, '@' in it)."""
+    port = free_port()  # nothing listens there
+    url = f"redis://{userinfo}@127.0.0.1:{port}/0"
+    a, b = worker_pair(sqlite_url, watchtype="redis", redis_url=url, check_interval=0.2)
+    with caplog.at_level(logging.WARNING, logger="quart_waffle.sync"):
+        async with serving(a, b):
+            await a.update({"MAX_ITEMS": 63})  # the publish fails too: logged
+            await until(lambda: b.revision == a.revision, 2.0, "no periodic check")
+            health = b.health()
+    assert health.last_error is not None
+    assert f"redis://***@127.0.0.1:{port}/0" in health.last_error
+    shown = [str(health.as_dict()), *(record.getMessage() for record in caplog.records)]
+    assert any("publish" in text for text in shown), shown
+    assert all("s3cr" not in text for text in shown), shown
 
 
 async def test_file_left_by_an_earlier_database_does_not_silence_hints(
