@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python tests/services.py
+	$(BIN)/python -m harness.services
 	$(BIN)/pytest
 
 bench: $(STAMP)

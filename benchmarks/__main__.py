@@ -16,8 +16,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from harness import ROOT
+
 from . import core_bench, flask_waffleconf, propagation, reload, throughput
-from .harness import ROOT, BenchConfig, Section
+from .common import BenchConfig, Section
 from .report import markdown, plots
 
 SECTIONS: dict[str, Callable[[BenchConfig], Awaitable[Section]]] = {

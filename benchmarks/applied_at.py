@@ -16,20 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from .harness import (
-    HYPERCORN,
-    REDIS_URL,
-    RESULTS,
-    Connection,
-    Server,
-    drop_postgres,
-    fmt,
-    free_port,
-    fresh_postgres,
-    sqlite_url,
-    summary_ms,
-    wait_ready,
-)
+from harness import REDIS_URL, Connection, Deployment
+
+from .common import RESULTS, database, fmt, summary_ms
 
 WORKERS = 4
 
@@ -50,20 +39,17 @@ async def applied_times(port: int, revision: int, within: float = 10.0) -> dict[
 
 
 async def measure(channel: str, database_url: str, directory: Path, updates: int) -> list[float]:
-    port = free_port()
     env = {
         "WAFFLE_DATABASE_URL": database_url,
         "WAFFLE_WATCHTYPE": channel,
         "WAFFLE_REDIS_URL": REDIS_URL,
-        "WAFFLE_REDIS_CHANNEL": f"bench-applied-{port}",
+        "WAFFLE_REDIS_CHANNEL": f"bench-applied-{channel}-{directory.name}",
         "WAFFLE_WATCHER_FILE": str(directory / f"{channel}.revision"),
         "WAFFLE_INSTANCE_PATH": str(directory),
     }
-    argv = [HYPERCORN, "-w", str(WORKERS), "-b", f"127.0.0.1:{port}", "tests.sync_app:app"]
-    server = Server(argv, env=env, log=directory / f"{channel}.log")
-    server.start()
-    try:
-        await wait_ready(server, port, 60.0)
+    log = directory / f"{channel}.log"
+    async with Deployment(env, log, workers=WORKERS, app="tests.sync_app:app") as server:
+        port = server.port
         writer = await Connection.open(port)
         latencies: list[float] = []
         try:
@@ -83,8 +69,6 @@ async def measure(channel: str, database_url: str, directory: Path, updates: int
         finally:
             await writer.close()
         return latencies
-    finally:
-        server.stop()
 
 
 async def main(updates: int) -> None:
@@ -93,15 +77,9 @@ async def main(updates: int) -> None:
     print(f"| channel | updates | p50 ms | p90 ms | p99 ms | max ms |  (hypercorn -w {WORKERS})")
     print("|---|---|---|---|---|---|")
     for channel in ("redis", "postgres", "file"):
-        if channel == "postgres":
-            database_url = await fresh_postgres("waffle_bench_applied")
-        else:
-            database_url = sqlite_url(directory, channel)
-        try:
+        store = "postgres" if channel == "postgres" else "sqlite"
+        async with database(directory, store, f"applied_{channel}") as database_url:
             latencies = await measure(channel, database_url, directory, updates)
-        finally:
-            if channel == "postgres":
-                await drop_postgres("waffle_bench_applied")
         figures = summary_ms(latencies)
         cells = [fmt(figures[name]) for name in ("p50", "p90", "p99", "max")]
         print(f"| {channel} | {len(latencies)} | " + " | ".join(cells) + " |", flush=True)

@@ -19,7 +19,7 @@ from quart import Quart, current_app
 from quart_waffle import QuartWaffle
 from quart_waffle.store import SettingsStore, create_engine
 
-from .harness import BenchConfig, Section, Skipped, drop_postgres, fmt, fresh_postgres, sqlite_url
+from .common import BenchConfig, Section, Skipped, database, fmt
 
 SIZES = (10, 10_000)
 CATCH_UPS = 30
@@ -115,20 +115,13 @@ async def run(config: BenchConfig) -> Section:
     with tempfile.TemporaryDirectory(dir=config.results) as directory:
         for backend in ("sqlite", "postgresql"):
             for size in SIZES:
-                name = f"waffle_bench_core_{size}"
+                store = "sqlite" if backend == "sqlite" else "postgres"
                 try:
-                    if backend == "sqlite":
-                        url = sqlite_url(Path(directory), name)
-                    else:
-                        url = await fresh_postgres(name)
+                    async with database(Path(directory), store, f"core_{size}") as url:
+                        figures = await measure_catch_up(url, size)
                 except Skipped as reason:
                     section.note(f"{backend}: skipped: {reason}")
                     break
-                try:
-                    figures = await measure_catch_up(url, size)
-                finally:
-                    if backend == "postgresql":
-                        await drop_postgres(name)
                 section.data.setdefault("catch_up", {})[(backend, size)] = figures
                 catch_rows.append(
                     [

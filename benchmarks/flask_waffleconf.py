@@ -22,20 +22,17 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .harness import (
+from harness import (
     REDIS_URL,
-    BenchConfig,
     Connection,
-    Section,
-    Server,
-    Skipped,
+    ProcessGroup,
     close_all,
     connect_per_worker,
     free_port,
     reachable,
-    wait_ready,
-    workspace,
 )
+
+from .common import BenchConfig, Section, Skipped, checkout_server, wait_ready, workspace
 from .propagation import BASE_SETTINGS, HEADER, Cell, measure
 
 REQUIREMENTS = (
@@ -191,7 +188,7 @@ def _venv(config: BenchConfig) -> Path:
 @contextlib.asynccontextmanager
 async def fwc_deployment(
     venv: Path, directory: Path, watchtype: str, filler: int, wrapper: bool, bus: str
-) -> AsyncIterator[tuple[Server, int]]:
+) -> AsyncIterator[tuple[ProcessGroup, int]]:
     app_dir = directory / "fwc-app"
     app_dir.mkdir(exist_ok=True)
     (app_dir / "fwc_app.py").write_text(APP_SOURCE)
@@ -218,7 +215,7 @@ async def fwc_deployment(
     if seeded.returncode != 0:
         raise Skipped(f"the Flask app failed to seed its table: {seeded.stderr[-400:]}")
     port = free_port()
-    server = Server(
+    server = checkout_server(
         [
             *(str(venv / "bin" / "gunicorn"), "-w", "4", "-k", "gthread", "--threads", "4"),
             *("--keep-alive", "600", "--timeout", "300", "-b", f"127.0.0.1:{port}", "fwc_app:app"),

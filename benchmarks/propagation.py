@@ -23,29 +23,26 @@ from typing import Any
 
 from quart import Quart
 
+from harness import (
+    REDIS_URL,
+    Connection,
+    Deployment,
+    close_all,
+    connect_per_worker,
+    reachable,
+)
 from quart_waffle import QuartWaffle, settings_changed
 from quart_waffle.config import WaffleConfig
 from quart_waffle.store import create_engine
 from quart_waffle.sync import make_channel
 
-from .harness import (
-    HYPERCORN,
-    REDIS_URL,
+from .common import (
     BenchConfig,
-    Connection,
     Section,
-    Server,
     Skipped,
-    close_all,
-    connect_per_worker,
-    drop_postgres,
+    database,
     fmt,
-    free_port,
-    fresh_postgres,
-    reachable,
-    sqlite_url,
     summary_ms,
-    wait_ready,
     workspace,
 )
 
@@ -188,38 +185,19 @@ def _options(
     }
 
 
-@contextlib.asynccontextmanager
-async def deployment(
+def deployment(
     options: Mapping[str, Any], filler: int, directory: Path, workers: int, log_name: str
-) -> AsyncIterator[tuple[Server, int]]:
+) -> Deployment:
     """``hypercorn -w N examples.app:app`` with ``options`` as WAFFLE_* variables."""
-    port = free_port()
     env = {f"WAFFLE_{name.upper()}": str(value) for name, value in options.items()}
     env |= {
         "WAFFLE_FILLER_SETTINGS": str(filler),
         "WAFFLE_INSTANCE_PATH": str(directory),
         "WAFFLE_ADMIN_TOKEN": ADMIN_TOKEN,
     }
-    server = Server(
-        [
-            HYPERCORN,
-            "-w",
-            str(workers),
-            "--keep-alive",
-            "600",
-            "-b",
-            f"127.0.0.1:{port}",
-            "examples.app:app",
-        ],
-        env=env,
-        log=directory / f"{log_name}.log",
-    )
-    server.start()
-    try:
-        await wait_ready(server, port, 120.0)
-        yield server, port
-    finally:
-        server.stop()
+    log = directory / f"{log_name}.log"
+    args = ["--keep-alive", "600"]
+    return Deployment(env, log, workers=workers, args=args, startup_timeout=120.0)
 
 
 @contextlib.asynccontextmanager
@@ -263,41 +241,34 @@ async def measure_ours(
     config: BenchConfig, channel: str, declared: int, directory: Path, bus: str
 ) -> Cell:
     cell = Cell("quart-waffle", channel, max(declared, BASE_SETTINGS))
-    database = f"waffle_bench_prop_{declared}"
+    store = "postgres" if channel == "postgres" else "sqlite"
     try:
-        if channel == "postgres":
-            database_url = await fresh_postgres(database)
-        else:
-            database_url = sqlite_url(directory, f"{channel}-{declared}")
-        reason = await channel_missing(channel, database_url)
-        if reason is not None:
-            raise Skipped(reason)
-        options = _options(channel, database_url, directory, bus, f"{channel}-{declared}")
-        filler = max(0, declared - BASE_SETTINGS)
-        async with deployment(
-            options, filler, directory, config.workers, f"ours-{channel}-{declared}"
-        ) as (_server, port):
-            workers = await connect_per_worker(port, config.workers)
-            try:
-                async with our_trigger(port, options) as (trigger, how):
-                    cell.trigger = how
-                    await measure(
-                        cell,
-                        workers,
-                        trigger,
-                        updates=config.updates,
-                        budget=config.cell_budget,
-                        limit=5.0,
-                    )
-            finally:
-                await close_all(list(workers.values()))
+        async with database(directory, store, f"prop_{channel}_{declared}") as database_url:
+            reason = await channel_missing(channel, database_url)
+            if reason is not None:
+                raise Skipped(reason)
+            options = _options(channel, database_url, directory, bus, f"{channel}-{declared}")
+            filler = max(0, declared - BASE_SETTINGS)
+            log_name = f"ours-{channel}-{declared}"
+            async with deployment(options, filler, directory, config.workers, log_name) as server:
+                workers = await connect_per_worker(server.port, config.workers)
+                try:
+                    async with our_trigger(server.port, options) as (trigger, how):
+                        cell.trigger = how
+                        await measure(
+                            cell,
+                            workers,
+                            trigger,
+                            updates=config.updates,
+                            budget=config.cell_budget,
+                            limit=5.0,
+                        )
+                finally:
+                    await close_all(list(workers.values()))
     except Skipped as reason:
         cell.skipped = str(reason)
     except Exception as error:  # one broken cell must not lose the others
         cell.skipped = f"failed: {type(error).__name__}: {error} (logs in {directory})"
-    finally:
-        if channel == "postgres":
-            await drop_postgres(database)
     return cell
 
 
@@ -305,12 +276,8 @@ async def in_process(channel: str, directory: Path, bus: str) -> list[float]:
     """The same pipeline with no HTTP and no other process: one extension
     updates, a second one (its sync task running) catches up; seconds from
     the update's return until the second serves the new revision."""
-    database = "waffle_bench_prop_inprocess"
-    if channel == "postgres":
-        database_url = await fresh_postgres(database)
-    else:
-        database_url = sqlite_url(directory, f"in-process-{channel}")
-    try:
+    store = "postgres" if channel == "postgres" else "sqlite"
+    async with database(directory, store, f"inprocess_{channel}") as database_url:
         reason = await channel_missing(channel, database_url)
         if reason is not None:
             raise Skipped(reason)
@@ -348,9 +315,6 @@ async def in_process(channel: str, directory: Path, bus: str) -> list[float]:
             await reader.stop()
             settings_changed.disconnect(on_change, sender=reader.app)
         return latencies
-    finally:
-        if channel == "postgres":
-            await drop_postgres(database)
 
 
 async def run(config: BenchConfig) -> Section:

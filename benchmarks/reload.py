@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 
-from .harness import ROOT, BenchConfig, Section
+from harness import ROOT
+
+from .common import BenchConfig, Section
 
 SCRIPT = ROOT / "benchmarks" / "reload_bench.py"
 CELLS = 4  # two servers, two connection modes

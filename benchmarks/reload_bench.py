@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.load import LoadReport, run_load
 from quart_waffle.supervisor.config import default_control_socket
-from tests.supervisor_apps.load import LoadReport, run_load
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .harness import Section, summary_ms
+from .common import Section, summary_ms
 from .propagation import Cell
 
 if TYPE_CHECKING:

@@ -21,19 +21,22 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .harness import (
+from harness import (
     HYPERCORN,
     REDIS_URL,
-    BenchConfig,
     Connection,
-    Section,
-    Server,
-    Skipped,
     close_all,
     connect_per_worker,
-    fmt,
     free_port,
     reachable,
+)
+
+from .common import (
+    BenchConfig,
+    Section,
+    Skipped,
+    checkout_server,
+    fmt,
     rss_mib,
     sqlite_url,
     wait_ready,
@@ -62,7 +65,7 @@ async def serving(
     variant: Variant, directory: Path, workers: int
 ) -> AsyncIterator[tuple[int, list[int]]]:
     port = free_port()
-    server = Server(
+    server = checkout_server(
         [
             *(HYPERCORN, "-w", str(workers), "--keep-alive", "600"),
             *("-b", f"127.0.0.1:{port}", variant.module),

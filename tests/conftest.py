@@ -1,18 +1,15 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from quart.typing import TestClientProtocol
 
+from harness import IN_CI, fresh_database, missing_reason
 from quart_waffle import QuartWaffle
 from tests.helpers import ADMIN_TOKEN, make_waffle
-from tests.services import IN_CI, POSTGRES_URL, missing_reason
 
 
 def require(service: str) -> None:
@@ -25,23 +22,12 @@ def require(service: str) -> None:
     pytest.skip(reason)
 
 
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 @pytest.fixture(name="postgres_url")
 async def _postgres_url() -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
     require("PostgreSQL")
-    name = f"waffle_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield _with_database(POSTGRES_URL, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(name="sqlite_url")

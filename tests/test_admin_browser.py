@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy import Deployment
-from tests.services import IN_CI
+from harness import IN_CI, Deployment
 
 CHROMIUM = os.environ.get("WAFFLE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

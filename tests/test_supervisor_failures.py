@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.load import run_load
 from tests.supervisor_apps.harness import ServerProcess
-from tests.supervisor_apps.load import run_load
 
 APP = "tests.supervisor_apps.testapp:app"
 

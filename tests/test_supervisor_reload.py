@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.load import LoadReport, run_load
 from tests.supervisor_apps.harness import ServerProcess, accepting_floor
-from tests.supervisor_apps.load import LoadReport, run_load
 
 WORKERS = 4
 HOST = "127.0.0.1"

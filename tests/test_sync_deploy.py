@@ -17,10 +17,9 @@ import pytest
 from quart import Quart
 
 from examples.app import app as demo_app
+from harness import REDIS_URL, Deployment, RedisServer, WhoAmI, http_request
 from quart_waffle import QuartWaffle
 from tests.conftest import require
-from tests.deploy import Deployment, RedisServer, WhoAmI, http_request
-from tests.services import REDIS_URL
 
 CHECK_INTERVAL = 0.5
 BOUND = CHECK_INTERVAL + 2.0

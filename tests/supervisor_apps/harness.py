@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.load import Sample
 from quart_waffle.supervisor.config import default_control_socket
-
-from .load import Sample
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [str(Path(sys.executable).with_name("quart-waffle"))]

@@ -1,8 +1,7 @@
-"""The services the test suite talks to, and a check that says what is missing.
+"""The services tests and benchmarks talk to, and a check that says what is missing.
 
-Run as a script (``make test`` does) to print what the suite needs. Under
-CI=true a missing service is an error; elsewhere the tests that need it are
-skipped, each with the reason.
+``python -m harness.services`` (``make test`` runs it) prints what is reachable. Under
+CI=true a missing service is an error; elsewhere what needs it is skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ def reachable(url: str) -> bool:
 
 
 def missing_reason(name: str) -> str | None:
-    """Why the tests needing ``name`` cannot run, or None when they can."""
+    """Why what needs service ``name`` ("PostgreSQL", "Redis") cannot run, or None."""
     url = SERVICES[name]
     if reachable(url):
         return None
