@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from quart import Quart, Response, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from .auth import NOT_CONFIGURED_MESSAGE
-from .context import mount_path
+from .auth import NOT_CONFIGURED_MESSAGE, check_token
+from .context import attach_throttle, mount_path
 from .errors import AdminError, error_response
 from .headers import add_security_headers
 
@@ -29,6 +29,8 @@ def register_admin(app: Quart, waffle: QuartWaffle) -> None:
     assert waffle.config is not None
     assert waffle.config.admin_prefix
     prefix = mount_path(waffle.config.admin_prefix)
+    check_token(waffle.config.admin_token)
+    attach_throttle(app)
     app.register_blueprint(api, url_prefix=prefix)
     app.register_blueprint(page, url_prefix=prefix)
     # App-level, limited to the prefix: a request that matches no route (or

@@ -4,31 +4,39 @@ The rule: the admin is refused until the app configures a way to authorize
 (``WAFFLE_ADMIN_TOKEN`` and/or an ``authorize`` callback); then either one
 suffices. A bearer token is checked first; a wrong one is refused outright
 (401) rather than handed to the callback. The page's login form turns the
-token into a signed session cookie. The callback may name the actor by
-setting ``g.waffle_actor``; otherwise the actor is ``"authorize"``. Token
-users are recorded as ``"token"``.
+token into a signed session cookie naming a session kept in the settings
+database (see :mod:`.sessions`). The callback may name the actor by setting
+``g.waffle_actor``; otherwise the actor is ``"authorize"``. Token users are
+recorded as ``"token"``. A wrong token, in the header or the login form, is
+logged and counted against the client's address (see :mod:`.throttle`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from quart import Request, Response, current_app, g
 
+from ..errors import ConfigurationError
 from ..limits import MAX_ACTOR_LENGTH
+from .context import login_throttle, page_sessions
 from .errors import AdminError
+from .sessions import SESSION_LIFETIME
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
 
+logger = logging.getLogger("quart_waffle.admin")
+
 COOKIE_NAME = "waffle_admin"
-SESSION_MAX_AGE = 12 * 3600
+MIN_TOKEN_LENGTH = 16
 TOKEN_ACTOR = "token"
 CALLBACK_ACTOR = "authorize"
 _SALT = "quart-waffle-admin"
@@ -39,6 +47,24 @@ NOT_CONFIGURED_MESSAGE = (
     " WAFFLE_ADMIN_TOKEN to a long random string (then send 'Authorization: Bearer"
     " <token>'), or pass authorize=<async callback> to QuartWaffle."
 )
+
+
+def check_token(token: str | None) -> None:
+    """Refuse, when the app is created, a ``WAFFLE_ADMIN_TOKEN`` that is short
+    enough to guess or that has spaces around it (a header never carries them)."""
+    if not token:
+        return
+    if token != token.strip():
+        problem = "has spaces around it"
+    elif len(token) < MIN_TOKEN_LENGTH:
+        problem = f"has {len(token)} characters"
+    else:
+        return
+    raise ConfigurationError(
+        f"WAFFLE_ADMIN_TOKEN must be at least {MIN_TOKEN_LENGTH} characters with no spaces"
+        f" around it; the one configured {problem}. Generate one with:"
+        ' python -c "import secrets; print(secrets.token_urlsafe(32))"'
+    )
 
 
 def not_configured() -> AdminError:
@@ -70,15 +96,19 @@ def _bearer(request: Request) -> str | None:
 
 @dataclass(frozen=True)
 class PageSession:
-    """The admin page's cookie: a CSRF token and, after login, a token fingerprint."""
+    """The admin page's cookie: a CSRF token and, after login, the session's
+    id and a fingerprint of the token it logged in with. ``unsaved`` until
+    the cookie is set."""
 
     csrf: str
+    session_id: str | None = None
     fingerprint: str | None = None
+    unsaved: bool = field(default=False, compare=False)
 
     @classmethod
-    def new(cls, fingerprint: str | None = None) -> PageSession:
+    def new(cls, session_id: str | None = None, fingerprint: str | None = None) -> PageSession:
         """A fresh session with a new random CSRF token."""
-        return cls(secrets.token_urlsafe(32), fingerprint)
+        return cls(secrets.token_urlsafe(32), session_id, fingerprint, unsaved=True)
 
 
 def secret_key() -> str | bytes | None:
@@ -106,24 +136,28 @@ def load_session(request: Request) -> PageSession | None:
     if serializer is None or raw is None or len(raw) > 4096:
         return None
     try:
-        data: Any = serializer.loads(raw, max_age=SESSION_MAX_AGE)
+        data: Any = serializer.loads(raw, max_age=SESSION_LIFETIME)
     except BadSignature:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
         return None
-    fp = data.get("fp")
-    return PageSession(data["csrf"], fp if isinstance(fp, str) else None)
+    session_id, fp = data.get("sid"), data.get("fp")
+    if not (isinstance(session_id, str) and isinstance(fp, str)):
+        session_id = fp = None
+    return PageSession(data["csrf"], session_id, fp)
 
 
 def save_session(response: Response, session: PageSession, path: str) -> None:
     """Set the signed session cookie: Secure, HttpOnly, SameSite=Strict, admin path only."""
     serializer = _serializer()
     assert serializer is not None
-    value = serializer.dumps({"csrf": session.csrf, "fp": session.fingerprint})
+    value = serializer.dumps(
+        {"csrf": session.csrf, "sid": session.session_id, "fp": session.fingerprint}
+    )
     response.set_cookie(
         COOKIE_NAME,
         value,
-        max_age=SESSION_MAX_AGE,
+        max_age=SESSION_LIFETIME,
         path=path,
         secure=True,
         httponly=True,
@@ -164,10 +198,48 @@ def check_same_origin(request: Request) -> None:
         )
 
 
-def _logged_in(session: PageSession | None, token: str) -> bool:
-    if session is None or session.fingerprint is None:
+def client_address(request: Request) -> str:
+    """Whom failed logins are counted against: the peer's address."""
+    return request.remote_addr or "unknown"
+
+
+def refuse_if_throttled(request: Request) -> None:
+    """429 with ``Retry-After`` while the client's address has failed too often."""
+    retry_after = login_throttle().retry_after(client_address(request))
+    if retry_after is not None:
+        raise AdminError(
+            429,
+            "too_many_failed_logins",
+            f"Too many wrong tokens from this address: try again in {retry_after} seconds.",
+            {"Authorization": "too many wrong tokens"},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def login_failed(request: Request, how: str) -> None:
+    """Log one line (never the token) and count the failure against the address."""
+    address = client_address(request)
+    logger.warning("admin: failed login from %s (%s)", address, how)
+    login_throttle().failed(address)
+
+
+def check_token_login(request: Request, presented: str, token: str) -> bool:
+    """Whether ``presented`` is the token, unless the address is throttled (429);
+    a failure is logged and counted, a success clears the address's count."""
+    refuse_if_throttled(request)
+    if token_matches(presented, token):
+        login_throttle().succeeded(client_address(request))
+        return True
+    return False
+
+
+async def _logged_in(session: PageSession | None, token: str) -> bool:
+    """Whether the cookie names an open session that logged in with this token."""
+    if session is None or session.session_id is None or session.fingerprint is None:
         return False
-    return hmac.compare_digest(session.fingerprint, fingerprint(token))
+    if not hmac.compare_digest(session.fingerprint, fingerprint(token)):
+        return False
+    return await page_sessions().is_open(session.session_id)
 
 
 async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> str:
@@ -182,8 +254,9 @@ async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> 
         raise not_configured()
     presented = _bearer(request)
     if token and presented is not None:
-        if token_matches(presented, token):
+        if check_token_login(request, presented, token):
             return TOKEN_ACTOR
+        login_failed(request, "wrong bearer token")
         raise AdminError(
             401,
             "invalid_token",
@@ -191,7 +264,7 @@ async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> 
             {"Authorization": "wrong token"},
             headers={"WWW-Authenticate": 'Bearer realm="waffle", error="invalid_token"'},
         )
-    if page and token and _logged_in(load_session(request), token):
+    if page and token and await _logged_in(load_session(request), token):
         check_same_origin(request)
         return TOKEN_ACTOR
     if waffle.authorize is not None:

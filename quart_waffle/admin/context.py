@@ -6,12 +6,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from quart import current_app
+from quart import Quart, current_app
 
 from ..errors import ConfigurationError
+from .sessions import SessionStore
+from .throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
+
+_THROTTLE = "waffle_admin_throttle"
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
@@ -51,3 +55,19 @@ def admin_prefix() -> str:
     assert config is not None
     assert config.admin_prefix is not None
     return mount_path(config.admin_prefix)
+
+
+def attach_throttle(app: Quart) -> None:
+    """Give ``app`` its own count of failed logins."""
+    app.extensions[_THROTTLE] = LoginThrottle()
+
+
+def login_throttle() -> LoginThrottle:
+    """The failed logins counted by the app serving this request."""
+    throttle: LoginThrottle = current_app.extensions[_THROTTLE]
+    return throttle
+
+
+def page_sessions() -> SessionStore:
+    """The page sessions, in the settings database of the app serving this request."""
+    return SessionStore(current_waffle().engine)

@@ -22,16 +22,17 @@ from .auth import (
     PageSession,
     authenticate,
     check_same_origin,
+    check_token_login,
     clear_session,
     csrf_matches,
     fingerprint,
     is_configured,
     load_session,
+    login_failed,
     save_session,
     secret_key,
-    token_matches,
 )
-from .context import admin_prefix, current_waffle
+from .context import admin_prefix, current_waffle, page_sessions
 from .errors import AdminError, log_unavailable
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
@@ -65,7 +66,7 @@ async def _render(
         **context,
     )
     response = Response(body, status=status, mimetype="text/html")
-    if session is not None:
+    if session is not None and session.unsaved:
         save_session(response, session, admin_prefix())
     return response
 
@@ -147,20 +148,28 @@ async def login() -> Response:
         return await _render(
             "login.html", 401, session, error="Token login is off: the app uses its own login."
         )
-    if not token_matches(form.get("token", ""), token):
+    if not check_token_login(request, form.get("token", ""), token):
+        login_failed(request, "wrong token in the login form")
         return await _render("login.html", 401, session, error="That token is wrong.")
+    sessions = page_sessions()
+    if session.session_id is not None:
+        await sessions.close(session.session_id)
     response = _redirect_home()
-    save_session(response, PageSession.new(fingerprint(token)), admin_prefix())
+    save_session(
+        response, PageSession.new(await sessions.open(), fingerprint(token)), admin_prefix()
+    )
     return response
 
 
 @page.post("/logout")
 async def logout() -> Response:
-    """Forget the session cookie."""
+    """End the session on every worker and forget its cookie."""
     session = await _session_or_refuse()
     if isinstance(session, Response):
         return session
     await _checked_form()
+    if session.session_id is not None:
+        await page_sessions().close(session.session_id)
     response = _redirect_home()
     clear_session(response, admin_prefix())
     return response
@@ -260,7 +269,9 @@ async def key_history(key: str) -> Response:
 
 @page.errorhandler(AdminError)
 async def _admin_error(error: AdminError) -> Response:
-    return await message_page("Refused", error.message, error.code or 400)
+    response = await message_page("Refused", error.message, error.code or 400)
+    response.headers.update(error.headers)
+    return response
 
 
 @page.errorhandler(StoreUnavailableError)

@@ -1,0 +1,197 @@
+"""Admin page sessions and logins: logout ends a session on every worker, a
+session has an absolute lifetime, failed logins are logged and throttled,
+and a guessable token is refused when the app is created."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from quart_waffle import ConfigurationError, QuartWaffle
+from quart_waffle.admin import sessions, throttle
+from quart_waffle.admin.sessions import SESSION_LIFETIME
+from quart_waffle.admin.throttle import MAX_FAILURES, WINDOW, LoginThrottle
+from tests.helpers import ADMIN_TOKEN, make_waffle, serving
+
+TOKEN = ADMIN_TOKEN
+SECRET_KEY = "test-secret-key"
+
+
+def page_waffle(database_url: str, token: str = TOKEN) -> QuartWaffle:
+    waffle = make_waffle(database_url, admin_token=token)
+    assert waffle.app is not None
+    waffle.app.secret_key = SECRET_KEY
+    return waffle
+
+
+def client_of(waffle: QuartWaffle) -> Client:
+    assert waffle.app is not None
+    return waffle.app.test_client()
+
+
+async def html(response: Any) -> str:
+    text: str = await response.get_data(as_text=True)
+    return text
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None, page
+    return match.group(1)
+
+
+async def log_in(client: Client, token: str = TOKEN) -> str:
+    """Log in through the form; return the session cookie the browser keeps."""
+    form = await client.get("/waffle/")
+    response = await client.post(
+        "/waffle/login", form={"csrf": csrf_of(await html(form)), "token": token}
+    )
+    assert response.status_code == 303, await html(response)
+    cookie = response.headers["Set-Cookie"]
+    return cookie.split(";", 1)[0]
+
+
+async def sees_settings(client: Client, cookie: str) -> bool:
+    """Whether a browser sending only ``cookie`` is logged in."""
+    page = await html(await client.get("/waffle/", headers={"Cookie": cookie}))
+    return 'id="settings-form"' in page
+
+
+async def test_logout_ends_a_copied_session_on_every_worker(sqlite_url: str) -> None:
+    first, second = page_waffle(sqlite_url), page_waffle(sqlite_url)
+    async with serving(first, second):
+        browser = client_of(first)
+        cookie = await log_in(browser)
+        assert await sees_settings(client_of(first), cookie)
+        assert await sees_settings(client_of(second), cookie)  # one session, every worker
+        csrf = csrf_of(await html(await browser.get("/waffle/")))
+        assert (await browser.post("/waffle/logout", form={"csrf": csrf})).status_code == 303
+        assert not await sees_settings(client_of(first), cookie)
+        assert not await sees_settings(client_of(second), cookie)
+        # A save with the copied cookie and a valid CSRF token is refused too.
+        thief = client_of(second)
+        response = await thief.post(
+            "/waffle/save",
+            form={"csrf": csrf, "revision": "0", "present-MAINTENANCE": "1"},
+            headers={"Cookie": cookie},
+        )
+        assert response.status_code == 401
+        assert first.get("MAINTENANCE") is False
+
+
+async def test_a_session_ends_at_its_absolute_lifetime(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waffle = page_waffle(sqlite_url)
+    async with serving(waffle):
+        client = client_of(waffle)
+        cookie = await log_in(client)
+        # Using the session does not extend it: no new cookie, however busy.
+        for _ in range(3):
+            response = await client.get("/waffle/", headers={"Cookie": cookie})
+            assert "Set-Cookie" not in response.headers
+        now = sessions._now()
+        monkeypatch.setattr(sessions, "_now", lambda: now + SESSION_LIFETIME - 5)
+        assert await sees_settings(client, cookie)
+        monkeypatch.setattr(sessions, "_now", lambda: now + SESSION_LIFETIME + 1)
+        assert not await sees_settings(client, cookie)
+
+
+async def test_rotating_the_token_logs_page_sessions_out(sqlite_url: str) -> None:
+    old = page_waffle(sqlite_url)
+    rotated = page_waffle(sqlite_url, token="a-brand-new-admin-token-9876")
+    async with serving(old, rotated):
+        cookie = await log_in(client_of(old))
+        assert await sees_settings(client_of(old), cookie)
+        assert not await sees_settings(client_of(rotated), cookie)
+
+
+@pytest.mark.parametrize("token", ["   ", " \t\n ", "short", "x" * 15, f" {TOKEN}", f"{TOKEN}\n"])
+def test_guessable_or_padded_tokens_are_refused_at_start_up(sqlite_url: str, token: str) -> None:
+    with pytest.raises(ConfigurationError, match="WAFFLE_ADMIN_TOKEN") as caught:
+        make_waffle(sqlite_url, admin_token=token)
+    message = str(caught.value)
+    assert "16 characters" in message
+    assert "secrets.token_urlsafe" in message
+    if token.strip():
+        assert token.strip() not in message
+
+
+def test_a_sixteen_character_token_is_accepted(sqlite_url: str) -> None:
+    make_waffle(sqlite_url, admin_token="x" * 16)
+
+
+async def test_failed_logins_are_logged_and_throttled(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="quart_waffle")
+    wrong = "wrong-token-but-long-enough"
+    waffle = page_waffle(sqlite_url)
+    async with serving(waffle):
+        client = client_of(waffle)
+        csrf = csrf_of(await html(await client.get("/waffle/")))
+        for _ in range(MAX_FAILURES):
+            response = await client.post("/waffle/login", form={"csrf": csrf, "token": wrong})
+            assert response.status_code == 401
+        lines = [record.getMessage() for record in caplog.records]
+        failures = [line for line in lines if "failed login" in line]
+        assert len(failures) == MAX_FAILURES
+        assert all("127.0.0.1" in line or "<local>" in line for line in failures), failures
+        assert wrong not in caplog.text
+        # Now even the right token waits, on the page and on the API alike.
+        page = await client.post("/waffle/login", form={"csrf": csrf, "token": TOKEN})
+        api = await client.get("/waffle/api/settings", headers={"Authorization": f"Bearer {TOKEN}"})
+        for response in (page, api):
+            assert response.status_code == 429
+            assert 1 <= int(response.headers["Retry-After"]) <= WINDOW
+        body = await api.get_json()
+        assert body["error"]["code"] == "too_many_failed_logins"
+        assert "Authorization" in body["error"]["fields"]
+        assert "try again in" in await html(page)
+
+
+async def test_wrong_bearer_tokens_count_too(sqlite_url: str) -> None:
+    waffle = page_waffle(sqlite_url)
+    async with serving(waffle):
+        client = client_of(waffle)
+        for _ in range(MAX_FAILURES):
+            response = await client.get(
+                "/waffle/api/settings", headers={"Authorization": "Bearer not-the-token"}
+            )
+            assert response.status_code == 401
+        response = await client.get(
+            "/waffle/api/settings", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert response.status_code == 429
+
+
+def test_throttle_counts_per_address_within_a_window() -> None:
+    now = [1000.0]
+    limiter = LoginThrottle(clock=lambda: now[0])
+    for _ in range(MAX_FAILURES - 1):
+        limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") is None
+    limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == WINDOW
+    assert limiter.retry_after("10.0.0.2") is None  # another address is not affected
+    now[0] += WINDOW / 2
+    assert limiter.retry_after("10.0.0.1") == WINDOW / 2
+    now[0] += WINDOW / 2
+    assert limiter.retry_after("10.0.0.1") is None  # the oldest failure left the window
+    limiter.failed("10.0.0.1")
+    limiter.succeeded("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") is None
+
+
+def test_throttle_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(throttle, "_MAX_ADDRESSES", 3)
+    limiter = LoginThrottle()
+    for address in ("a", "b", "c", "d"):
+        for _ in range(MAX_FAILURES):
+            limiter.failed(address)
+    assert limiter.retry_after("a") is None  # the least recent was forgotten
+    assert limiter.retry_after("d") is not None
