@@ -72,14 +72,14 @@ async def _waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
         yield waffle
 
 
-async def surfaces(client: Client, waffle: QuartWaffle) -> dict[str, bytes]:
+async def surfaces(client: Client, waffle: QuartWaffle) -> dict[str, str]:
     """Every API answer about the secrets, the writes' answers included."""
-    seen: dict[str, bytes] = {}
+    seen: dict[str, str] = {}
 
     async def record(name: str, method: str, path: str, **options: Any) -> int:
         response = await client.open(path, method=method, **options)
-        seen[name] = await response.get_data()
-        seen[f"{name} headers"] = str(response.headers).encode()
+        seen[name] = await response.get_data(as_text=True)
+        seen[f"{name} headers"] = str(response.headers)
         status: int = response.status_code
         return status
 
@@ -205,7 +205,7 @@ async def test_logs_never_show_a_secret(sqlite_url: str, caplog: pytest.LogCaptu
     " a secret's old and new values as typed",
 )
 async def test_the_stored_history_holds_no_secret_in_clear(waffle: QuartWaffle) -> None:
-    store = waffle._require_store()
+    store = waffle._connected().store
     async with store.engine.connect() as connection:
         rows = (await connection.execute(text("SELECT * FROM waffle_history"))).all()
     assert_no_secret("the waffle_history table", repr(rows))
