@@ -54,14 +54,21 @@ NO_SECRET_KEY_MESSAGE = (
 
 
 async def _render(
-    template: str, status: int = 200, session: PageSession | None = None, **context: Any
+    template: str,
+    status: int = 200,
+    session: PageSession | None = None,
+    *,
+    signed_in: bool = False,
+    **context: Any,
 ) -> Response:
-    waffle = current_waffle()
+    """Render ``template``; only a ``signed_in`` page names this worker (pid,
+    revision): a visitor who has not logged in learns nothing of it."""
+    worker = (os.getpid(), current_waffle().revision) if signed_in else None
     body = await render_template(
         f"waffle/{template}",
         prefix=admin_prefix(),
-        revision=waffle.revision,
-        pid=os.getpid(),
+        worker=worker,
+        can_logout=signed_in and session is not None and session.session_id is not None,
         csrf=session.csrf if session is not None else "",
         **context,
     )
@@ -130,7 +137,7 @@ async def index() -> Response:
         form_revision=waffle.revision,
         notice=None if saved is None else f"Saved: this worker now serves revision {saved}.",
         problem=None,
-        can_logout=load_session(request) is not None,
+        signed_in=True,
     )
 
 
@@ -203,7 +210,7 @@ async def save() -> Response:
             problem="Nothing was saved: fix the fields marked below."
             if errors
             else "Nothing was saved: the form lost its revision; reload the page.",
-            can_logout=True,
+            signed_in=True,
         )
     if not changes:
         return _redirect_home(f"?saved={waffle.revision}")
@@ -222,7 +229,7 @@ async def save() -> Response:
             problem=f"Nothing was saved: someone else changed {names} meanwhile. Your edits"
             " are kept, with their current values under them and in the fields you did not"
             " edit; save again to overwrite theirs with yours.",
-            can_logout=True,
+            signed_in=True,
         )
     except InvalidValueError as error:
         return await _render(
@@ -235,7 +242,7 @@ async def save() -> Response:
             form_revision=expected,
             notice=None,
             problem="Nothing was saved: fix the fields marked below.",
-            can_logout=True,
+            signed_in=True,
         )
     return _redirect_home(f"?saved={revision}")
 
@@ -263,7 +270,7 @@ async def key_history(key: str) -> Response:
         setting=waffle.declarations[key],
         entries=[history_item(waffle, entry) for entry in entries],
         next_before=entries[-1].id if len(entries) == HISTORY_PAGE_SIZE else None,
-        can_logout=True,
+        signed_in=True,
     )
 
 
