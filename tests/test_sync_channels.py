@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from harness import REDIS_URL
 from quart_waffle import ConfigurationError, QuartWaffle
@@ -149,6 +150,23 @@ async def test_own_hints_are_skipped_by_the_runner(options: dict[str, Any]) -> N
         await a.stop()
         await b.stop()
         await engine.dispose()
+
+
+async def test_a_script_notifies_without_subscribing(sqlite_url: str) -> None:
+    """``connected()`` (the CLI, scripts) opens a notifier and no listener."""
+    require("Redis")
+    options = {"watchtype": "redis", "redis_url": REDIS_URL, "check_interval": 60.0}
+    options["redis_channel"] = name = f"waffle-test-{os.urandom(6).hex()}"
+    worker, script = worker_pair(sqlite_url, **options)
+    probe = Redis.from_url(REDIS_URL)
+    try:
+        async with serving(worker), script.connected():
+            assert await probe.pubsub_numsub(name) == [(name.encode(), 1)]  # the worker's
+            revision = await script.update({"GREETING": "from a script"})
+            await until(lambda: worker.revision == revision, 2.0, "the hint never arrived")
+            assert script.health().connected is False
+    finally:
+        await probe.aclose()
 
 
 async def test_lost_publish_converges_by_the_periodic_check(options: dict[str, Any]) -> None:
