@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,13 +20,18 @@ from harness import REDIS_URL
 from quart_waffle import ConfigurationError, QuartWaffle
 from quart_waffle.store import create_engine
 from quart_waffle.sync import (
+    ChannelKind,
     ChannelLostError,
+    ChannelOptions,
     Hint,
     ListenerABC,
     SyncRunner,
     decode_hint,
     encode_hint,
     make_channel,
+    open_channel,
+    open_notifier,
+    register_channel,
 )
 from quart_waffle.sync.file import FileListener, FileNotifier
 from quart_waffle.sync.none import NullListener, NullNotifier
@@ -244,6 +250,32 @@ async def test_file_channel_loses_a_deleted_file(tmp_path: Path) -> None:
     with pytest.raises(ChannelLostError):
         await listener.wait(1.0)
     await listener.close()
+
+
+def test_channels_are_registered_by_name_and_imported_when_chosen() -> None:
+    register_channel("test-null", ChannelKind(listener=_null, notifier=_null_notifier))
+    channel = open_channel("test-null", ChannelOptions())
+    assert isinstance(channel.listener, NullListener)
+    assert channel.name == "none"
+    with pytest.raises(ConfigurationError, match="unknown channel 'nats'"):
+        open_notifier("nats", ChannelOptions())
+    script = (
+        "import sys; from quart_waffle.sync import ChannelOptions, open_channel;"
+        " open_channel('file', ChannelOptions());"
+        " print(sorted({'redis', 'asyncpg', 'quart'} & set(sys.modules)))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert imported.stdout.strip() == "[]"
+
+
+def _null(_options: ChannelOptions, _engine: object) -> NullListener:
+    return NullListener()
+
+
+def _null_notifier(_options: ChannelOptions, _engine: object) -> NullNotifier:
+    return NullNotifier()
 
 
 async def test_postgres_channel_needs_a_postgres_store(tmp_path: Path, sqlite_url: str) -> None:
