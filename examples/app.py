@@ -1,6 +1,6 @@
 """The demo app: a few settings every worker serves, changed live.
 
-Configured from the environment (all optional): WAFFLE_DATABASE_URL,
+Configured from the environment, which the extension reads (all optional): WAFFLE_DATABASE_URL,
 WAFFLE_WATCHTYPE, WAFFLE_WATCHER_FILE, WAFFLE_REDIS_URL, WAFFLE_ADMIN_TOKEN,
 WAFFLE_CHECK_INTERVAL, WAFFLE_WATCH_INTERVAL, and WAFFLE_FILLER_SETTINGS (a
 number of extra settings FILLER_0... to declare, for benchmarks).
@@ -14,11 +14,9 @@ from typing import Any
 from quart import Quart, current_app
 
 from quart_waffle import QuartWaffle
-from quart_waffle.config import load_environment
 
 app = Quart(__name__, instance_path=os.environ.get("WAFFLE_INSTANCE_PATH") or None)
 app.config.from_prefixed_env()  # QUART_SECRET_KEY signs the admin page session
-load_environment(app.config)
 app.config["WAFFLE_CONFS"] = {
     "GREETING": {"default": "Hello, world!", "desc": "Shown on the home page", "group": "Content"},
     "BANNER": {

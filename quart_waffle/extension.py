@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from quart import Quart, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .config import WaffleConfig
-from .errors import InvalidValueError, StoreUnavailableError, UnknownSettingError
+from .config import OPTIONS, WaffleConfig, Watchtype
+from .errors import DeclarationError, InvalidValueError, StoreUnavailableError, UnknownSettingError
 from .settings import Setting, declare
 from .signals import settings_changed
 from .snapshot import Snapshot
@@ -31,6 +33,26 @@ Authorizer = Callable[[Request], Awaitable[bool]]
 """Decides whether a request may use the admin; see :doc:`admin`."""
 
 logger = logging.getLogger("quart_waffle")
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+"""The format of quart-waffle's log lines when the app configures no logging."""
+
+
+@dataclass(frozen=True)
+class _Connection:
+    """What a started extension holds; it exists from start to stop."""
+
+    app: Quart
+    config: WaffleConfig
+    store: SettingsStore
+    sync: SyncRunner
+    refresh_lock: asyncio.Lock  # bound to the loop that serves
+    announce: bool  # send settings_changed: only while serving
+    owns_engine: bool
+
+    async def close(self) -> None:
+        await self.sync.stop()
+        if self.owns_engine:
+            await self.store.engine.dispose()
 
 
 class QuartWaffle:
@@ -41,9 +63,9 @@ class QuartWaffle:
         settings: :class:`Setting` declarations, besides ``WAFFLE_CONFS``.
         engine: An ``AsyncEngine`` of your own; it is not disposed by us.
         authorize: An async callback deciding who may use the admin.
-        **options: Any ``WAFFLE_*`` option in lower case without the prefix
-            (``database_url="postgresql://..."``, ``watchtype="redis"``, ...);
-            it wins over ``app.config``.
+        confs, database_url, ...: The ``WAFFLE_*`` options (see the
+            configuration reference); None takes the option from
+            ``app.config``, then the environment, then the default.
 
     Example::
 
@@ -63,25 +85,40 @@ class QuartWaffle:
         settings: Iterable[Setting[Any]] = (),
         engine: AsyncEngine | None = None,
         authorize: Authorizer | None = None,
-        **options: Any,
+        confs: Mapping[str, Mapping[str, Any]] | None = None,
+        database_url: str | None = None,
+        create_tables: bool | None = None,
+        multiproc: bool | None = None,
+        watchtype: Watchtype | None = None,
+        watcher_file: str | None = None,
+        watch_interval: float | None = None,
+        check_interval: float | None = None,
+        redis_url: str | None = None,
+        redis_host: str | None = None,
+        redis_port: int | None = None,
+        redis_channel: str | None = None,
+        mirror_config: bool | None = None,
+        admin_prefix: str | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self._settings = list(settings)
         self._engine = engine
         self.authorize = authorize
-        self._options = options
+        arguments = locals()
+        self._arguments = {option.name: arguments[option.name] for option in OPTIONS}
         self.app: Quart | None = None
-        self.config: WaffleConfig | None = None
+        self._config: WaffleConfig | None = None
         self.declarations: dict[str, Setting[Any]] = {}
         self._snapshot = Snapshot.of(-1, {}, {})
-        self._store: SettingsStore | None = None
-        self._sync: SyncRunner | None = None
-        self._refresh_lock: asyncio.Lock | None = None
+        self._connection: _Connection | None = None
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Quart) -> None:
-        """Register on ``app``: declarations are checked, defaults mirrored
-        into ``app.config``; nothing is opened until the app starts serving."""
+        """Register on ``app``: options resolved, declarations checked,
+        defaults mirrored into ``app.config``; nothing is opened until the app
+        starts serving. Raises :class:`ConfigurationError` for a bad option and
+        :class:`DeclarationError` for a bad declaration."""
         if "waffle" in app.extensions:
             raise RuntimeError(
                 "A QuartWaffle extension is already registered on this app. Create one"
@@ -91,15 +128,19 @@ class QuartWaffle:
             raise RuntimeError(
                 "This QuartWaffle is already bound to another app: create one QuartWaffle per app."
             )
-        self.config = WaffleConfig.resolve(app, self._options)
-        self.declarations = declare(self.config.confs, self._settings)
+        config = WaffleConfig.resolve(app, self._arguments)
+        declarations = declare(config.confs, self._settings)
+        _refuse_shadowing(app, declarations)
+        self._config = config
+        self.declarations = declarations
         self._snapshot = Snapshot.of(
             -1,
-            {key: setting.default for key, setting in self.declarations.items()},
-            dict.fromkeys(self.declarations, 0),
+            {key: setting.default for key, setting in declarations.items()},
+            dict.fromkeys(declarations, 0),
+            declarations,
         )
         self.app = app
-        if self.config.mirror_config:
+        if config.mirror_config:
             app.config.update(self._snapshot.values)
         app.extensions["waffle"] = self
         app.before_serving(self._before_serving)
@@ -107,10 +148,17 @@ class QuartWaffle:
         from .cli import waffle_cli
 
         app.cli.add_command(waffle_cli)
-        if self.config.admin_prefix is not None:
+        if config.admin_prefix is not None:
             from .admin import register_admin
 
             register_admin(app, self)
+
+    @property
+    def config(self) -> WaffleConfig:
+        """The resolved options; :class:`RuntimeError` before :meth:`init_app`."""
+        if self._config is None:
+            raise RuntimeError("QuartWaffle is not initialised: call init_app(app) first.")
+        return self._config
 
     # Reading: a dict lookup, no I/O.
 
@@ -146,11 +194,23 @@ class QuartWaffle:
         except KeyError:
             raise UnknownSettingError(key) from None
 
+    def is_default(self, key: str) -> bool:
+        """Whether ``key`` serves its declared default: nobody set it, it was
+        reset, or its stored value no longer fits (see ``snapshot.rejected``)."""
+        self.setting(key)
+        return self._snapshot.is_default(key)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The settings database's engine while connected (the admin keeps
+        its page sessions there); :class:`RuntimeError` otherwise."""
+        return self._connected().store.engine
+
     def health(self) -> SyncHealth:
         """This worker's sync state: channel, applied revision, last sync."""
-        if self._sync is None:
-            return SyncHealth(self._watchtype(), False, self.revision, None, "not started")
-        return self._sync.health()
+        if self._connection is None:
+            return SyncHealth(self.config.watchtype, False, self.revision, None, "not started")
+        return self._connection.sync.health()
 
     # Writing and catching up.
 
@@ -165,7 +225,10 @@ class QuartWaffle:
         them here and notify every other worker; return the new revision.
 
         Arguments:
-            values: Key to new value; every key must be declared.
+            values: Key to new value; every key must be declared. A value equal
+                to the default is stored all the same: the key then keeps it
+                when the default in code changes (use :meth:`reset` to follow
+                the default).
             expected_revision: Raise :class:`ConflictError` if any of these
                 keys was changed after this revision (optimistic concurrency).
             actor: Who made the change, recorded in history.
@@ -177,50 +240,40 @@ class QuartWaffle:
 
             await waffle.update({"MAX_ITEMS": 50}, expected_revision=waffle.revision, actor="ops")
         """
-        encoded = self._encode(values)
-        store = self._require_store()
-        with unavailable_as_error():
-            result = await store.write(encoded, expected_revision=expected_revision, actor=actor)
-        if result.revision is None:
-            return self.revision
-        try:
-            await self.refresh()
-        except StoreUnavailableError as error:
-            # committed all the same: the others must hear of it, and this worker
-            # catches up at its next check
-            logger.warning(
-                "revision %d is committed; applying it here failed: %s", result.revision, error
-            )
-        assert self._sync is not None
-        await self._sync.notify(result.revision)
-        return result.revision
+        return await self._write(self._encode(values), expected_revision, actor)
 
     async def reset(
         self, keys: Iterable[str], *, expected_revision: int | None = None, actor: str = ""
     ) -> int:
-        """Set ``keys`` back to their declared defaults, as :meth:`update` does."""
-        return await self.update(
-            {key: self.setting(key).default for key in keys},
-            expected_revision=expected_revision,
-            actor=actor,
-        )
+        """Make ``keys`` follow their declared defaults again, as one new
+        revision recorded in history (as :meth:`update` does); a key that
+        already follows its default is left alone.
+
+        Example: ``await waffle.reset(["MAX_ITEMS"], actor="ops")``.
+        """
+        keys = list(keys)
+        unknown = [key for key in keys if key not in self.declarations]
+        if unknown or not keys:
+            raise InvalidValueError(
+                dict.fromkeys(unknown, "unknown setting") or {"": "no settings given"}
+            )
+        return await self._write(dict.fromkeys(keys), expected_revision, actor)
 
     async def refresh(self) -> int:
         """Catch up from the store, reading only what changed after
-        :attr:`revision`; return the revision now served. Receivers of
-        :data:`settings_changed` run after the new snapshot is in place."""
-        store = self._require_store()
-        assert self._refresh_lock is not None
-        async with self._refresh_lock:
-            with unavailable_as_error():
-                rows = await store.changes_since(self._snapshot.revision)
-            changes = self._apply(rows) if rows else {}
-            revision = self.revision
-        if changes:
+        :attr:`revision`; return the revision now served. While the app
+        serves, receivers of :data:`settings_changed` run after the new
+        snapshot is in place."""
+        connection = self._connected()
+        changes = await self._catch_up(connection)
+        if changes and connection.announce:
             # outside the lock: a receiver may itself update or refresh
             try:
                 await settings_changed.send_async(
-                    self.app, _sync_wrapper=_call_sync, revision=revision, changes=changes
+                    connection.app,
+                    _sync_wrapper=_call_sync,
+                    revision=self.revision,
+                    changes=changes,
                 )
             except Exception:
                 logger.exception("a settings_changed receiver failed")
@@ -233,66 +286,70 @@ class QuartWaffle:
         if key is not None:
             self.setting(key)
         with unavailable_as_error():
-            return await self._require_store().history(key=key, before_id=before_id, limit=limit)
+            return await self._connected().store.history(key=key, before_id=before_id, limit=limit)
 
     # Lifecycle.
 
     @contextlib.asynccontextmanager
     async def connected(self, *, watch: bool = False) -> AsyncIterator[QuartWaffle]:
-        """Open the store and channel for a script or a test, without serving.
+        """Open the store and channel for a script or a test, without serving;
+        :data:`settings_changed` is not sent.
 
         Example::
 
             async with waffle.connected():
                 await waffle.update({"MAINTENANCE": True}, actor="deploy script")
         """
-        await self.start(watch=watch)
+        await self.start(watch=watch, announce=False)
         try:
             yield self
         finally:
             await self.stop()
 
-    async def start(self, *, watch: bool = True) -> None:
-        """Connect, create tables and seed defaults if asked, subscribe, then
-        load; with ``watch``, start the background sync task. On failure
+    async def start(self, *, watch: bool = True, announce: bool = True) -> None:
+        """Connect, create tables if asked, subscribe, then load; with
+        ``watch``, start the background sync task; with ``announce``, send
+        :data:`settings_changed` for changes applied from now on. On failure
         everything opened so far is closed again."""
-        config = self._require_config()
+        config = self.config
+        app = self.app
+        if app is None or self._connection is not None:
+            raise RuntimeError("QuartWaffle.start: already started (call stop() first).")
         engine = self._engine or create_engine(config.database_url)
-        self._store = SettingsStore(engine)
-        self._refresh_lock = asyncio.Lock()  # bound to the loop that serves
+        store = SettingsStore(engine)
         try:
             with unavailable_as_error():
                 if config.create_tables:
-                    await self._store.create_tables()
-                await self._store.seed(
-                    {
-                        key: setting.encode(setting.default)
-                        for key, setting in self.declarations.items()
-                    }
-                )
-            self._sync = SyncRunner(
+                    await store.create_tables()
+                await store.ensure_head()
+            sync = SyncRunner(
                 make_channel(config, engine),
                 self.refresh,
                 lambda: self.revision,
                 config.check_interval,
             )
-            await self._sync.start(watch=watch)
-            await self.refresh()
+        except BaseException:
+            if self._engine is None:
+                await engine.dispose()
+            raise
+        self._connection = _Connection(
+            app, config, store, sync, asyncio.Lock(), announce, self._engine is None
+        )
+        try:
+            await sync.start(watch=watch)
+            await self._catch_up(self._connection)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
         """Stop the sync task, close the channel and (our own) engine."""
-        if self._sync is not None:
-            await self._sync.stop()
-            self._sync = None
-        if self._store is not None:
-            if self._engine is None:
-                await self._store.engine.dispose()
-            self._store = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
 
     async def _before_serving(self) -> None:
+        _ensure_log_format()
         await self.start(watch=True)
 
     async def _after_serving(self) -> None:
@@ -300,9 +357,17 @@ class QuartWaffle:
 
     # Internals.
 
-    def _encode(self, values: Mapping[str, Any]) -> dict[str, str]:
+    def _connected(self) -> _Connection:
+        if self._connection is None:
+            raise RuntimeError(
+                "quart-waffle is not connected: the app must be serving (or use"
+                " `async with waffle.connected():`)."
+            )
+        return self._connection
+
+    def _encode(self, values: Mapping[str, Any]) -> dict[str, str | None]:
         errors: dict[str, str] = {}
-        encoded: dict[str, str] = {}
+        encoded: dict[str, str | None] = {}
         for key, value in values.items():
             setting = self.declarations.get(key)
             if setting is None:
@@ -318,49 +383,101 @@ class QuartWaffle:
             raise InvalidValueError({"": "no settings given"})
         return encoded
 
-    def _apply(self, rows: list[StoredValue]) -> dict[str, tuple[Any, Any]]:
+    async def _write(
+        self, encoded: Mapping[str, str | None], expected_revision: int | None, actor: str
+    ) -> int:
+        """Store ``encoded`` (None: back to the default), apply it here, notify."""
+        connection = self._connected()
+        defaults = {
+            key: self.declarations[key].encode(self.declarations[key].default) for key in encoded
+        }
+        with unavailable_as_error():
+            result = await connection.store.write(
+                encoded, defaults=defaults, expected_revision=expected_revision, actor=actor
+            )
+        if result.revision is None:
+            return self.revision
+        try:
+            await self.refresh()
+        except StoreUnavailableError as error:
+            # committed all the same: the others must hear of it, and this worker
+            # catches up at its next check
+            logger.warning(
+                "revision %d is committed; applying it here failed: %s", result.revision, error
+            )
+        await connection.sync.notify(result.revision)
+        return result.revision
+
+    async def _catch_up(self, connection: _Connection) -> dict[str, tuple[Any, Any]]:
+        """Apply what changed in the store after :attr:`revision`; return key
+        to (old, new) for the values that changed."""
+        async with connection.refresh_lock:
+            with unavailable_as_error():
+                rows = await connection.store.changes_since(self._snapshot.revision)
+            return self._apply(connection, rows)
+
+    def _apply(
+        self, connection: _Connection, rows: list[StoredValue]
+    ) -> dict[str, tuple[Any, Any]]:
         """Swap in a snapshot with ``rows`` applied; return key to (old, new)."""
         old = self._snapshot
         values: dict[str, Any] = {}
         revisions: dict[str, int] = {}
+        defaults: set[str] = set()
+        rejected: dict[str, str] = {}
         for row in rows:
             setting = self.declarations.get(row.key)
             if setting is None:
-                continue  # declared by another deployment of the app
-            try:
-                values[row.key] = setting.decode(row.text)
-            except InvalidValueError as error:
-                logger.warning("ignoring stored value that no longer fits: %s", error)
-                continue
+                continue  # declared by another deployment of the app, or removed
             revisions[row.key] = row.revision
-        self._snapshot = old.merged(max(row.revision for row in rows), values, revisions)
+            if row.text is not None:
+                try:
+                    values[row.key] = setting.decode(row.text)
+                    continue
+                except InvalidValueError as error:
+                    reason = "; ".join(error.errors.values())
+                    logger.warning(
+                        "%s: the stored value no longer fits its declaration (%s);"
+                        " serving the default",
+                        row.key,
+                        reason,
+                    )
+                    rejected[row.key] = reason
+            values[row.key] = setting.default
+            defaults.add(row.key)
+        # a store that holds nothing yet is at revision 0
+        revision = max([0, *(row.revision for row in rows)])
+        self._snapshot = old.merged(revision, values, revisions, defaults, rejected)
         changes = {
             key: (old.values[key], value)
             for key, value in values.items()
             if old.values[key] != value
         }
-        app = self.app
-        assert app is not None
-        assert self.config is not None
-        if self.config.mirror_config:
-            app.config.update(values)
+        if connection.config.mirror_config:
+            connection.app.config.update(values)
         return changes
 
-    def _watchtype(self) -> str:
-        return self._require_config().watchtype
 
-    def _require_config(self) -> WaffleConfig:
-        if self.config is None:
-            raise RuntimeError("QuartWaffle is not initialised: call init_app(app) first.")
-        return self.config
+def _refuse_shadowing(app: Quart, declarations: Mapping[str, Setting[Any]]) -> None:
+    """A setting may not take the name of one of Quart's own config keys nor a
+    ``WAFFLE_*`` option: the admin would then edit the app's secret key."""
+    shadowing = sorted(
+        key for key in declarations if key in app.default_config or key.startswith("WAFFLE_")
+    )
+    if shadowing:
+        raise DeclarationError(
+            f"settings {', '.join(shadowing)} would replace Quart's or quart-waffle's own"
+            " configuration of the same name: rename them"
+        )
 
-    def _require_store(self) -> SettingsStore:
-        if self._store is None:
-            raise RuntimeError(
-                "quart-waffle is not connected: the app must be serving (or use"
-                " `async with waffle.connected():`)."
-            )
-        return self._store
+
+def _ensure_log_format() -> None:
+    """Give quart-waffle's log lines a time, level and pid when the app has not
+    configured logging (as under a bare ``hypercorn -w N``)."""
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
 
 
 def _call_sync(function: Callable[..., Any]) -> Callable[..., Coroutine[Any, Any, Any]]:

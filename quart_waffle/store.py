@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .errors import ConflictError, StoreUnavailableError
+from .errors import ConfigurationError, ConflictError, StoreUnavailableError
 from .settings import MAX_KEY_LENGTH
 
 metadata = MetaData()
@@ -79,11 +80,26 @@ _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
 
 @dataclass(frozen=True, slots=True)
 class StoredValue:
-    """A key's stored JSON text and the revision that last changed it."""
+    """A key's stored JSON text and the revision that last changed it;
+    ``text`` is None when the key follows its declared default (reset)."""
 
     key: str
-    text: str
+    text: str | None
     revision: int
+
+
+DEFAULT_MARKER = ""
+"""The stored value of a key reset to its declared default (never valid JSON)."""
+
+
+def _override(value: str, revision: int) -> str | None:
+    """A row's value, or None when it stands for the declared default: reset
+    (the marker) or seeded at revision 0 by quart-waffle 0.1."""
+    return None if value == DEFAULT_MARKER or revision == 0 else value
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +139,7 @@ def create_engine(url: str) -> AsyncEngine:
     # hide_parameters: a failed statement's message must never carry a (secret) value
     if not make_url(url).drivername.startswith("sqlite"):
         return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+    _make_directory(make_url(url).database)
     engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -143,6 +160,27 @@ def create_engine(url: str) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+def _make_directory(database: str | None) -> None:
+    """Create the directory of an SQLite file, or raise one clear
+    :class:`ConfigurationError` naming it."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    directory = os.path.dirname(os.path.abspath(database))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigurationError(
+            f"cannot create the directory {directory} for the SQLite store ({reason}):"
+            " create it writable by the server, or set WAFFLE_DATABASE_URL elsewhere"
+        ) from None
+    if not os.access(directory, os.W_OK):
+        raise ConfigurationError(
+            f"the directory {directory} of the SQLite store is not writable: make it"
+            " writable by the server, or set WAFFLE_DATABASE_URL elsewhere"
+        )
 
 
 def _insert_for(connection: AsyncConnection | Connection) -> Any:
@@ -176,24 +214,16 @@ class SettingsStore:
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
 
-    async def seed(self, defaults: Mapping[str, str]) -> None:
-        """Store each default whose key has no row yet (revision 0); an upsert,
-        so workers starting together never collide and never overwrite."""
+    async def ensure_head(self) -> None:
+        """Create the revision counter (at 0) if missing; an upsert, so workers
+        starting together never collide. Nothing else is stored: a key without a
+        row serves its declared default."""
         async with self.engine.begin() as connection:
-            insert = _insert_for(connection)
             await connection.execute(
-                insert(head_table)
+                _insert_for(connection)(head_table)
                 .values(id=_HEAD_ID, revision=0)
                 .on_conflict_do_nothing(index_elements=["id"])
             )
-            if defaults:
-                await connection.execute(
-                    insert(settings_table).on_conflict_do_nothing(index_elements=["key"]),
-                    [
-                        {"key": key, "value": value, "revision": 0}
-                        for key, value in defaults.items()
-                    ],
-                )
 
     async def changes_since(self, revision: int) -> list[StoredValue]:
         """Every key changed after ``revision`` (all keys for -1), in one
@@ -204,7 +234,9 @@ class SettingsStore:
         ).where(settings_table.c.revision > revision)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
-        return [StoredValue(row.key, row.value, row.revision) for row in rows]
+        return [
+            StoredValue(row.key, _override(row.value, row.revision), row.revision) for row in rows
+        ]
 
     async def latest_revision(self) -> int:
         """The newest committed revision."""
@@ -214,17 +246,27 @@ class SettingsStore:
 
     async def write(
         self,
-        values: Mapping[str, str],
+        values: Mapping[str, str | None],
         *,
+        defaults: Mapping[str, str] | None = None,
         expected_revision: int | None = None,
         actor: str = "",
     ) -> WriteResult:
         """Store ``values`` (key to JSON text) atomically as one new revision.
 
-        With ``expected_revision``, raise :class:`ConflictError` if any of the
-        keys was changed after it. Keys whose value is unchanged are skipped;
-        if all are, nothing is written.
+        A value of None resets the key: it follows its declared default from
+        then on. ``defaults`` (key to the default's JSON text) is what history
+        and conflicts show for a key that follows its default; it must cover
+        every key reset. With ``expected_revision``, raise
+        :class:`ConflictError` if any of the keys was changed after it. Keys
+        whose value is unchanged are skipped; if all are, nothing is written.
         """
+        defaults = defaults or {}
+        missing = sorted(
+            key for key, text in values.items() if text is None and key not in defaults
+        )
+        if missing:
+            raise ValueError(f"reset needs the default text of {missing}")
         now = datetime.now(UTC)
         async with self.engine.connect() as connection:
             # bump first: the row lock (PostgreSQL) or write lock (SQLite) is held from here
@@ -236,28 +278,27 @@ class SettingsStore:
                     .returning(head_table.c.revision)
                 )
             ).scalar_one()
-            current = {
+            rows = {
                 row.key: row
                 for row in await connection.execute(
                     select(settings_table).where(settings_table.c.key.in_(list(values)))
                 )
             }
+            overrides = {key: _override(row.value, row.revision) for key, row in rows.items()}
+
+            def shown(key: str, text: str | None) -> str | None:
+                return defaults.get(key) if text is None else text
+
             if expected_revision is not None:
-                stale = {
-                    key: row for key, row in current.items() if row.revision > expected_revision
-                }
+                stale = {key: row for key, row in rows.items() if row.revision > expected_revision}
                 if stale:
                     await connection.rollback()
                     raise ConflictError(
                         expected_revision,
-                        {key: json.loads(row.value) for key, row in stale.items()},
+                        {key: _loads(shown(key, overrides[key])) for key in stale},
                         {key: row.revision for key, row in stale.items()},
                     )
-            changed = {
-                key: (current[key].value if key in current else None, value)
-                for key, value in values.items()
-                if key not in current or current[key].value != value
-            }
+            changed = {key: value for key, value in values.items() if overrides.get(key) != value}
             if not changed:
                 await connection.rollback()
                 return WriteResult(None)
@@ -268,12 +309,12 @@ class SettingsStore:
                     {
                         "revision": revision,
                         "key": key,
-                        "old_value": old,
-                        "new_value": new,
+                        "old_value": shown(key, overrides.get(key)),
+                        "new_value": shown(key, new),
                         "changed_at": now,
                         "actor": actor[:200],
                     }
-                    for key, (old, new) in changed.items()
+                    for key, new in changed.items()
                 ],
             )
             await connection.commit()
@@ -282,7 +323,7 @@ class SettingsStore:
     async def _apply(
         self,
         connection: AsyncConnection,
-        changed: Mapping[str, tuple[str | None, str]],
+        changed: Mapping[str, str | None],
         revision: int,
         now: datetime,
     ) -> None:
@@ -298,8 +339,13 @@ class SettingsStore:
                 },
             ),
             [
-                {"key": key, "value": new, "revision": revision, "updated_at": now}
-                for key, (_old, new) in changed.items()
+                {
+                    "key": key,
+                    "value": DEFAULT_MARKER if new is None else new,
+                    "revision": revision,
+                    "updated_at": now,
+                }
+                for key, new in changed.items()
             ],
         )
 

@@ -1,39 +1,62 @@
-"""Option resolution: argument > app.config > default, and conversions."""
+"""Option resolution: argument > app.config > environment > default, conversions,
+and the option table the documentation shows."""
 
 from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from quart import Quart
 
-from quart_waffle import DeclarationError, QuartWaffle
-from quart_waffle.config import WaffleConfig, load_environment
+from quart_waffle import ConfigurationError, QuartWaffle
+from quart_waffle.config import DEFAULTS, OPTIONS, WaffleConfig, options_table
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def resolve(config: dict[str, object], **overrides: object) -> WaffleConfig:
+def resolve(
+    config: dict[str, object], environ: dict[str, str] | None = None, **arguments: object
+) -> WaffleConfig:
     app = Quart(__name__)
     app.config.update(config)
-    return WaffleConfig.resolve(app, overrides)
+    return WaffleConfig.resolve(app, arguments, environ or {})
 
 
-def test_precedence() -> None:
+def test_precedence_argument_then_config_then_environment_then_default() -> None:
+    environ = {"WAFFLE_WATCHTYPE": "redis"}
     assert resolve({}).watchtype == "file"
-    assert resolve({"WAFFLE_WATCHTYPE": "redis"}).watchtype == "redis"
-    assert resolve({"WAFFLE_WATCHTYPE": "redis"}, watchtype="postgres").watchtype == "postgres"
+    assert resolve({}, environ).watchtype == "redis"
+    assert resolve({"WAFFLE_WATCHTYPE": "postgres"}, environ).watchtype == "postgres"
+    assert resolve({"WAFFLE_WATCHTYPE": "postgres"}, environ, watchtype="none").watchtype == "none"
+    # None means "not given", at every level
+    assert resolve({"WAFFLE_WATCHTYPE": None}, environ, watchtype=None).watchtype == "redis"
+
+
+def test_the_extension_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAFFLE_CHECK_INTERVAL", "0.5")
+    monkeypatch.setenv("WAFFLE_ADMIN_PREFIX", "")
+    waffle = QuartWaffle(Quart(__name__))
+    assert waffle.config.check_interval == 0.5
+    assert waffle.config.admin_prefix is None
 
 
 def test_admin_can_be_turned_off_by_argument_or_config() -> None:
     assert resolve({}).admin_prefix == "/waffle"
-    assert resolve({}, admin_prefix=None).admin_prefix is None
+    assert resolve({}, admin_prefix="").admin_prefix is None
     assert resolve({"WAFFLE_ADMIN_PREFIX": ""}).admin_prefix is None
     app = Quart(__name__)
-    QuartWaffle(app, admin_prefix=None, watchtype="none")
+    QuartWaffle(app, admin_prefix="", watchtype="none")
     assert not [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/waffle")]
 
 
 def test_environment_text_is_converted() -> None:
-    app = Quart(__name__)
-    load_environment(
-        app.config,
+    config = resolve(
+        {},
         {
             "WAFFLE_CREATE_TABLES": "false",
             "WAFFLE_CHECK_INTERVAL": "0.5",
@@ -43,7 +66,6 @@ def test_environment_text_is_converted() -> None:
             "UNRELATED": "x",
         },
     )
-    config = WaffleConfig.resolve(app, {})
     assert config.create_tables is False
     assert config.check_interval == 0.5
     assert config.redis_port == 6380
@@ -51,23 +73,62 @@ def test_environment_text_is_converted() -> None:
     assert config.confs == {}
 
 
+def test_relative_paths_are_in_the_instance_folder(tmp_path: Path) -> None:
+    app = Quart(__name__, instance_path=str(tmp_path / "instance"))
+    config = WaffleConfig.resolve(app, {}, {})
+    assert config.database_url == f"sqlite:///{tmp_path}/instance/waffle.db"
+    assert config.watcher_file == f"{tmp_path}/instance/waffle.revision"
+    for url in ("sqlite:///data/w.db", "sqlite+aiosqlite:///data/w.db"):
+        config = WaffleConfig.resolve(app, {"database_url": url, "watcher_file": "rev"}, {})
+        assert config.database_url.endswith(f":///{tmp_path}/instance/data/w.db")
+        assert config.watcher_file == f"{tmp_path}/instance/rev"
+    for kept in ("sqlite:////abs/w.db", "sqlite://", "postgresql://u:p@h/db"):
+        assert WaffleConfig.resolve(app, {"database_url": kept}, {}).database_url == kept
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
         ({"WAFFLE_WATCHTYPE": "carrier-pigeon"}, "WAFFLE_WATCHTYPE must be one of"),
         ({"WAFFLE_CHECK_INTERVAL": "soon"}, "WAFFLE_CHECK_INTERVAL must be a number"),
-        ({"WAFFLE_WATCH_INTERVAL": 0}, "WAFFLE_WATCH_INTERVAL must be positive"),
+        ({"WAFFLE_WATCH_INTERVAL": 0}, "WAFFLE_WATCH_INTERVAL must be a positive number"),
+        ({"WAFFLE_CHECK_INTERVAL": "nan"}, "WAFFLE_CHECK_INTERVAL must be a positive number"),
         ({"WAFFLE_CREATE_TABLES": "perhaps"}, "WAFFLE_CREATE_TABLES must be true or false"),
+        ({"WAFFLE_REDIS_PORT": "70000"}, r"WAFFLE_REDIS_PORT must be a port number \(1-65535\)"),
+        ({"WAFFLE_DATABASE_URL": 5}, "WAFFLE_DATABASE_URL must be a string"),
+        ({"WAFFLE_CONFS": ["GREETING"]}, "WAFFLE_CONFS must be a mapping"),
     ],
 )
 def test_bad_options_name_the_key(config: dict[str, object], message: str) -> None:
-    with pytest.raises(DeclarationError, match=message):
-        resolve(config)
+    app = Quart(__name__)
+    app.config.update(config)
+    with pytest.raises(ConfigurationError, match=message):
+        QuartWaffle(app)
+    assert "waffle" not in app.extensions
+    assert issubclass(ConfigurationError, ValueError)
 
 
-def test_unknown_argument() -> None:
-    with pytest.raises(TypeError, match="unknown QuartWaffle options"):
-        QuartWaffle(Quart(__name__), colour="blue")
+def test_constructor_takes_each_option_by_name() -> None:
+    parameters = inspect.signature(QuartWaffle).parameters
+    names = {option.name for option in OPTIONS}
+    assert set(parameters) == {"app", "settings", "engine", "authorize", *names}
+    assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names)
+    assert all(parameters[name].default is None for name in names)
+    with pytest.raises(TypeError):
+        QuartWaffle(Quart(__name__), colour="blue")  # type: ignore[call-arg]
+
+
+def test_defaults_derive_from_the_table() -> None:
+    assert {option.key: option.default for option in OPTIONS} == DEFAULTS
+    config = resolve({})
+    for option in OPTIONS:
+        if option.name not in ("database_url", "watcher_file", "admin_token", "redis_url"):
+            assert getattr(config, option.name) == option.default
+
+
+def test_docs_table_is_the_option_table() -> None:
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    assert options_table() in docs
 
 
 def test_package_exports_resolve() -> None:
@@ -77,3 +138,37 @@ def test_package_exports_resolve() -> None:
         assert getattr(quart_waffle, name) is not None
     with pytest.raises(AttributeError):
         _ = quart_waffle.Nope  # type: ignore[attr-defined]
+
+
+def test_cli_and_workers_read_the_same_environment(tmp_path: Path) -> None:
+    """``quart waffle`` in a shell with WAFFLE_DATABASE_URL set writes where a
+    worker started with the same environment reads."""
+    (tmp_path / "envapp.py").write_text(
+        "from quart import Quart\n"
+        "from quart_waffle import QuartWaffle\n"
+        "app = Quart(__name__)\n"
+        "app.config['WAFFLE_CONFS'] = {'GREETING': {'default': 'Hello'}}\n"
+        "waffle = QuartWaffle(app)\n"
+    )
+    environ: dict[str, Any] = {
+        **os.environ,
+        "QUART_APP": "envapp:app",
+        "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path}/shared/env.db",
+        "WAFFLE_WATCHTYPE": "none",
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}",
+    }
+    quart = [sys.executable, "-m", "quart", "waffle"]
+    run = subprocess.run(
+        [*quart, "set", "GREETING=from the environment"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "shared" / "env.db").exists()
+    got = subprocess.run(
+        [*quart, "get", "GREETING"], cwd=tmp_path, env=environ, capture_output=True, text=True
+    )
+    assert got.stdout.strip() == '"from the environment"'
