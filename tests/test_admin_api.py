@@ -433,7 +433,7 @@ async def test_security_headers(client: Client) -> None:
         response = await client.get("/waffle/api/settings", headers=headers)
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
-        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["Referrer-Policy"] == "same-origin"
         assert response.headers["Cache-Control"] == "no-store"
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
 

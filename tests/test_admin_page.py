@@ -240,10 +240,17 @@ async def test_save_without_csrf_or_login_is_refused(client: Client, waffle: Qua
     )
     assert sibling.status_code == 403
     assert waffle.get("THEME") == "light"
-    own_form = await client.post(
+    hidden_origin = await client.post(
         "/waffle/save",
         form=form_of(waffle, csrf, THEME="dark"),
         headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert hidden_origin.status_code == 403
+    assert waffle.get("THEME") == "light"
+    own_form = await client.post(
+        "/waffle/save",
+        form=form_of(waffle, csrf, THEME="dark"),
+        headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},
     )
     assert own_form.status_code == 303
     assert waffle.get("THEME") == "dark"
