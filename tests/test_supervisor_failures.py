@@ -98,7 +98,14 @@ async def test_broken_version_leaves_old_workers_serving(
 
         assert reloaded.returncode == 1
         assert reason in reloaded.output
-        assert await _pids_answering(server.port) <= before
+        # the worker's whole traceback reaches the person reloading, down to the raise
+        assert "  Traceback (most recent call last):" in reloaded.output
+        assert 'testapp.py", line' in reloaded.output
+        assert f"  RuntimeError: {reason}" in reloaded.output
+        # exactly the same workers keep serving
+        assert await _every_worker(server.port) == before
+    # each failed worker was let finish writing its traceback before it was reaped
+    assert server.log().count("RuntimeError: this version is broken\n") == 1
 
     fixed = await server.reload()
     assert fixed.returncode == 0, fixed.output

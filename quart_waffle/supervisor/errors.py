@@ -8,12 +8,16 @@ class ServeError(Exception):
 
 
 class WorkerFailed(Exception):
-    """A new worker did not become ready: import error, crash, failed startup or timeout."""
+    """A new worker did not become ready: import error, crash, failed startup or timeout.
 
-    def __init__(self, pid: int, reason: str) -> None:
+    `reason` is one line; `details` is what the worker reported beyond it (its traceback).
+    """
+
+    def __init__(self, pid: int, reason: str, details: str = "") -> None:
         super().__init__(f"worker {pid} failed: {reason}")
         self.pid = pid
         self.reason = reason
+        self.details = details
 
 
 class ReloadFailed(Exception):

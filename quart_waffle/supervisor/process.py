@@ -17,6 +17,10 @@ from .worker import DRAIN, FAILED, READY, WorkerSpec
 # A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
 # timeout; past this margin it is killed.
 EXIT_MARGIN = 1.0
+# A worker that failed to start gets this long to send its traceback, finish writing its stderr
+# and exit before it is killed.
+FAILED_EXIT_TIMEOUT = 5.0
+MAX_DETAILS = 256 * 1024
 
 
 class WorkerProcess:
@@ -83,10 +87,27 @@ class WorkerProcess:
             raise WorkerFailed(self.pid, f"not ready after {startup_timeout:g} s") from None
         if line == READY:
             return
+        details = ""
+        try:
+            async with asyncio.timeout(FAILED_EXIT_TIMEOUT):
+                if line.startswith(FAILED):
+                    details = await self._read_details()
+                await self.process.wait()
+        except TimeoutError:
+            pass
         await self.kill()
         if line.startswith(FAILED):
-            raise WorkerFailed(self.pid, line.removeprefix(FAILED).strip())
+            raise WorkerFailed(self.pid, line.removeprefix(FAILED).strip(), details)
         raise WorkerFailed(self.pid, f"exited with code {self.process.returncode}")
+
+    async def _read_details(self) -> str:
+        """What a failed worker sends after its ``failed`` line, up to end of file."""
+        chunks: list[bytes] = []
+        size = 0
+        while size < MAX_DETAILS and (chunk := await self._reader.read(MAX_DETAILS - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks).decode(errors="replace").rstrip()
 
     async def wait_exit(self) -> int:
         code = await self.process.wait()

@@ -2,9 +2,9 @@
 
 Started by the supervisor with the JSON of a `WorkerSpec` as its one argument. The worker
 talks to the supervisor over one socket: it sends ``ready`` once lifespan startup has finished
-and Hypercorn is accepting, or ``failed <reason>``; it drains when it reads ``drain``, when that
-socket closes (the supervisor is gone) or on SIGTERM. SIGINT is ignored: the supervisor decides
-when its workers stop.
+and Hypercorn is accepting, or ``failed <reason>`` followed by its traceback; it drains when it
+reads ``drain``, when that socket closes (the supervisor is gone) or on SIGTERM. SIGINT is
+ignored: the supervisor decides when its workers stop.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework
 
-from .drain import ASGIApp, Drain, DrainMiddleware
+from .drain import ASGIApp, Drain, DrainMiddleware, Message, Receive, Scope, Send
 
 READY = "ready"
 FAILED = "failed"
@@ -144,23 +145,44 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
         # What is left of the graceful timeout is Hypercorn's to finish requests in flight.
         config.graceful_timeout = max(deadline - time.monotonic(), 0.0)
 
+    startup_failures: list[str] = []
     try:
         await serve(
-            cast(ASGIFramework, DrainMiddleware(app, drain)),
+            cast(ASGIFramework, DrainMiddleware(_recording(app, startup_failures), drain)),
             config,
             shutdown_trigger=shutdown_trigger,
             mode="asgi",
         )
     except Exception as error:
-        writer.write(f"{FAILED} {_reason(error)}\n".encode())
+        writer.write(_failure(error, "".join(startup_failures) or traceback.format_exc()))
         await writer.drain()
         raise
     finally:
         writer.close()
 
 
-def _reason(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())
+def _recording(app: ASGIApp, startup_failures: list[str]) -> ASGIApp:
+    """`app`, noting the traceback of a failed lifespan startup: the app reports only a
+    message to Hypercorn, but sends it while its exception is being handled."""
+
+    async def recording_app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                handled = sys.exc_info()[1]
+                startup_failures.append(
+                    traceback.format_exc() if handled else str(message.get("message", ""))
+                )
+            await send(message)
+
+        await app(scope, receive, recording_send if scope["type"] == "lifespan" else send)
+
+    return recording_app
+
+
+def _failure(error: BaseException, details: str) -> bytes:
+    """The channel's failure report: one ``failed <reason>`` line, then the traceback."""
+    reason = " ".join(f"{type(error).__name__}: {error}".split())
+    return f"{FAILED} {reason}\n{details}".encode(errors="replace")
 
 
 def main() -> None:
@@ -170,7 +192,7 @@ def main() -> None:
     try:
         app = load_app(spec.app)
     except Exception as error:
-        channel.sendall(f"{FAILED} {_reason(error)}\n".encode())
+        channel.sendall(_failure(error, traceback.format_exc()))
         channel.close()
         raise
     asyncio.run(_serve(app, spec, channel))

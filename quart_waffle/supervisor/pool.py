@@ -1,0 +1,305 @@
+"""The pool: keeps N workers serving, replaces dead ones with a backoff, rolls reloads through
+it a batch at a time. It starts workers through an injected spawner and knows nothing of
+processes or sockets, so its rules can be tested in-process with fake workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from ..redaction import describe_error
+from .config import ServeConfig
+from .errors import ReloadFailed, WorkerFailed
+
+Progress = Callable[[str], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+log = logging.getLogger("quart_waffle.supervisor")
+
+# A worker that dies sooner than this after starting counts towards the restart backoff.
+STABLE_AFTER = 10.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+
+class Worker(Protocol):
+    """What the pool needs of a worker (`WorkerProcess` is the real one)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    def uptime(self) -> float:
+        """Seconds since the worker was started."""
+
+    async def wait_ready(self, startup_timeout: float) -> None:
+        """Return once the worker accepts; otherwise stop it and raise `WorkerFailed`."""
+
+    async def wait_exit(self) -> int:
+        """The worker's exit code, once it has exited."""
+
+    async def stop(self, graceful_timeout: float) -> int | None:
+        """Drain the worker; its exit code, or None when it had to be killed."""
+
+
+Spawner = Callable[[int], Awaitable[Worker]]
+"""Starts a worker of the given generation (it need not be ready yet)."""
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before restarting workers after `failures` early deaths in a row."""
+    return min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX) if failures else 0.0
+
+
+def describe(error: BaseException) -> str:
+    """A worker's own failure as it said it; anything else as a short type and message."""
+    return str(error) if isinstance(error, WorkerFailed) else describe_error(error)
+
+
+class _ReloadRequest:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.result: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def finish(self, outcome: str | ReloadFailed) -> None:
+        if self.result.done():  # the requester went away
+            return
+        if isinstance(outcome, ReloadFailed):
+            self.result.set_exception(outcome)
+        else:
+            self.result.set_result(outcome)
+
+
+class Pool:
+    """`config.workers` workers from `spawn`, kept full and replaced on demand.
+
+    Arguments:
+        config: The pool size, the reload floor (`min_active`) and the timeouts.
+        spawn: Starts one worker of a given generation.
+        sleep: Waits out a restart backoff (injected so a test need not wait).
+
+    Example::
+
+        pool = Pool(config, spawn)
+        await pool.start()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(pool.maintain())
+            print(await pool.reload(print))
+    """
+
+    def __init__(self, config: ServeConfig, spawn: Spawner, *, sleep: Sleep = asyncio.sleep):
+        self.config = config
+        self._spawn = spawn
+        self._sleep = sleep
+        self._workers: set[Worker] = set()  # every live worker
+        self._serving: list[Worker] = []  # ready and accepting, oldest first
+        self._drains: dict[Worker, asyncio.Task[None]] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._starting = 0
+        self._generation = 0
+        self._failures = 0
+        self._pool_changed = asyncio.Event()
+        self._reload_wanted = asyncio.Event()
+        self._reload_requests: list[_ReloadRequest] = []
+
+    @property
+    def serving(self) -> list[int]:
+        """The pids of the workers accepting now, oldest first."""
+        return [worker.pid for worker in self._serving]
+
+    async def start(self) -> None:
+        """Start the first `config.workers` workers; raises `WorkerFailed` if one cannot."""
+        await asyncio.gather(*(self._start_worker() for _ in range(self.config.workers)))
+
+    async def maintain(self) -> None:
+        """Replace dead workers and run requested reloads, until cancelled."""
+        tasks = [asyncio.create_task(self._keep_pool()), asyncio.create_task(self._reloads())]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._abandon_requests()
+
+    def request_reload(self, progress: Progress | None = None) -> asyncio.Future[str]:
+        """Ask for a rolling reload; requests made while one runs share the next one.
+
+        The future resolves to a summary, or raises `ReloadFailed` with the reason.
+        """
+        request = _ReloadRequest(progress or (lambda _message: None))
+        self._reload_requests.append(request)
+        self._reload_wanted.set()
+        return request.result
+
+    async def reload(self, progress: Progress) -> str:
+        """Request a rolling reload and wait for its outcome."""
+        return await self.request_reload(progress)
+
+    async def stop(self) -> None:
+        """Drain every worker (each within the graceful timeout) and stop watching them."""
+        self._abandon_requests()
+        for worker in list(self._workers):
+            self._retire(worker)
+        if self._drains:
+            await asyncio.wait(list(self._drains.values()))
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+
+    def _abandon_requests(self) -> None:
+        for request in self._reload_requests:
+            request.finish(ReloadFailed("the supervisor is stopping"))
+        self._reload_requests = []
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            requests, self._reload_requests = self._reload_requests, []
+
+            def tell(message: str, requests: list[_ReloadRequest] = requests) -> None:
+                for request in requests:
+                    request.progress(message)
+
+            def report(message: str) -> None:
+                log.info("%s", message)
+                tell(message)
+
+            try:
+                summary = await self._roll(report, tell)
+            except Exception as error:
+                if not isinstance(error, ReloadFailed):
+                    log.exception("Reload %d stopped by an unexpected error", self._generation)
+                    error = ReloadFailed(describe(error))
+                report(f"reload failed: {error}")
+                for request in requests:
+                    request.finish(error)
+            except asyncio.CancelledError:
+                for request in requests:
+                    request.finish(ReloadFailed("the supervisor is stopping"))
+                raise
+            else:
+                for request in requests:
+                    request.finish(summary)
+
+    async def _roll(self, report: Progress, tell: Progress) -> str:
+        """Replace every worker, a batch at a time; `report` logs a step and tells the
+        requesters, `tell` only tells them (a failed worker's traceback, which its own stderr
+        already shows in the log)."""
+        self._generation += 1
+        generation = self._generation
+        report(
+            f"reload {generation}: replacing workers {self.serving}, "
+            f"{self.config.batch_size} at a time, keeping {self.config.active_floor} serving"
+        )
+        drains: list[asyncio.Task[None]] = []
+        while batch := [w for w in self._serving if w.generation < generation][
+            : self.config.batch_size
+        ]:
+            report(f"starting {len(batch)} new worker(s)")
+            results = await asyncio.gather(
+                *(self._start_worker(generation) for _ in batch), return_exceptions=True
+            )
+            started = [result for result in results if not isinstance(result, BaseException)]
+            for new, old in zip(started, batch, strict=False):
+                if old in self._serving:
+                    report(f"worker {new.pid} ready; draining worker {old.pid}")
+                    drains.append(self._retire(old))
+            failures = [result for result in results if isinstance(result, BaseException)]
+            for failure in failures:
+                if not isinstance(failure, Exception):
+                    raise failure
+            if failures:
+                self._pool_changed.set()
+                for failure in failures:
+                    if isinstance(failure, WorkerFailed) and failure.details:
+                        tell(f"worker {failure.pid} reported:")
+                        for line in failure.details.splitlines():
+                            tell(f"  {line}")
+                raise ReloadFailed(
+                    f"{describe(failures[0])}; {len(self._serving)} workers keep serving "
+                    f"{self.serving}"
+                )
+        if drains:
+            await asyncio.wait(drains)
+        return f"reload {generation} done: workers {self.serving}"
+
+    async def _start_worker(self, generation: int | None = None) -> Worker:
+        self._starting += 1
+        try:
+            worker = await self._spawn(self._generation if generation is None else generation)
+            self._workers.add(worker)
+            try:
+                await worker.wait_ready(self.config.startup_timeout)
+            except WorkerFailed:
+                self._workers.discard(worker)
+                raise
+        finally:
+            self._starting -= 1
+        self._serving.append(worker)
+        self._background(self._watch(worker))
+        return worker
+
+    def _retire(self, worker: Worker) -> asyncio.Task[None]:
+        if worker in self._serving:
+            self._serving.remove(worker)
+        task = self._drains.get(worker)
+        if task is None:
+            task = self._drains[worker] = asyncio.create_task(self._drain(worker))
+        return task
+
+    async def _drain(self, worker: Worker) -> None:
+        try:
+            code = await worker.stop(self.config.graceful_timeout)
+        finally:
+            self._workers.discard(worker)
+            del self._drains[worker]
+        if code is None:
+            log.warning("Worker %d killed: still running after the graceful timeout", worker.pid)
+        else:
+            log.info("Worker %d drained (exit code %d)", worker.pid, code)
+
+    async def _watch(self, worker: Worker) -> None:
+        code = await worker.wait_exit()
+        if worker not in self._serving:
+            return  # drained on purpose
+        self._serving.remove(worker)
+        self._workers.discard(worker)
+        self._failures = 0 if worker.uptime() >= STABLE_AFTER else self._failures + 1
+        log.warning("Worker %d died (exit code %d); replacing it", worker.pid, code)
+        self._pool_changed.set()
+
+    async def _keep_pool(self) -> None:
+        """Replace dead workers, with an exponential backoff while they keep dying."""
+        while True:
+            await self._pool_changed.wait()
+            self._pool_changed.clear()
+            missing = self.config.workers - len(self._serving) - self._starting
+            if missing <= 0:
+                continue
+            if self._failures:
+                delay = backoff(self._failures)
+                log.info("Restarting %d worker(s) in %.1f s", missing, delay)
+                await self._sleep(delay)
+                missing = self.config.workers - len(self._serving) - self._starting
+            results = await asyncio.gather(
+                *(self._start_worker() for _ in range(missing)), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, Exception):  # a failed start, or no process at all
+                    log.error("Cannot replace a worker: %s", describe(result))
+                    self._failures += 1
+                    self._pool_changed.set()
+                elif isinstance(result, BaseException):
+                    raise result
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)

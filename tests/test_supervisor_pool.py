@@ -1,0 +1,227 @@
+"""The pool's rules in-process, with fake workers: batches, the floor of accepting workers,
+merged reload requests, failed reloads, replacement of dead workers and its backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from quart_waffle.supervisor import pool as pool_module
+from quart_waffle.supervisor.config import ServeConfig
+from quart_waffle.supervisor.errors import ReloadFailed, WorkerFailed
+from quart_waffle.supervisor.pool import Pool, backoff
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class FakeWorker:
+    """A worker that is ready (or fails) when its spawner says so, and exits when stopped."""
+
+    def __init__(self, spawner: FakeSpawner, pid: int, generation: int, fails: bool) -> None:
+        self.spawner = spawner
+        self.pid = pid
+        self.generation = generation
+        self.fails = fails
+        self.age = 0.0
+        self.accepting = False
+        self.stopped = False
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def uptime(self) -> float:
+        return self.age
+
+    async def wait_ready(self, startup_timeout: float) -> None:
+        await asyncio.sleep(self.spawner.startup)
+        if self.fails:
+            self.exited.set_result(1)
+            raise WorkerFailed(self.pid, "RuntimeError: broken", "Traceback ...\nRuntimeError")
+        self.accepting = True
+        self.spawner.sample()
+
+    async def wait_exit(self) -> int:
+        return await asyncio.shield(self.exited)
+
+    async def stop(self, graceful_timeout: float) -> int | None:
+        self.stopped = True
+        self.accepting = False
+        self.spawner.sample()
+        await asyncio.sleep(self.spawner.drain)
+        if not self.exited.done():
+            self.exited.set_result(0)
+        return 0
+
+    def crash(self) -> None:
+        self.accepting = False
+        self.spawner.sample()
+        self.exited.set_result(-9)
+
+
+class FakeSpawner:
+    """Spawns fake workers, fails the ones asked to, and records the accepting count."""
+
+    def __init__(self, startup: float = 0.005, drain: float = 0.005) -> None:
+        self.startup = startup
+        self.drain = drain
+        self.pids = itertools.count(1000)
+        self.workers: list[FakeWorker] = []
+        self.failing_generations: set[int] = set()
+        self.fail_next = 0
+        self.accepting_counts: list[int] = []
+        self.concurrent_starts: list[int] = []
+
+    async def __call__(self, generation: int) -> FakeWorker:
+        fails = generation in self.failing_generations or self.fail_next > 0
+        self.fail_next = max(self.fail_next - 1, 0)
+        worker = FakeWorker(self, next(self.pids), generation, fails)
+        self.workers.append(worker)
+        starting = [w for w in self.workers if not w.accepting and not w.exited.done()]
+        self.concurrent_starts.append(len([w for w in starting if not w.stopped]))
+        return worker
+
+    def sample(self) -> None:
+        self.accepting_counts.append(sum(w.accepting for w in self.workers))
+
+    def by_pid(self, pid: int) -> FakeWorker:
+        return next(w for w in self.workers if w.pid == pid)
+
+
+@pytest.fixture(name="spawner")
+def _spawner() -> FakeSpawner:
+    return FakeSpawner()
+
+
+@pytest.fixture(name="delays")
+def _delays() -> list[float]:
+    """The backoff delays the pool asked to sleep (it does not actually wait)."""
+    return []
+
+
+async def running(config: ServeConfig, spawner: FakeSpawner, delays: list[float]) -> Pool:
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    pool = Pool(config, spawner, sleep=sleep)
+    await pool.start()
+    return pool
+
+
+@pytest.fixture(name="pool")
+async def _pool(spawner: FakeSpawner, delays: list[float]) -> AsyncIterator[Pool]:
+    pool = await running(ServeConfig(app="a:app", workers=4), spawner, delays)
+    task = asyncio.create_task(pool.maintain())
+    yield pool
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await pool.stop()
+
+
+async def test_a_reload_replaces_every_worker_and_never_thins_the_pool(
+    pool: Pool, spawner: FakeSpawner
+) -> None:
+    before = pool.serving
+    spawner.accepting_counts.clear()
+    summary = await pool.reload(lambda _message: None)
+
+    after = pool.serving
+    assert len(after) == 4
+    assert not set(after) & set(before)
+    assert summary == f"reload 1 done: workers {after}"
+    assert all(spawner.by_pid(pid).stopped for pid in before)
+    assert all(spawner.by_pid(pid).generation == 1 for pid in after)
+    # Each new worker is ready before an old one drains: 4 accepting at every moment.
+    assert min(spawner.accepting_counts) >= 4
+
+
+@pytest.mark.parametrize(("min_active", "batch"), [(None, 1), (3, 1), (2, 2), (1, 3), (0, 4)])
+async def test_min_active_sets_the_batch(
+    spawner: FakeSpawner, delays: list[float], min_active: int | None, batch: int
+) -> None:
+    config = ServeConfig(app="a:app", workers=4, min_active=min_active)
+    pool = await running(config, spawner, delays)
+    task = asyncio.create_task(pool.maintain())
+    spawner.concurrent_starts.clear()
+    messages: list[str] = []
+    await pool.reload(messages.append)
+    task.cancel()
+    await pool.stop()
+
+    assert max(spawner.concurrent_starts) == batch
+    assert messages.count(f"starting {batch} new worker(s)") == 4 // batch
+    assert f"{batch} at a time, keeping {config.active_floor} serving" in messages[0]
+
+
+async def test_a_failed_reload_leaves_the_old_workers_exactly(
+    pool: Pool, spawner: FakeSpawner
+) -> None:
+    before = pool.serving
+    spawner.failing_generations.add(1)
+    messages: list[str] = []
+    with pytest.raises(ReloadFailed, match=r"worker \d+ failed: RuntimeError: broken; 4 workers"):
+        await pool.reload(messages.append)
+
+    assert pool.serving == before
+    assert not any(spawner.by_pid(pid).stopped for pid in before)
+    assert "  Traceback ..." in messages  # the worker's details reach the requester
+    spawner.failing_generations.clear()
+    await pool.reload(lambda _message: None)
+    assert not set(pool.serving) & set(before)
+
+
+async def test_requests_made_during_a_reload_share_the_next_one(
+    pool: Pool, spawner: FakeSpawner
+) -> None:
+    first = pool.request_reload()
+    await asyncio.sleep(0)  # the first reload has started
+    second, third = pool.request_reload(), pool.request_reload()
+    summaries = await asyncio.gather(first, second, third)
+
+    assert summaries[0].startswith("reload 1 done")
+    assert summaries[1] == summaries[2]
+    assert summaries[1].startswith("reload 2 done")
+    assert len(spawner.workers) == 4 * 3  # the first pool and two reloads, not three
+
+
+async def test_a_dead_worker_is_replaced_at_once_when_it_was_stable(
+    pool: Pool, spawner: FakeSpawner, delays: list[float]
+) -> None:
+    spawner.by_pid(pool.serving[0]).age = pool_module.STABLE_AFTER
+    await _crash_and_wait(pool, spawner)
+    assert delays == []
+    assert len(spawner.workers) == 5
+
+
+async def test_workers_dying_young_are_restarted_with_a_growing_backoff(
+    pool: Pool, spawner: FakeSpawner, delays: list[float]
+) -> None:
+    for _ in range(3):
+        await _crash_and_wait(pool, spawner)
+    spawner.fail_next = 2  # then two replacements fail to start
+    await _crash_and_wait(pool, spawner)
+
+    assert delays == [backoff(1), backoff(2), backoff(3), backoff(4), backoff(5), backoff(6)]
+    assert delays[:3] == [0.5, 1.0, 2.0]
+    assert backoff(20) == pool_module.BACKOFF_MAX
+
+
+async def test_a_failed_first_start_raises(spawner: FakeSpawner, delays: list[float]) -> None:
+    spawner.fail_next = 1
+    with pytest.raises(WorkerFailed):
+        await running(ServeConfig(app="a:app", workers=2), spawner, delays)
+
+
+async def _crash_and_wait(pool: Pool, spawner: FakeSpawner) -> None:
+    victim = spawner.by_pid(pool.serving[0])
+    victim.crash()
+    await _until(lambda: len(pool.serving) == 4 and victim.pid not in pool.serving)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll the pool's state for at most 5 s: it changes inside the pool's own tasks."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition not met within 5 s")
