@@ -7,9 +7,11 @@ from blinker import Namespace
 _signals = Namespace()
 
 settings_changed = _signals.signal("waffle-settings-changed")
-"""Sent in each worker after it applies new values, with sender the app and
-keyword arguments ``revision`` (int) and ``changes`` (key to (old, new)).
-Receivers may be sync or async functions.
+"""Sent in a serving worker after it applies values that differ from the ones
+it served, made by itself or heard from another worker; with sender the app and
+keyword arguments ``revision`` (int) and ``changes`` (key to (old, new)). Not
+sent for the values loaded at start-up, nor inside ``waffle.connected()``
+(scripts and ``quart waffle`` commands). Receivers may be sync or async functions.
 
 Example::
 
