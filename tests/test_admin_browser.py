@@ -107,3 +107,43 @@ async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
             within=15.0,
         )
         assert set(seen) == pids
+
+
+def _page_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
+        "WAFFLE_WATCHTYPE": "file",
+        "WAFFLE_WATCHER_FILE": str(tmp_path / "waffle.revision"),
+        "WAFFLE_INSTANCE_PATH": str(tmp_path),
+        "WAFFLE_ADMIN_TOKEN": TOKEN,
+        "QUART_SECRET_KEY": "browser-test-secret-key",
+    }
+
+
+async def test_plain_http_on_a_lan_name_says_why_login_cannot_work(tmp_path: Path) -> None:
+    """Over plain HTTP on a name other than localhost, browsers drop the Secure
+    cookie: the page says so instead of a login that silently comes back."""
+    _require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    async with Deployment(_page_env(tmp_path), tmp_path / "hypercorn.log", workers=1) as server:
+        lan = f"http://admin.lan.test:{server.port}/waffle/"
+        local = f"http://localhost:{server.port}/waffle/"
+        rules = "--host-resolver-rules=MAP admin.lan.test 127.0.0.1"
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules], timeout=30_000
+            )
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(15_000)
+                await page.goto(lan)
+                await expect(page.locator(".message")).to_contain_text("needs HTTPS")
+                await expect(page.locator("#token")).to_have_count(0)
+                # The same server reached as localhost logs in.
+                await page.goto(local)
+                await page.fill("#token", TOKEN)
+                await page.click("button:text('Log in')")
+                await expect(page.locator("#settings-form")).to_be_visible()
+            finally:
+                await browser.close()

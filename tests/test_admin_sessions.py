@@ -195,3 +195,51 @@ def test_throttle_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
             limiter.failed(address)
     assert limiter.retry_after("a") is None  # the least recent was forgotten
     assert limiter.retry_after("d") is not None
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "works"),
+    [
+        ("http", "192.168.1.5:8000", False),
+        ("http", "admin.example.com", False),
+        ("http", "localhost.example.com", False),
+        ("http", "[fe80::1]:8000", False),
+        ("http", "localhost:8000", True),
+        ("http", "admin.localhost", True),
+        ("http", "127.0.0.2", True),
+        ("http", "[::1]:8000", True),
+        ("https", "192.168.1.5:8000", True),
+    ],
+)
+async def test_page_over_plain_http_says_why_it_cannot_log_in(
+    sqlite_url: str, scheme: str, host: str, works: bool
+) -> None:
+    waffle = page_waffle(sqlite_url)
+    async with serving(waffle):
+        client = client_of(waffle)
+        response = await client.get("/waffle/", scheme=scheme, headers={"Host": host})
+        page = await html(response)
+        if works:
+            assert response.status_code == 200
+            assert 'id="token"' in page
+        else:
+            assert response.status_code == 403
+            assert "needs HTTPS" in page
+            assert "localhost" in page
+            assert 'id="token"' not in page
+            assert "Set-Cookie" not in response.headers
+            login = await client.post(
+                "/waffle/login",
+                form={"csrf": "x", "token": TOKEN},
+                scheme=scheme,
+                headers={"Host": host},
+            )
+            assert login.status_code == 403
+            assert "needs HTTPS" in await html(login)
+            # the API works there with the bearer token
+            api = await client.get(
+                "/waffle/api/settings",
+                scheme=scheme,
+                headers={"Host": host, "Authorization": f"Bearer {TOKEN}"},
+            )
+            assert api.status_code == 200

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -147,6 +148,32 @@ def load_session(request: Request) -> PageSession | None:
     if not (isinstance(session_id, str) and isinstance(fp, str)):
         session_id = fp = None
     return PageSession(data["csrf"], session_id, fp)
+
+
+PLAIN_HTTP_MESSAGE = (
+    "The admin page needs HTTPS here: it was reached over plain HTTP on a name other"
+    " than localhost, where browsers drop its Secure session cookie, so logging in could"
+    " not last (and the token would cross the network in clear). Serve the app over"
+    " HTTPS (behind a TLS proxy, let the server trust X-Forwarded-Proto, e.g. Hypercorn's"
+    " ProxyFixMiddleware), or open the page as localhost, e.g. through an SSH tunnel"
+    " (ssh -L 8000:127.0.0.1:8000 <host>, then http://localhost:8000). The JSON API works"
+    " over HTTP with 'Authorization: Bearer <WAFFLE_ADMIN_TOKEN>'."
+)
+
+
+def cookie_can_be_kept(request: Request) -> bool:
+    """Whether a browser keeps the page's ``Secure`` cookie from ``request``:
+    over HTTPS, or over HTTP on a loopback name (localhost, ``*.localhost``,
+    127.0.0.0/8, ::1), which browsers treat as secure."""
+    if request.scheme == "https":
+        return True
+    host = (urlsplit(f"//{request.host}").hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def save_session(response: Response, session: PageSession, path: str) -> None:

@@ -19,11 +19,13 @@ from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
 from .api import history_item
 from .auth import (
     NOT_CONFIGURED_MESSAGE,
+    PLAIN_HTTP_MESSAGE,
     PageSession,
     authenticate,
     check_same_origin,
     check_token_login,
     clear_session,
+    cookie_can_be_kept,
     csrf_matches,
     fingerprint,
     is_configured,
@@ -89,6 +91,8 @@ async def _session_or_refuse() -> PageSession | Response:
         return await message_page("Admin disabled", NOT_CONFIGURED_MESSAGE, 403)
     if secret_key() is None:
         return await message_page("Admin page needs a SECRET_KEY", NO_SECRET_KEY_MESSAGE, 503)
+    if not cookie_can_be_kept(request):
+        return await message_page("Admin page needs HTTPS", PLAIN_HTTP_MESSAGE, 403)
     return load_session(request) or PageSession.new()
 
 
