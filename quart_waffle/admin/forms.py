@@ -50,7 +50,8 @@ def grouped_fields(
         if edited is not None and key in edited and not setting.secret:
             text = edited[key]
         shown = SECRET_MASK if setting.secret else json.dumps(value, ensure_ascii=False)
-        options = [(setting.format_text(choice),) * 2 for choice in setting.choices or ()]
+        choices = () if setting.secret else setting.choices or ()
+        options = [(setting.format_text(choice),) * 2 for choice in choices]
         groups.setdefault(setting.group or "Settings", []).append(
             Field(
                 setting,

@@ -1,0 +1,117 @@
+"""Secrets through the admin: a secret's value, default and choices never
+appear in any API body, OpenAPI document, error message, 409 body, PATCH
+answer, history entry (also of keys no longer declared) or page."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from quart.typing import TestClientProtocol as Client
+
+from quart_waffle import QuartWaffle
+from tests.helpers import ADMIN_TOKEN, CONFS, make_waffle, serving
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PLAN = {"default": "gold-plan-x", "choices": ["gold-plan-x", "silver-plan-y"], "secret": True}
+HIDDEN = ("gold-plan-x", "silver-plan-y", "s3cret", "retired-secret-z")
+SECRET_CONFS = {**CONFS, "PLAN": PLAN}
+
+
+def secret_waffle(database_url: str, confs: dict[str, Any] = SECRET_CONFS) -> QuartWaffle:
+    waffle = make_waffle(database_url, confs=confs, admin_token=ADMIN_TOKEN)
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    return waffle
+
+
+async def shown(response: Any) -> str:
+    body: str = await response.get_data(as_text=True)
+    return body + "".join(f"\n{name}: {value}" for name, value in response.headers.items())
+
+
+def assert_hidden(text: str, where: object) -> None:
+    for secret in HIDDEN:
+        assert secret not in text, (where, secret)
+
+
+async def test_a_secrets_choices_and_default_are_never_shown(sqlite_url: str) -> None:
+    waffle = secret_waffle(sqlite_url)
+    assert waffle.app is not None
+    async with serving(waffle):
+        client: Client = waffle.app.test_client()
+        texts: list[tuple[object, str]] = []
+        for path in (
+            "/waffle/api/settings",
+            "/waffle/api/settings/PLAN",
+            "/waffle/openapi.json",
+            "/waffle/api/history",
+            "/waffle/api/history?key=PLAN",
+        ):
+            response = await client.get(path, headers=AUTH)
+            assert response.status_code == 200, path
+            texts.append((path, await shown(response)))
+        listing = await (await client.get("/waffle/api/settings/PLAN", headers=AUTH)).get_json()
+        assert listing["setting"]["choices"] is None
+        assert listing["setting"]["default"] == "********"
+        # A value outside the choices: the reason does not list them.
+        for method, path, body in (
+            ("PUT", "/waffle/api/settings/PLAN", {"value": "bronze"}),
+            ("PATCH", "/waffle/api/settings", {"values": {"PLAN": "bronze", "THEME": "x"}}),
+        ):
+            response = await client.open(path, method=method, json=body, headers=AUTH)
+            assert response.status_code == 422
+            error = (await response.get_json())["error"]
+            assert error["fields"]["PLAN"] == "must be one of the allowed values"
+            texts.append((method, await shown(response)))
+        # PATCH answers and 409 bodies mask the value written.
+        etag = (await client.get("/waffle/api/settings", headers=AUTH)).headers["ETag"]
+        patched = await client.patch(
+            "/waffle/api/settings",
+            json={"values": {"PLAN": "silver-plan-y", "API_KEY": "retired-secret-z"}},
+            headers={**AUTH, "If-Match": etag},
+        )
+        assert patched.status_code == 200
+        items = {item["key"]: item for item in (await patched.get_json())["settings"]}
+        assert items["PLAN"]["value"] == items["API_KEY"]["value"] == "********"
+        texts.append(("PATCH", await shown(patched)))
+        conflict = await client.patch(
+            "/waffle/api/settings",
+            json={"values": {"PLAN": "gold-plan-x"}},
+            headers={**AUTH, "If-Match": etag},
+        )
+        assert conflict.status_code == 409
+        assert (await conflict.get_json())["error"]["current"] == {"PLAN": "********"}
+        texts.append(("409", await shown(conflict)))
+        reset = await client.post("/waffle/api/settings/PLAN/reset", headers=AUTH)
+        assert reset.status_code == 200
+        texts.append(("reset", await shown(reset)))
+        history = await client.get("/waffle/api/history?key=PLAN", headers=AUTH)
+        texts.append(("history", await shown(history)))
+        # The page: the select's options are not drawn for a secret.
+        page = await client.get("/waffle/")
+        login = re.search(r'name="csrf" value="([^"]+)"', await page.get_data(as_text=True))
+        assert login is not None
+        await client.post("/waffle/login", form={"csrf": login.group(1), "token": ADMIN_TOKEN})
+        settings_page = await client.get("/waffle/")
+        assert 'id="settings-form"' in await settings_page.get_data(as_text=True)
+        texts.append(("page", await shown(settings_page)))
+        for key in ("PLAN", "API_KEY"):
+            texts.append((key, await shown(await client.get(f"/waffle/history/{key}"))))
+        for where, text in texts:
+            assert_hidden(text, where)
+
+
+async def test_history_of_keys_no_longer_declared_is_masked(sqlite_url: str) -> None:
+    before = secret_waffle(sqlite_url)
+    async with serving(before):
+        await before.update({"PLAN": "silver-plan-y", "GREETING": "Hi"}, actor="ops")
+    after = secret_waffle(sqlite_url, confs=CONFS)  # PLAN was removed from the code
+    assert after.app is not None
+    async with serving(after):
+        client = after.app.test_client()
+        response = await client.get("/waffle/api/history", headers=AUTH)
+        entries = {entry["key"]: entry for entry in (await response.get_json())["entries"]}
+        assert entries["PLAN"]["new_value"] == "********"
+        assert entries["GREETING"]["new_value"] == "Hi"
+        assert_hidden(await shown(response), "history")
