@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import getpass
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, TypeVar
@@ -28,14 +30,19 @@ _EXTRAS = {"asyncpg": "postgres", "redis": "redis", "aiosqlite": ""}
 _MISSING_TABLE = re.compile(r'no such table: waffle_|relation "waffle_\w*" does not exist')
 
 
-def _run(info: ScriptInfo, action: Callable[[QuartWaffle], Awaitable[R]]) -> R:
+def _run(
+    info: ScriptInfo, action: Callable[[QuartWaffle], Awaitable[R]], *, notify: bool = False
+) -> R:
     """Load the app, connect quart-waffle, run ``action``; every error becomes
-    one line and exit status 1."""
+    one line and exit status 1. With ``notify`` (a write), first make sure the
+    workers would hear of it (see `_require_watched`)."""
     try:
         app: Quart = info.load_app()
     except WaffleError as error:
         raise click.ClickException(str(error)) from None
     waffle: QuartWaffle = app.extensions["waffle"]
+    if notify:
+        _require_watched(waffle)
 
     async def main() -> R:
         async with app.app_context(), waffle.connected():
@@ -70,11 +77,33 @@ def _explain(error: Exception, waffle: QuartWaffle) -> str:
     return describe_error(error)
 
 
+def _require_watched(waffle: QuartWaffle) -> None:
+    """Refuse a write that no worker would be told of: this command notifies
+    through a watcher file that no worker has created (a worker creates its file
+    when it starts watching). That happens when the shell's ``WAFFLE_*``
+    variables or the app's instance folder differ from the workers'."""
+    config = waffle.config
+    unwatched = config is not None and config.watchtype == "file"
+    if unwatched and config is not None and not os.path.lexists(config.watcher_file):
+        raise click.ClickException(
+            f"no worker watches {config.watcher_file} (no worker has created it): run this"
+            " command with the workers' WAFFLE_* settings and instance folder, or pass"
+            " --no-channel-check if no worker runs yet"
+        )
+
+
 def _supported(url: str) -> bool:
     try:
         return make_url(url).get_backend_name() in ("sqlite", "postgresql")
     except ArgumentError:
         return True  # not a URL at all: said as such
+
+
+_no_channel_check = click.option(
+    "--no-channel-check",
+    is_flag=True,
+    help="Write even if no worker seems to watch this command's channel (none runs yet, say).",
+)
 
 
 def _actor(actor: str | None) -> str:
@@ -126,9 +155,14 @@ def get_command(info: ScriptInfo, key: str, reveal: bool) -> None:
 @click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
 @click.option("--expect-revision", type=int, help="Fail if a key changed after this revision.")
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_no_channel_check
 @pass_script_info
 def set_command(
-    info: ScriptInfo, assignments: tuple[str, ...], expect_revision: int | None, actor: str | None
+    info: ScriptInfo,
+    assignments: tuple[str, ...],
+    expect_revision: int | None,
+    actor: str | None,
+    no_channel_check: bool,
 ) -> None:
     """Change one or more settings atomically. Values are typed as in a form:
     true/false for booleans, JSON for lists and objects."""
@@ -143,20 +177,23 @@ def set_command(
         values = {key: waffle.setting(key).parse_text(text) for key, text in raw.items()}
         return await waffle.update(values, expected_revision=expect_revision, actor=_actor(actor))
 
-    click.echo(f"revision {_run(info, action)}")
+    click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
 
 
 @waffle_cli.command("reset")
 @click.argument("keys", nargs=-1, required=True)
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_no_channel_check
 @pass_script_info
-def reset_command(info: ScriptInfo, keys: tuple[str, ...], actor: str | None) -> None:
+def reset_command(
+    info: ScriptInfo, keys: tuple[str, ...], actor: str | None, no_channel_check: bool
+) -> None:
     """Set settings back to their declared defaults."""
 
     async def action(waffle: QuartWaffle) -> int:
         return await waffle.reset(keys, actor=_actor(actor))
 
-    click.echo(f"revision {_run(info, action)}")
+    click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
 
 
 @waffle_cli.command("history")
@@ -184,11 +221,14 @@ def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: in
 
 
 @waffle_cli.command("export")
-@click.argument("output", type=click.File("w"), default="-")
-@click.option("--include-secrets", is_flag=True, help="Write secret values too.")
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True), default="-")
+@click.option("--include-secrets", is_flag=True, help="Write secret values too (file mode 0600).")
 @pass_script_info
-def export_command(info: ScriptInfo, output: TextIO, include_secrets: bool) -> None:
-    """Write every setting as JSON: {"revision": R, "settings": {...}}."""
+def export_command(info: ScriptInfo, output: str, include_secrets: bool) -> None:
+    """Write every setting as JSON: {"revision": R, "settings": {...}}.
+
+    The file is never written through a symbolic link; with secrets it is
+    readable by its owner only."""
 
     async def action(waffle: QuartWaffle) -> dict[str, Any]:
         snapshot = waffle.snapshot
@@ -199,17 +239,45 @@ def export_command(info: ScriptInfo, output: TextIO, include_secrets: bool) -> N
         }
         return {"revision": snapshot.revision, "settings": settings}
 
-    json.dump(_run(info, action), output, indent=2, ensure_ascii=False)
-    output.write("\n")
+    text = json.dumps(_run(info, action), indent=2, ensure_ascii=False) + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        _write_private(output, text) if include_secrets else _write_new(output, text)
+    except OSError as error:
+        reason = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror
+        raise click.ClickException(f"cannot write {output}: {reason}") from None
+
+
+def _write_new(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600, never through a link, never
+    readable by others even for a moment (an existing file is narrowed first)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(fd, 0o600)
+        file.truncate()
+        file.write(text)
 
 
 @waffle_cli.command("import")
 @click.argument("source", type=click.File("r"))
 @click.option("--expect-revision", type=int, help="Fail if a key changed after this revision.")
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_no_channel_check
 @pass_script_info
 def import_command(
-    info: ScriptInfo, source: TextIO, expect_revision: int | None, actor: str | None
+    info: ScriptInfo,
+    source: TextIO,
+    expect_revision: int | None,
+    actor: str | None,
+    no_channel_check: bool,
 ) -> None:
     """Apply a file written by ``export`` (or a plain {key: value} object)
     atomically: all of it, or nothing if any value is invalid."""
@@ -224,4 +292,4 @@ def import_command(
     async def action(waffle: QuartWaffle) -> int:
         return await waffle.update(values, expected_revision=expect_revision, actor=_actor(actor))
 
-    click.echo(f"revision {_run(info, action)}")
+    click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")

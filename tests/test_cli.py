@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import Result
+from quart import Quart
 
 from quart_waffle import QuartWaffle
 from tests.helpers import make_waffle
@@ -134,14 +137,9 @@ import os
 from quart import Quart
 from quart_waffle import QuartWaffle
 
-app = Quart(__name__)
+app = Quart(__name__, instance_path=os.environ.get("CLI_TEST_INSTANCE") or None)
 app.config["WAFFLE_CONFS"] = {"GREETING": {"default": "Hello"}}
-QuartWaffle(
-    app,
-    database_url=os.environ["CLI_TEST_DATABASE_URL"],
-    create_tables=os.environ.get("CLI_TEST_CREATE_TABLES", "1") == "1",
-    watchtype="none",
-)
+QuartWaffle(app)  # every option from the WAFFLE_* environment, as a worker's
 """
 
 
@@ -152,7 +150,7 @@ def _quart_in(directory: Path, env: dict[str, str], *args: str) -> subprocess.Co
     return subprocess.run(
         [sys.executable, "-m", "quart", "--app", "cli_app:app", "waffle", *args],
         cwd=directory,
-        env={**os.environ, **env, "PYTHONPATH": path},
+        env={"WAFFLE_WATCHTYPE": "none", **os.environ, **env, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=60,
@@ -177,14 +175,14 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], message: st
     ],
 )
 def test_setup_errors_are_one_line(tmp_path: Path, url: str, message: str) -> None:
-    result = _quart_in(tmp_path, {"CLI_TEST_DATABASE_URL": url}, "list")
+    result = _quart_in(tmp_path, {"WAFFLE_DATABASE_URL": url}, "list")
     _assert_one_line_error(result, message)
     assert "pw" not in result.stderr
 
 
 async def test_unknown_postgres_database_is_one_line(tmp_path: Path, postgres_url: str) -> None:
     url = postgres_url.rsplit("/", 1)[0] + "/no_such_database_here"
-    result = _quart_in(tmp_path, {"CLI_TEST_DATABASE_URL": url}, "list")
+    result = _quart_in(tmp_path, {"WAFFLE_DATABASE_URL": url}, "list")
     _assert_one_line_error(result, 'database "no_such_database_here" does not exist')
 
 
@@ -195,7 +193,7 @@ def test_missing_driver_names_the_extra(tmp_path: Path) -> None:
         "raise ModuleNotFoundError(\"No module named 'asyncpg'\", name='asyncpg')\n"
     )
     env = {
-        "CLI_TEST_DATABASE_URL": "postgresql://127.0.0.1/x",
+        "WAFFLE_DATABASE_URL": "postgresql://127.0.0.1/x",
         "PYTHONPATH": str(tmp_path / "blocked"),
     }
     result = _quart_in(tmp_path, env, "list")
@@ -205,7 +203,62 @@ def test_missing_driver_names_the_extra(tmp_path: Path) -> None:
 def test_missing_tables_without_create_tables_name_the_fix(
     tmp_path: Path, database_url: str
 ) -> None:
-    env = {"CLI_TEST_DATABASE_URL": database_url, "CLI_TEST_CREATE_TABLES": "0"}
+    env = {"WAFFLE_DATABASE_URL": database_url, "WAFFLE_CREATE_TABLES": "false"}
     result = _quart_in(tmp_path, env, "set", "GREETING=hi")
     _assert_one_line_error(result, "the settings tables do not exist")
     assert "WAFFLE_CREATE_TABLES" in result.stderr
+
+
+async def test_a_write_no_worker_would_hear_of_is_refused(tmp_path: Path, sqlite_url: str) -> None:
+    """The CLI resolves its channel as the workers do; when its watcher file is one
+    no worker watches (another instance folder here), it refuses to write."""
+    workers_instance = tmp_path / "instance"
+    env = {"WAFFLE_DATABASE_URL": sqlite_url, "WAFFLE_WATCHTYPE": "file"}
+    app = Quart(__name__, instance_path=str(workers_instance))
+    app.config["WAFFLE_CONFS"] = {"GREETING": {"default": "Hello"}}
+    worker = QuartWaffle(app, database_url=sqlite_url, watchtype="file", check_interval=60.0)
+    async with app.test_app():
+        elsewhere = {**env, "CLI_TEST_INSTANCE": str(tmp_path / "elsewhere")}
+        refused = await asyncio.to_thread(_quart_in, tmp_path, elsewhere, "set", "GREETING=lost")
+        _assert_one_line_error(refused, f"no worker watches {tmp_path / 'elsewhere'}")
+        assert "--no-channel-check" in refused.stderr
+
+        same = {**env, "CLI_TEST_INSTANCE": str(workers_instance)}
+        written = await asyncio.to_thread(_quart_in, tmp_path, same, "set", "GREETING=heard")
+        assert written.stdout == "revision 1\n", written.stderr
+        for _ in range(250):  # 5 s, by the file alone: the periodic check is a minute away
+            if worker.get("GREETING") == "heard":
+                break
+            await asyncio.sleep(0.02)
+        assert worker.get("GREETING") == "heard"
+
+        forced = await asyncio.to_thread(
+            _quart_in, tmp_path, elsewhere, "set", "GREETING=forced", "--no-channel-check"
+        )
+        assert forced.stdout == "revision 2\n", forced.stderr
+
+
+def test_an_export_with_secrets_is_private(waffle: QuartWaffle, tmp_path: Path) -> None:
+    assert run(waffle, "set", "API_KEY=hunter2").exit_code == 0
+    fresh = tmp_path / "fresh.json"
+    existing = tmp_path / "existing.json"
+    existing.write_text("old\n")
+    existing.chmod(0o644)
+    for path in (fresh, existing):
+        assert run(waffle, "export", "--include-secrets", str(path)).exit_code == 0
+        assert "hunter2" in path.read_text()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("secrets", [["--include-secrets"], []])
+def test_an_export_never_follows_a_link(
+    waffle: QuartWaffle, tmp_path: Path, secrets: list[str]
+) -> None:
+    target = tmp_path / "target"
+    target.write_text("keep me\n")
+    link = tmp_path / "export.json"
+    link.symlink_to(target)
+    result = run(waffle, "export", *secrets, str(link))
+    assert result.exit_code == 1
+    assert f"cannot write {link}: it is a symbolic link" in result.output
+    assert target.read_text() == "keep me\n"

@@ -245,11 +245,6 @@ def test_cli_never_shows_a_secret_unasked(cli_waffle: QuartWaffle, tmp_path: Pat
     assert_no_secret("an export without --include-secrets", export.read_text())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 (exports containing secrets are written 0600): the export file is"
-    " created with the umask's mode",
-)
 def test_an_export_with_secrets_is_private(cli_waffle: QuartWaffle, tmp_path: Path) -> None:
     export = tmp_path / "with-secrets.json"
     cli(cli_waffle, "export", "--include-secrets", str(export))
