@@ -337,6 +337,9 @@ async def run(config: BenchConfig) -> Section:
         except Skipped as reason:
             floor_rows.append([channel, f"skipped: {reason}", "-", "-"])
             continue
+        except Exception as error:  # a reference figure lost must not lose the section
+            floor_rows.append([channel, f"failed: {type(error).__name__}: {error}", "-", "-"])
+            continue
         figures = summary_ms(latencies)
         section.data.setdefault("floor", {})[channel] = figures["p90"]
         floor_rows.append([channel, fmt(figures["p50"]), fmt(figures["p90"]), fmt(figures["max"])])

@@ -1,105 +1,63 @@
-"""Rolling reloads: runs ``benchmarks/reload_bench.py`` (the supervisor's own
-benchmark: ``quart-waffle serve`` + reload against plain ``hypercorn -w 4`` +
-SIGHUP, same load, same run) and carries its figures into the report."""
+"""Rolling reloads: the supervisor's own benchmark (``benchmarks/reload_bench.py``:
+``quart-waffle serve`` + reload against plain ``hypercorn -w 4`` + SIGHUP, same load, same
+run), each cell run here and reported with what was asked and what was done."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-
-from harness import ROOT
+from dataclasses import dataclass, field
 
 from .common import BenchConfig, Section
+from .reload_bench import HEADER, Options, Result, contenders, failures, measure, row
 
-SCRIPT = ROOT / "benchmarks" / "reload_bench.py"
-CELLS = 4  # two servers, two connection modes
-
-
-def _run_script(config: BenchConfig, limit: float) -> subprocess.CompletedProcess[str]:
-    argv = [
-        *(sys.executable, "-m", "benchmarks.reload_bench"),
-        *("--requests", str(config.reload_requests)),
-        *("--reloads", str(config.reload_reloads)),
-        *("--max-seconds", str(config.reload_max_seconds)),
-    ]
-    with subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
-            # SIGINT first, so its own clean-up stops the servers it started
-            for sig, grace in ((signal.SIGINT, 30.0), (signal.SIGKILL, 10.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, sig)
-                try:
-                    process.communicate(timeout=grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            raise
-    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+CELL_SLACK = 180.0
+"""Seconds a cell may take beyond its load (start-up, the last reload, shutting down)."""
 
 
-def column(table: list[str], server: str, name: str) -> list[float]:
-    """Column ``name`` of the rows whose server starts with ``server``, as numbers."""
-    header = [cell.strip() for cell in table[0].strip("|").split("|")]
-    if name not in header:
-        return []
-    index = header.index(name)
-    found = []
-    for row in table[2:]:
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        if cells[0].startswith(server):
-            found.append(float(cells[index].removesuffix("ms").replace(",", "").strip()))
-    return found
+@dataclass
+class ReloadFigures:
+    """What the reload verdicts need: what was asked, what each cell did or why it failed."""
+
+    requests: int
+    reloads: int
+    results: list[Result] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """{"server, mode": why the cell did not finish}."""
 
 
 async def run(config: BenchConfig) -> Section:
     section = Section("Rolling reloads: quart-waffle serve + reload vs hypercorn -w 4 + SIGHUP")
     print(f"\n== {section.title}", flush=True)
-    if not SCRIPT.exists():
-        section.skip("benchmarks/reload_bench.py (the supervisor's benchmark) is not there yet")
-        return section
-    limit = CELLS * config.reload_max_seconds + 180
-    try:
-        result = await asyncio.to_thread(_run_script, config, limit)
-    except subprocess.TimeoutExpired:
-        section.skip(f"benchmarks/reload_bench.py did not finish within {limit:.0f} s")
-        return section
-    output = result.stdout.strip()
-    print(output, flush=True)
-    if result.returncode != 0:
-        section.skip(
-            f"benchmarks/reload_bench.py exited {result.returncode}: {result.stderr[-500:]!r}"
-        )
-        return section
-    tables = [line for line in output.splitlines() if line.startswith("|")]
-    if tables:
-        section.lines += [*tables, ""]
-    else:
-        section.lines += ["```", output, "```", ""]
-    if tables:
-        failed = column(tables, "quart-waffle", "failed")
-        worst = column(tables, "quart-waffle", "worst latency during reloads")
-        if failed:
-            section.data["reload_failed"] = int(sum(failed))
-        if worst:
-            section.data["reload_worst_ms"] = max(worst)
-    section.lines += [line for line in output.splitlines() if "requests failed over" in line]
+    options = Options(
+        app="examples.app:app",
+        workers=config.workers,
+        clients=10,
+        requests=config.reload_requests,
+        reloads=config.reload_reloads,
+        max_seconds=config.reload_max_seconds,
+    )
+    figures = ReloadFigures(options.requests, options.reloads)
+    section.data["reload"] = figures
+    for contender in contenders(options):
+        for keep_alive in (False, True):
+            mode = "keep-alive" if keep_alive else "new connection per request"
+            try:
+                async with asyncio.timeout(options.max_seconds + CELL_SLACK):
+                    result = await measure(options, contender, keep_alive)
+            except Exception as error:  # one broken cell must not lose the others
+                reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                figures.failed[f"{contender.name}, {mode}"] = reason
+                print(f"  {contender.name}, {mode}: failed: {reason}", flush=True)
+                continue
+            figures.results.append(result)
+            print(f"  {failures(result)}", flush=True)
+    section.table(HEADER, [row(result) for result in figures.results])
+    section.lines += [f"- {failures(result)}" for result in figures.results]
+    section.lines += [f"- {cell}: failed: {why}" for cell, why in figures.failed.items()]
     section.lines.append("")
     section.note(
-        f"figures as printed by benchmarks/reload_bench.py --requests {config.reload_requests}"
-        f" --reloads {config.reload_reloads} --max-seconds {config.reload_max_seconds:.0f}"
-        " (the issue's full run is --requests 100000 --reloads 10)"
+        f"asked per cell: at least {options.requests:,} requests and {options.reloads} reloads"
+        f" within {options.max_seconds:.0f} s, {options.clients} clients"
+        " (the issue's full run: python -m benchmarks.reload_bench --requests 100000 --reloads 10)"
     )
     return section

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,10 +24,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import ROOT, ProcessGroup, free_port
 from harness.load import LoadReport, run_load
 from quart_waffle.supervisor.config import default_control_socket
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 START_TIMEOUT = 120.0
@@ -68,13 +67,6 @@ class Result:
             ),
             default=0.0,
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def _wait_all_workers(port: int, process: subprocess.Popen[bytes], workers: int) -> None:
@@ -135,7 +127,7 @@ class Contender:
     reload: Callable[[Options, subprocess.Popen[bytes], LoadReport], Awaitable[None]]
 
 
-def _contenders(options: Options) -> list[Contender]:
+def contenders(options: Options) -> list[Contender]:
     workers = ["-w", str(options.workers)]
     return [
         Contender(
@@ -160,28 +152,19 @@ def _serving(contender: Contender, port: int) -> Iterator[subprocess.Popen[bytes
             "WAFFLE_DATABASE_URL": f"sqlite+aiosqlite:///{directory}/waffle.db",
             "WAFFLE_INSTANCE_PATH": directory,
         }
-        with open(Path(directory) / "server.log", "wb") as log:
-            server = subprocess.Popen(
-                [*contender.command, "-b", f"{HOST}:{port}"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                yield server
-            finally:
-                server.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    server.wait(30)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, signal.SIGKILL)
-                server.wait(10)
+        argv = [*contender.command, "-b", f"{HOST}:{port}"]
+        server = ProcessGroup(argv, env=env, log=Path(directory) / "server.log", cwd=ROOT)
+        server.start()
+        try:
+            yield server.process
+        finally:
+            server.stop(30.0)
 
 
-async def _measure(options: Options, contender: Contender, keep_alive: bool) -> Result:
-    port = _free_port()
+async def measure(options: Options, contender: Contender, keep_alive: bool) -> Result:
+    """One cell: `contender` under load, reloaded `options.reloads` times (within
+    `options.max_seconds`), with a new connection per request or keep-alive."""
+    port = free_port()
     with _serving(contender, port) as server:
         await _wait_all_workers(port, server, options.workers)
         return await _drive(options, contender, server, keep_alive, port)
@@ -220,35 +203,62 @@ async def _drive(
     return Result(contender.name, mode, report, len(windows), windows, elapsed)
 
 
+HEADER = [
+    "server",
+    "connections",
+    "requests",
+    "failed",
+    "stale",
+    "reloads",
+    "worst latency during reloads",
+    "outside reloads",
+    "seconds",
+]
+
+
+def row(result: Result) -> list[str]:
+    """`result` as a row under HEADER."""
+    report = result.report
+    return [
+        result.server,
+        result.mode,
+        f"{report.requests:,}",
+        f"{len(report.failures):,}",
+        f"{report.stale_closes:,}",
+        str(result.reloads),
+        f"{result.worst_during_reloads() * 1000:,.0f} ms",
+        f"{result.worst_outside_reloads() * 1000:,.0f} ms",
+        f"{result.seconds:.0f}",
+    ]
+
+
+def failures(result: Result) -> str:
+    """One line: how many requests failed over how many reloads, with examples."""
+    failed = len(result.report.failures)
+    kinds = sorted(set(result.report.failures))[:3]
+    return (
+        f"{result.server}, {result.mode}: {failed:,} of {result.report.requests:,} requests"
+        f" failed over {result.reloads} reloads" + (f" (e.g. {'; '.join(kinds)})" if kinds else "")
+    )
+
+
 def _print(results: list[Result], options: Options) -> None:
     print(f"\n{options.workers} workers, {options.clients} clients, app {options.app}\n")
-    print(
-        "| server | connections | requests | failed | stale | reloads "
-        "| worst latency during reloads | outside reloads | seconds |"
-    )
+    print("| " + " | ".join(HEADER) + " |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r.server} | {r.mode} | {r.report.requests:,} | {len(r.report.failures):,} "
-            f"| {r.report.stale_closes:,} | {r.reloads} | {r.worst_during_reloads() * 1000:.0f} ms "
-            f"| {r.worst_outside_reloads() * 1000:.0f} ms | {r.seconds:.0f} |"
-        )
+    for result in results:
+        print("| " + " | ".join(row(result)) + " |")
     print()
-    for r in results:
-        failures = len(r.report.failures)
-        kinds = sorted(set(r.report.failures))[:3]
-        print(
-            f"{r.server}, {r.mode}: {failures:,} of {r.report.requests:,} requests failed over "
-            f"{r.reloads} reloads" + (f" (e.g. {'; '.join(kinds)})" if kinds else "")
-        )
+    for result in results:
+        print(failures(result))
 
 
 async def _main(options: Options) -> None:
     results: list[Result] = []
-    for contender in _contenders(options):
+    for contender in contenders(options):
         for keep_alive in (False, True):
             print(f"{contender.name}, keep-alive={keep_alive} ...", file=sys.stderr, flush=True)
-            results.append(await _measure(options, contender, keep_alive))
+            results.append(await measure(options, contender, keep_alive))
     _print(results, options)
 
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import Section, summary_ms
-from .propagation import Cell
+from .common import BenchConfig, Section, summary_ms
+from .propagation import BASE_SETTINGS, Cell
+from .reload import ReloadFigures
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FAST_CHANNELS = ("redis", "postgres")
+FAST_BOUND = 5.0
+LARGE = 10_000
+LARGE_BOUND = 10.0
+FILE_BOUND = 150.0
+THROUGHPUT_RATIO = 0.97
+THROUGHPUT_VARIANTS = ("quart-waffle (redis)", "quart-waffle (file)")
+RELOAD_WORST_MS = 250
 
 
 def machine() -> dict[str, str]:
@@ -54,121 +61,199 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
-def _cells(sections: Sequence[Section]) -> list[Cell]:
+def _cells(sections: Iterable[Section]) -> list[Cell]:
     cells: list[Cell] = []
     for section in sections:
         cells.extend(section.data.get("cells", []))
     return cells
 
 
-def verdicts(sections: Sequence[Section], load: float | None = None) -> list[list[str]]:
-    """One row per target: target, figure, verdict, and why when missed."""
-    rows: list[list[str]] = []
-    ours = [cell for cell in _cells(sections) if cell.system == "quart-waffle"]
-    measured = [cell for cell in ours if cell.latencies]
-    floor: dict[str, float] = {}
-    catch_up: dict[tuple[str, int], dict[str, float]] = {}
-    for section in sections:
-        floor.update(section.data.get("floor", {}))
-        catch_up.update(section.data.get("catch_up", {}))
-    cores = os.cpu_count() or 1
-    busy = (
-        f"the machine was busy (load average {load:.1f} on {cores} cores)"
-        if load is not None and load > cores
-        else ""
-    )
-    for channel in (*FAST_CHANNELS, "file"):
-        cells = sorted(
-            (cell for cell in measured if cell.channel == channel), key=lambda c: c.declared
-        )
-        if not cells:
-            skipped = [cell.skipped for cell in ours if cell.channel == channel and cell.skipped]
-            reason = skipped[0] if skipped else "not run"
-            rows.append([f"{channel} propagation", "-", "not measured", reason])
-            continue
+def _not_run(sections: Mapping[str, Section], name: str) -> str:
+    """Why section ``name`` gave no figures."""
+    section = sections[name]
+    if section.skipped:
+        return f"the {name} section did not run: {section.skipped}"
+    return f"no figure for it in the {name} section"
+
+
+def _cell_verdict(cell: Cell | None, bound: float, asked: int, absent: str) -> tuple[str, str, str]:
+    """(figure, verdict, why) of a propagation target: MISSED unless the cell ran every update
+    asked, every update reached every worker, and its p90 is under ``bound`` ms."""
+    if cell is None:
+        return "-", "MISSED", absent
+    if cell.skipped is not None:
+        return "-", "MISSED", f"the cell did not run: {cell.skipped}"
+    if cell.missed:
+        why = f"{cell.missed} of {cell.attempts} updates never reached every worker"
+        return "-", "MISSED", f"{why} within {cell.limit:g} s"
+    if cell.attempts < asked or not cell.latencies:
+        return "-", "MISSED", f"cut short: {cell.attempts} of {asked} updates"
+    p90 = summary_ms(cell.latencies)["p90"]
+    figure = f"{p90:.1f} ms ({cell.attempts} updates)"
+    return figure, "met" if p90 < bound else "MISSED", ""
+
+
+def _propagation_targets(config: BenchConfig) -> list[tuple[str, int, float]]:
+    """(channel, declared settings, p90 bound in ms) of every propagation target."""
+    smallest = max(min(config.settings), BASE_SETTINGS)
+    targets: list[tuple[str, int, float]] = []
+    for channel in config.channels:
         if channel == "file":
-            checks = [(cell, 150.0) for cell in cells]
+            sizes = sorted({max(size, BASE_SETTINGS) for size in config.settings})
+            targets += [(channel, size, FILE_BOUND) for size in sizes]
         else:
-            checks = [(cells[0], 5.0)] + [(cell, 10.0) for cell in cells if cell.declared >= 10_000]
-        for cell, bound in checks:
-            p90 = summary_ms(cell.latencies)["p90"]
-            missed = f"; {cell.missed} updates never converged" if cell.missed else ""
-            met = p90 < bound and not cell.missed
-            why: list[str] = []
-            if not met:
-                if busy:
-                    why.append(busy)
-                if channel in floor:
-                    why.append(
-                        f"the same pipeline in one process, no HTTP: p90 {floor[channel]:.1f} ms"
-                    )
-                if channel in FAST_CHANNELS:
-                    why.append(
-                        "polling 4 workers over HTTP competes with their catch-up for the"
-                        " 2 cores; unpolled figures: python -m benchmarks.applied_at"
-                    )
-                store = "postgresql" if channel == "postgres" else "sqlite"
-                small, large = catch_up.get((store, 10)), catch_up.get((store, 10_000))
-                slower = small and large and large["refresh_ms_p50"] > 1.5 * small["refresh_ms_p50"]
-                if cell.declared >= 10_000 and small and large and slower:
-                    why.append(
-                        f"one worker's refresh() reading 1 row costs"
-                        f" {large['refresh_ms_p50']:.1f} ms at 10,000 settings against"
-                        f" {small['refresh_ms_p50']:.1f} ms at 10 (see the core section)"
-                    )
-                if not why:
-                    why.append("HTTP and scheduling of 4 workers and the poller on the cores")
-            rows.append(
-                [
-                    f"{channel} p90 < {bound:.0f} ms at {cell.declared:,} settings",
-                    f"{p90:.1f} ms{missed}",
-                    "met" if met else "MISSED",
-                    "; ".join(why),
-                ]
+            targets.append((channel, smallest, FAST_BOUND))
+            if LARGE in config.settings:
+                targets.append((channel, LARGE, LARGE_BOUND))
+    return targets
+
+
+def propagation_verdicts(sections: Mapping[str, Section], config: BenchConfig) -> list[list[str]]:
+    """A row per propagation target, polled and unpolled, from the sections that ran."""
+    rows: list[list[str]] = []
+    polled = {
+        (cell.channel, cell.declared): cell
+        for cell in _cells(sections.values())
+        if cell.system == "quart-waffle"
+    }
+    unpolled = {
+        cell.channel: cell
+        for cell in sections.get("unpolled", Section("")).data.get("unpolled", [])
+    }
+    floor = sections.get("propagation", Section("")).data.get("floor", {})
+    if "propagation" in sections:
+        absent = _not_run(sections, "propagation")
+        for channel, declared, bound in _propagation_targets(config):
+            cell = polled.get((channel, declared))
+            figure, verdict, why = _cell_verdict(cell, bound, config.updates, absent)
+            if verdict == "MISSED" and figure != "-":
+                why = "; ".join(_measured_context(sections, channel, declared, unpolled, floor))
+            target = f"{channel} p90 < {bound:.0f} ms at {declared:,} settings, polled"
+            rows.append([target, figure, verdict, why])
+    if "unpolled" in sections:
+        absent = _not_run(sections, "unpolled")
+        for channel in config.channels:
+            bound = FILE_BOUND if channel == "file" else FAST_BOUND
+            figure, verdict, why = _cell_verdict(
+                unpolled.get(channel), bound, config.updates, absent
             )
-    for section in sections:
-        throughput = section.data.get("throughput", {})
-        bare_rates = throughput.get("bare Quart")
-        for name, ratio in section.data.get("throughput_ratio", {}).items():
-            if not name.startswith("quart-waffle") or not bare_rates:
-                continue
+            target = f"{channel} p90 < {bound:.0f} ms at {BASE_SETTINGS} settings, unpolled"
+            rows.append([target, figure, verdict, why])
+    return rows
+
+
+def _measured_context(
+    sections: Mapping[str, Section],
+    channel: str,
+    declared: int,
+    unpolled: Mapping[str, Cell],
+    floor: Mapping[str, float],
+) -> list[str]:
+    """Figures of this run that bear on a missed propagation target (never a guess)."""
+    context: list[str] = []
+    other = unpolled.get(channel)
+    if other is not None and other.latencies:
+        p90 = summary_ms(other.latencies)["p90"]
+        context.append(f"unpolled in this run: p90 {p90:.1f} ms")
+    if channel in floor:
+        context.append(f"one process, no HTTP, in this run: p90 {floor[channel]:.1f} ms")
+    catch_up = sections.get("core", Section("")).data.get("catch_up", {})
+    store = "postgresql" if channel == "postgres" else "sqlite"
+    small, large = catch_up.get((store, 10)), catch_up.get((store, LARGE))
+    if declared >= LARGE and small and large:
+        context.append(
+            f"one worker's refresh() after one change: {large['refresh_ms_p50']:.1f} ms at"
+            f" {LARGE:,} settings, {small['refresh_ms_p50']:.1f} ms at 10 (core section)"
+        )
+    return context
+
+
+def throughput_verdicts(sections: Mapping[str, Section]) -> list[list[str]]:
+    if "throughput" not in sections:
+        return []
+    data = sections["throughput"].data
+    ratios: dict[str, float] = data.get("throughput_ratio", {})
+    errors: dict[str, int] = data.get("throughput_errors", {})
+    bare_rates: list[float] = data.get("throughput", {}).get("bare Quart", [])
+    rows: list[list[str]] = []
+    for name in THROUGHPUT_VARIANTS:
+        target = f"throughput, {name}, >= {THROUGHPUT_RATIO:.0%} of bare Quart"
+        if name not in ratios or not bare_rates:
+            rows.append([target, "-", "MISSED", _not_run(sections, "throughput")])
+            continue
+        ratio, failed = ratios[name], errors.get(name, 0)
+        why: list[str] = []
+        if failed:
+            why.append(f"{failed:,} requests failed")
+        if ratio < THROUGHPUT_RATIO:
             bare = sum(bare_rates) / len(bare_rates)
             spread = (max(bare_rates) - min(bare_rates)) / bare
-            reasons: list[str] = []
-            if ratio < 0.97:
-                reasons.append(f"bare Quart's own rounds spread {spread:.0%}")
-                reasons += [busy] if busy else []
-                if 1 - ratio > spread:
-                    reasons.append("the gap is larger than that spread: a real cost")
-            rows.append(
-                [
-                    f"throughput, {name}, >= 97% of bare Quart",
-                    f"{ratio:.1%}",
-                    "met" if ratio >= 0.97 else "MISSED",
-                    "; ".join(reasons),
-                ]
-            )
-        if "reload_failed" in section.data:
-            failed = section.data["reload_failed"]
-            rows.append(
-                [
-                    "zero failed requests during reloads (quart-waffle serve)",
-                    str(failed),
-                    "met" if not failed else "MISSED",
-                    "",
-                ]
-            )
-        if "reload_worst_ms" in section.data:
-            worst = section.data["reload_worst_ms"]
-            rows.append(
-                [
-                    "worst latency during reloads < 250 ms (quart-waffle serve)",
-                    f"{worst:,.0f} ms",
-                    "met" if worst < 250 else "MISSED",
-                    busy if worst >= 250 else "",
-                ]
-            )
+            why.append(f"bare Quart's own rounds spread {spread:.0%} in this run")
+        verdict = "met" if not why else "MISSED"
+        rows.append([target, f"{ratio:.1%}", verdict, "; ".join(why)])
     return rows
+
+
+def reload_verdicts(sections: Mapping[str, Section]) -> list[list[str]]:
+    """Zero failed requests and worst latency, per connection mode, for quart-waffle serve:
+    MISSED also when a cell failed, did fewer reloads than asked or fewer requests."""
+    if "reload" not in sections:
+        return []
+    figures: ReloadFigures | None = sections["reload"].data.get("reload")
+    rows: list[list[str]] = []
+    for mode in ("new connection per request", "keep-alive"):
+        targets = [
+            f"zero failed requests during reloads (quart-waffle serve, {mode})",
+            f"worst latency during reloads < {RELOAD_WORST_MS} ms (quart-waffle serve, {mode})",
+        ]
+        result = None
+        if figures is not None:
+            result = next(
+                (r for r in figures.results if r.mode == mode and r.server.startswith("quart")),
+                None,
+            )
+        if figures is None or result is None:
+            cells = figures.failed.items() if figures is not None else []
+            broken = [why for cell, why in cells if cell.startswith("quart") and mode in cell]
+            why = f"the cell failed: {broken[0]}" if broken else _not_run(sections, "reload")
+            rows += [[target, "-", "MISSED", why] for target in targets]
+            continue
+        short: list[str] = []
+        if result.reloads < figures.reloads:
+            short.append(f"{result.reloads} of {figures.reloads} reloads")
+        if result.report.requests < figures.requests:
+            short.append(f"{result.report.requests:,} of {figures.requests:,} requests")
+        cut = f"cut short: {', '.join(short)}" if short else ""
+        failures = len(result.report.failures)
+        done = f"{result.reloads} reloads, {result.report.requests:,} requests"
+        rows.append(
+            [
+                targets[0],
+                f"{failures:,} failed ({done})",
+                "met" if not failures and not cut else "MISSED",
+                cut,
+            ]
+        )
+        worst = result.worst_during_reloads() * 1000
+        rows.append(
+            [
+                targets[1],
+                f"{worst:,.0f} ms",
+                "met" if worst < RELOAD_WORST_MS and not cut else "MISSED",
+                cut,
+            ]
+        )
+    return rows
+
+
+def verdicts(sections: Mapping[str, Section], config: BenchConfig) -> list[list[str]]:
+    """One row per target of the sections run: target, figure, verdict, and why when missed.
+    A target whose figure is missing (section or cell failed, cut short) is MISSED."""
+    return [
+        *propagation_verdicts(sections, config),
+        *throughput_verdicts(sections),
+        *reload_verdicts(sections),
+    ]
 
 
 def _save(figure: Figure, directory: Path, name: str) -> str:
@@ -263,33 +348,49 @@ def plots(sections: Sequence[Section], directory: Path) -> list[str]:
     return written
 
 
+def load_note(load_at_start: float) -> str | None:
+    """A sentence about the machine's load when the run started, measured before the first
+    benchmark (os.getloadavg()), when it exceeded the cores; else None."""
+    cores = os.cpu_count() or 1
+    if load_at_start <= cores:
+        return None
+    return (
+        f"The machine was already busy when this run started: 1-minute load average"
+        f" {load_at_start:.2f} on {cores} cores, measured before the first benchmark."
+    )
+
+
 def markdown(
-    sections: Sequence[Section],
+    sections: Mapping[str, Section],
     images: Sequence[str],
     *,
+    config: BenchConfig,
     command: str,
     elapsed: float,
-    load: tuple[tuple[float, ...], tuple[float, ...]],
+    load_at_start: tuple[float, float, float],
     image_prefix: str = "",
 ) -> str:
+    """The report: where and how it was measured, a verdict row per target, every section."""
+    note = load_note(load_at_start[0])
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}` in {elapsed:.0f} s.",
         "",
         "| machine | |",
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in machine().items()),
-        "| load average (1, 5, 15 min) at start / end | "
-        + " / ".join(", ".join(f"{value:.2f}" for value in sample) for sample in load)
+        "| load average (1, 5, 15 min) before the run | "
+        + ", ".join(f"{value:.2f}" for value in load_at_start)
         + " |",
         "",
+        *([note, ""] if note else []),
         "### Targets",
         "",
         "| target (2 cores) | figure | verdict | why, when missed |",
         "|---|---|---|---|",
-        *("| " + " | ".join(row) + " |" for row in verdicts(sections, max(load[0][0], load[1][0]))),
+        *("| " + " | ".join(row) + " |" for row in verdicts(sections, config)),
         "",
     ]
-    for section in sections:
+    for section in sections.values():
         lines += [f"### {section.title}", ""]
         if section.skipped:
             lines += [f"Skipped: {section.skipped}", ""]

@@ -219,6 +219,7 @@ async def run(config: BenchConfig) -> Section:
         )
     section.data["throughput_ratio"] = ratios
     section.data["throughput"] = {variant.name: variant.rates for variant in tried}
+    section.data["throughput_errors"] = {variant.name: variant.errors for variant in tried}
     section.table(
         [
             "app",
