@@ -104,7 +104,7 @@ class QuartWaffle:
         self._settings = list(settings)
         self._engine = engine
         self.authorize = authorize
-        arguments = locals()
+        arguments = locals()  # the options, named as in the option table
         self._arguments = {option.name: arguments[option.name] for option in OPTIONS}
         self.app: Quart | None = None
         self._config: WaffleConfig | None = None
@@ -156,9 +156,7 @@ class QuartWaffle:
     @property
     def config(self) -> WaffleConfig:
         """The resolved options; :class:`RuntimeError` before :meth:`init_app`."""
-        if self._config is None:
-            raise RuntimeError("QuartWaffle is not initialised: call init_app(app) first.")
-        return self._config
+        return self._registration()[1]
 
     # Reading: a dict lookup, no I/O.
 
@@ -311,9 +309,8 @@ class QuartWaffle:
         ``watch``, start the background sync task; with ``announce``, send
         :data:`settings_changed` for changes applied from now on. On failure
         everything opened so far is closed again."""
-        config = self.config
-        app = self.app
-        if app is None or self._connection is not None:
+        app, config = self._registration()
+        if self._connection is not None:
             raise RuntimeError("QuartWaffle.start: already started (call stop() first).")
         engine = self._engine or create_engine(config.database_url)
         store = SettingsStore(engine)
@@ -356,6 +353,11 @@ class QuartWaffle:
         await self.stop()
 
     # Internals.
+
+    def _registration(self) -> tuple[Quart, WaffleConfig]:
+        if self.app is None or self._config is None:
+            raise RuntimeError("QuartWaffle is not initialised: call init_app(app) first.")
+        return self.app, self._config
 
     def _connected(self) -> _Connection:
         if self._connection is None:
