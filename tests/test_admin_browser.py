@@ -147,3 +147,59 @@ async def test_plain_http_on_a_lan_name_says_why_login_cannot_work(tmp_path: Pat
                 await expect(page.locator("#settings-form")).to_be_visible()
             finally:
                 await browser.close()
+
+
+async def test_login_reset_to_default_and_logout(tmp_path: Path) -> None:
+    """Log in, change a setting, reset it to its default with its button, log
+    out; the session cookie copied before logging out no longer works on any
+    worker."""
+    _require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    async with Deployment(_page_env(tmp_path), tmp_path / "hypercorn.log", workers=2) as server:
+        base = f"http://127.0.0.1:{server.port}/waffle/"
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
+            )
+            try:
+                context = await browser.new_context()
+                page = await context.new_page()
+                page.set_default_timeout(15_000)
+                await page.goto(base)
+                await expect(page.locator(".worker")).to_have_count(0)  # no pid before login
+                await page.fill("#token", TOKEN)
+                await page.click("button:text('Log in')")
+                await expect(page.locator("#settings-form")).to_be_visible()
+                await expect(page.locator("#default-MAX_ITEMS")).to_be_visible()
+
+                await page.fill("#value-MAX_ITEMS", "77")
+                await page.wait_for_selector("#settings-form[data-review-ready=true]")
+                await page.click("#save")
+                await page.click("#confirm")
+                await expect(page.locator(".notice")).to_contain_text("Saved")
+                await expect(page.locator("#value-MAX_ITEMS")).to_have_value("77")
+                await expect(page.locator("#default-MAX_ITEMS")).to_have_count(0)
+
+                await page.click("#reset-MAX_ITEMS")
+                await expect(page.locator(".notice")).to_contain_text("Saved")
+                await expect(page.locator("#value-MAX_ITEMS")).to_have_value("20")
+                await expect(page.locator("#default-MAX_ITEMS")).to_be_visible()
+
+                # The session cookie copied into another browser works until logout.
+                copied = await context.cookies()
+                assert [cookie["name"] for cookie in copied] == ["waffle_admin"]
+                thief = await browser.new_context()
+                await thief.add_cookies(copied)
+                stolen = await thief.new_page()
+                await stolen.goto(base)
+                await expect(stolen.locator("#settings-form")).to_be_visible()
+
+                await page.click("button:text('Log out')")
+                await expect(page.locator("#token")).to_be_visible()
+                for _ in range(4):  # requests spread over both workers
+                    await stolen.goto(base)
+                    await expect(stolen.locator("#token")).to_be_visible()
+                    await expect(stolen.locator("#settings-form")).to_have_count(0)
+            finally:
+                await browser.close()

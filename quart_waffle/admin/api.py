@@ -39,11 +39,13 @@ async def _authenticate() -> None:
 
 
 def setting_item(setting: Setting[Any], waffle: QuartWaffle) -> dict[str, Any]:
-    """One setting as the API shows it: declaration, display value, revision."""
+    """One setting as the API shows it: declaration, display value, revision,
+    and whether it serves its declared default."""
     snapshot = waffle.snapshot
     return {
         **setting.describe(),
         "value": setting.display(snapshot.values[setting.key]),
+        "is_default": snapshot.is_default(setting.key),
         "revision": snapshot.revisions.get(setting.key, 0),
     }
 

@@ -29,6 +29,8 @@ class Field:
     revision: int
     error: str | None = None
     options: list[tuple[str, str]] = field(default_factory=list)
+    is_default: bool = False
+    default_shown: str = ""
 
 
 def grouped_fields(
@@ -62,6 +64,8 @@ def grouped_fields(
                 snapshot.revisions.get(key, 0),
                 (errors or {}).get(key),
                 options,
+                is_default=snapshot.is_default(key),
+                default_shown="" if setting.secret else json.dumps(setting.default),
             )
         )
     return groups

@@ -251,6 +251,40 @@ async def save() -> Response:
     return _redirect_home(f"?saved={revision}")
 
 
+@page.post("/reset")
+async def reset() -> Response:
+    """Make one setting (form field ``key``) follow its declared default again."""
+    session = await _session_or_refuse()
+    if isinstance(session, Response):
+        return session
+    actor = await _actor()
+    if actor is None:
+        return await _render("login.html", 401, session, error="Log in again to reset.")
+    form = await _checked_form()
+    waffle = current_waffle()
+    key = form.get("key", "")
+    if key not in waffle.declarations:
+        raise AdminError(422, "unknown_setting", "The reset button names no declared setting.")
+    try:
+        revision = await waffle.reset(
+            [key], expected_revision=natural_number(form.get("revision")), actor=actor
+        )
+    except ConflictError:
+        await waffle.refresh()
+        return await _render(
+            "settings.html",
+            409,
+            session,
+            signed_in=True,
+            groups=grouped_fields(waffle.declarations, waffle.snapshot),
+            form_revision=waffle.revision,
+            notice=None,
+            problem=f"Nothing was reset: someone else changed {key} meanwhile. Its current"
+            " value is shown below; reset it again if you still mean to.",
+        )
+    return _redirect_home(f"?saved={revision}")
+
+
 @page.get("/history/<key>")
 async def key_history(key: str) -> Response:
     """The changes of one setting, newest first."""
