@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigurationError
-from .settings import parse_bool
+from .kinds import parse_bool, parse_integer, parse_number
 
 Watchtype = Literal["file", "redis", "postgres", "none"]
 WATCHTYPES: tuple[Watchtype, ...] = get_args(Watchtype)
@@ -45,6 +45,8 @@ def _name(key: str, value: Any) -> str:
 def _boolean(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
     parsed = parse_bool(value) if isinstance(value, str) else None
     if parsed is None:
         raise ConfigurationError(f"{key} must be true or false, got {value!r}")
@@ -52,21 +54,26 @@ def _boolean(key: str, value: Any) -> bool:
 
 
 def _positive(key: str, value: Any) -> float:
+    """Seconds: text as a person types a number (no ``1_0``, ``nan``, ``inf``)."""
     try:
-        number = float(value)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise TypeError
+        number = parse_number(value) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}") from None
-    if isinstance(value, bool) or not 0 < number < float("inf"):
+    if not 0 < number < float("inf"):
         raise ConfigurationError(f"{key} must be a positive number of seconds, got {value!r}")
     return number
 
 
 def _port(key: str, value: Any) -> int:
     try:
-        port = int(value)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise TypeError
+        port = parse_integer(value) if isinstance(value, str) else value
     except (TypeError, ValueError):
         raise ConfigurationError(f"{key} must be a port number, got {value!r}") from None
-    if isinstance(value, bool) or not 0 < port < 65536:
+    if not 0 < port < 65536:
         raise ConfigurationError(f"{key} must be a port number (1-65535), got {value!r}")
     return port
 
