@@ -126,7 +126,7 @@ async def test_every_worker_converges(case: tuple[str, str], tmp_path: Path) -> 
         await converge(deployment, pids, revision, BOUND, GREETING=f"{greeting}!")
 
         # a publish lost on purpose: the periodic check carries it
-        store = waffle._require_store()
+        store = waffle._connected().store
         lost = (await store.write({"MAX_ITEMS": "123"})).revision
         assert lost is not None
         await converge(deployment, pids, lost, BOUND, MAX_ITEMS=123)
@@ -216,7 +216,7 @@ async def test_redis_restarted_during_a_stream_of_updates(
                 reads += len(await deployment.sample(4))  # raises if a read fails
             revision = (await streaming)[0]
             assert reads > 0
-            store = waffle._require_store()
+            store = waffle._connected().store
             assert await store.latest_revision() == revision
             await converge(deployment, pids, revision, BOUND, MAX_ITEMS=60)
             # and updates flow again
