@@ -1,6 +1,8 @@
 """Every worker of real ``hypercorn -w 4`` deployments converges: by message
-within milliseconds, and by the periodic check after a lost publish, a paused
-worker, a deleted watcher file or a Redis restart. Reads never fail meanwhile."""
+within milliseconds (with the periodic check a minute away, so that only a
+message can meet the bound), and by the periodic check after a lost publish, a
+paused worker, a deleted watcher file or a Redis restart. Reads never fail
+meanwhile."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import contextlib
 import json
 import os
 import signal
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +21,17 @@ import pytest
 from quart import Quart
 
 from examples.app import app as demo_app
-from harness import REDIS_URL, Deployment, RedisServer, WhoAmI, http_request
+from harness import REDIS_URL, ROOT, Deployment, RedisServer, WhoAmI, http_get, http_request
 from quart_waffle import QuartWaffle
 from tests.conftest import require
 
 CHECK_INTERVAL = 0.5
 BOUND = CHECK_INTERVAL + 2.0
 """The documented bound (check_interval + a query) plus slack for a loaded 2-core machine."""
+BY_MESSAGE = 1.5
+"""Seconds within which every worker applies a change when the periodic check
+is a minute away: only a message can meet it."""
+SILENT_CHECK_INTERVAL = "60"
 SHUTDOWN_NOISE = ("Traceback", "Task was destroyed", "never awaited", "Unclosed", "ResourceWarning")
 
 
@@ -156,6 +164,104 @@ async def test_every_worker_converges(case: tuple[str, str], tmp_path: Path) -> 
             await converge(deployment, pids, revision, BOUND, THEME="light")
             revision = await waffle.update({"THEME": "dark"})
             await converge(deployment, pids, revision, 1.0, THEME="dark")
+
+
+async def applied_at(
+    deployment: Deployment, pids: set[int], revision: int, within: float = 10.0
+) -> dict[int, float]:
+    """When, by its own wall clock, each worker in ``pids`` applied ``revision``
+    (or a later one); fail naming the workers that had not after ``within`` s."""
+    deadline = time.monotonic() + within
+    seen: dict[int, float] = {}
+    while not pids <= seen.keys():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"workers {sorted(pids - seen.keys())} did not apply revision {revision}"
+                f" within {within} s\n{deployment.log_tail()}"
+            )
+        for status, body in await asyncio.gather(
+            *(http_get(deployment.port, "/test/applied") for _ in range(12))
+        ):
+            assert status == 200, body
+            answer = json.loads(body)
+            times = [when for rev, when in answer["applied"].items() if int(rev) >= revision]
+            if times:
+                seen[answer["pid"]] = min(times)
+        await asyncio.sleep(0.02)
+    return {pid: seen[pid] for pid in pids}
+
+
+async def cli(env: dict[str, str], *args: str) -> str:
+    """``quart --app tests.sync_app:app waffle ARGS`` in its own process; its output."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("WAFFLE_")}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("quart")),
+        "--app",
+        "tests.sync_app:app",
+        "waffle",
+        *args,
+        cwd=ROOT,
+        env={**environment, **env, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+async def test_every_other_worker_applies_a_change_by_message(
+    case: tuple[str, str], tmp_path: Path
+) -> None:
+    """With the periodic check a minute away, a change made through one worker,
+    or by the CLI in another process, is applied by every worker (each pid
+    answering for itself) within BY_MESSAGE seconds of its commit."""
+    watchtype, database_url = case
+    env = deployment_env(
+        watchtype, database_url, tmp_path, WAFFLE_CHECK_INTERVAL=SILENT_CHECK_INTERVAL
+    )
+    waffle = updater(env)
+    async with waffle.connected(), serving(env, tmp_path / "hypercorn.log") as deployment:
+        pids = await deployment.worker_pids()
+        assert len(pids) == 4
+
+        # the control: a change nobody announces is not applied, the check is that far away
+        store = waffle._connected().store
+        unannounced = (await store.write({"MAX_ITEMS": "321"})).revision
+        assert unannounced is not None
+        await asyncio.sleep(BY_MESSAGE)
+        latest = await deployment.until_all_serve(lambda _answer: True, pids)
+        assert all(answer["revision"] < unannounced for answer in latest.values()), latest
+
+        # through one worker: the three others hear of it by message alone
+        started = time.time()
+        status, body = await http_request(
+            deployment.port, "POST", "/test/update", {"GREETING": f"by {watchtype}"}
+        )
+        assert status == 200, body
+        writer, revision = json.loads(body)["pid"], json.loads(body)["revision"]
+        delays = {
+            pid: when - started
+            for pid, when in (await applied_at(deployment, pids - {writer}, revision)).items()
+        }
+        assert len(delays) == 3
+        assert max(delays.values()) < BY_MESSAGE, delays
+        await converge(deployment, pids, revision, 1.0, GREETING=f"by {watchtype}", MAX_ITEMS=321)
+
+        # by the CLI, another process: every worker hears of it by message alone
+        output = await cli(env, "set", "GREETING=from the CLI", "--actor", "proof")
+        revision = int(output.split()[-1])
+        [entry] = await waffle.history(limit=1)
+        assert entry.revision == revision
+        committed = entry.changed_at.timestamp()
+        delays = {
+            pid: when - committed
+            for pid, when in (await applied_at(deployment, pids, revision)).items()
+        }
+        assert len(delays) == 4
+        assert max(delays.values()) < BY_MESSAGE, delays
+        await converge(deployment, pids, revision, 1.0, GREETING="from the CLI")
 
 
 @pytest.mark.parametrize("watchtype", ["redis", "postgres"])
