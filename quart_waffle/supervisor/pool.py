@@ -185,6 +185,7 @@ class Pool:
                     request.finish(ReloadFailed("the supervisor is stopping"))
                 raise
             else:
+                log.info("%s", summary)  # a reload asked by SIGHUP has only the log
                 for request in requests:
                     request.finish(summary)
 

@@ -4,12 +4,15 @@ Environment:
     WAFFLE_TEST_BROKEN: a file; while it exists, importing this module fails.
     WAFFLE_TEST_STARTUP_FAILS: a file; while it exists, lifespan startup fails.
     WAFFLE_TEST_RELEASE: a file; `GET /hold` answers once it exists (30 s at most).
+    WAFFLE_TEST_STARTUP_HANGS: a file; while it exists, lifespan startup never finishes.
+    WAFFLE_TEST_CRASHES: a file; while it exists, a worker exits 0.2 s after its startup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from quart import Quart
 
@@ -29,6 +32,10 @@ app = Quart(__name__)
 async def _startup() -> None:
     if _flagged("WAFFLE_TEST_STARTUP_FAILS"):
         raise RuntimeError("startup failed on purpose")
+    if _flagged("WAFFLE_TEST_STARTUP_HANGS"):
+        await asyncio.sleep(600)
+    if _flagged("WAFFLE_TEST_CRASHES"):
+        asyncio.get_running_loop().call_later(0.2, os._exit, 3)
 
 
 @app.get("/whoami")
@@ -39,6 +46,13 @@ async def whoami() -> dict[str, int]:
 @app.get("/slow/<float:seconds>")
 async def slow(seconds: float) -> dict[str, int]:
     await asyncio.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+@app.get("/block/<float:seconds>")
+async def block(seconds: float) -> dict[str, int]:
+    """Blocks the worker's event loop: it can neither answer nor drain meanwhile."""
+    time.sleep(seconds)  # noqa: ASYNC251 (blocking is the point)
     return {"pid": os.getpid()}
 
 

@@ -1,0 +1,213 @@
+"""Rolling reloads, strictly, on real processes: the accepting floor with the default
+`--min-active`, exactly N new workers after a reload, exactly the old ones after a failed one,
+SIGHUP, the startup timeout, a worker that ignores the graceful timeout, crash-loop backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from harness.load import run_load
+from tests.supervisor_apps.harness import ServerProcess, accepting_floor
+
+APP = "tests.supervisor_apps.testapp:app"
+WORKERS = 3
+DEFAULT_FLOOR = WORKERS - 1  # documented default of --min-active
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(name="flags")
+def _flags(tmp_path: Path) -> dict[str, Path]:
+    return {
+        name: tmp_path / name.lower()
+        for name in ("WAFFLE_TEST_BROKEN", "WAFFLE_TEST_STARTUP_HANGS", "WAFFLE_TEST_CRASHES")
+    }
+
+
+def serve(tmp_path: Path, flags: dict[str, Path], *args: str) -> ServerProcess:
+    env = {name: str(path) for name, path in flags.items()}
+    return ServerProcess(
+        tmp_path, APP, ["-w", str(WORKERS), "--keep-alive-timeout", "1", *args], env
+    )
+
+
+@pytest.fixture(name="server")
+def _server(tmp_path: Path, flags: dict[str, Path]) -> Iterator[ServerProcess]:
+    server = serve(tmp_path, flags, "--graceful-timeout", "5")
+    yield server
+    server.close()
+
+
+def children(server: ServerProcess) -> set[int]:
+    """The supervisor's child processes: its workers, live or not yet reaped."""
+    pid = server.process.pid
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+async def answering(server: ServerProcess, seconds: float = 1.5) -> set[int]:
+    """The pids that answer fresh connections during a short burst of load."""
+    stop = asyncio.Event()
+    load = asyncio.create_task(
+        run_load("127.0.0.1", server.port, clients=6, keep_alive=False, stop=stop)
+    )
+    await asyncio.sleep(seconds)
+    stop.set()
+    report = await load
+    assert report.failures == [], report.failures[:3]
+    return {sample.pid for sample in report.samples}
+
+
+async def pool_of(server: ServerProcess) -> set[int]:
+    """The workers serving, once the pool is settled: exactly what runs answers."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 30
+    while not seen >= children(server):
+        assert time.monotonic() < deadline, (seen, children(server))
+        seen |= await answering(server)
+    assert seen == children(server), (seen, children(server))
+    return seen
+
+
+def summary_pids(output: str) -> set[int]:
+    match = re.search(r"reload \d+ done: workers \[([\d, ]+)\]", output)
+    assert match, output
+    return {int(pid) for pid in match.group(1).split(", ")}
+
+
+async def test_a_reload_keeps_the_default_floor_and_leaves_exactly_n_new_workers(
+    server: ServerProcess,
+) -> None:
+    before = await pool_of(server)
+    assert len(before) == WORKERS
+    stop = asyncio.Event()
+    load = asyncio.create_task(
+        run_load("127.0.0.1", server.port, clients=6, keep_alive=False, stop=stop)
+    )
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    reloaded = await server.reload()
+    ended = time.monotonic()
+    await asyncio.sleep(0.5)
+    stop.set()
+    report = await load
+
+    assert reloaded.returncode == 0, reloaded.output
+    assert report.failures == [], report.failures[:3]
+    assert accepting_floor(report.samples, started, ended) >= DEFAULT_FLOOR
+    after = await pool_of(server)
+    assert len(after) == WORKERS
+    assert not after & before
+    assert summary_pids(reloaded.output) == after
+    for pid in before:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_a_failed_reload_leaves_exactly_the_old_workers(
+    server: ServerProcess, flags: dict[str, Path]
+) -> None:
+    before = await pool_of(server)
+    flags["WAFFLE_TEST_BROKEN"].touch()
+    reloaded = await server.reload()
+
+    assert reloaded.returncode == 1
+    assert "this version is broken" in reloaded.output
+    assert await pool_of(server) == before
+
+
+async def test_sighup_starts_a_reload(server: ServerProcess) -> None:
+    before = await pool_of(server)
+    server.process.send_signal(signal.SIGHUP)
+    done = await asyncio.to_thread(server.wait_for_log, r"reload 1 done: workers \[[\d, ]+\]")
+
+    after = await pool_of(server)
+    assert summary_pids(done.group(0)) == after
+    assert len(after) == WORKERS
+    assert not after & before
+
+
+async def test_a_worker_not_ready_within_the_startup_timeout_fails_the_deploy(
+    tmp_path: Path, flags: dict[str, Path]
+) -> None:
+    server = serve(tmp_path, flags, "--startup-timeout", "8")
+    try:
+        before = await pool_of(server)
+        flags["WAFFLE_TEST_STARTUP_HANGS"].touch()
+        started = time.monotonic()
+        reloaded = await server.reload()
+
+        assert reloaded.returncode == 1
+        assert re.search(r"worker \d+ failed: not ready after 8 s", reloaded.output)
+        assert time.monotonic() - started < 30
+        assert await pool_of(server) == before  # the hung worker was killed too
+    finally:
+        server.close()
+
+
+async def test_a_worker_ignoring_the_graceful_timeout_is_killed(
+    tmp_path: Path, flags: dict[str, Path]
+) -> None:
+    server = serve(tmp_path, flags, "--graceful-timeout", "1")
+    try:
+        before = await pool_of(server)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /block/60.0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)  # one worker's event loop is now blocked for a minute
+        started = time.monotonic()
+        reloaded = await server.reload()
+        took = time.monotonic() - started
+        writer.close()
+
+        assert reloaded.returncode == 0, reloaded.output
+        killed = re.search(
+            r"Worker (\d+) killed: still running after the graceful timeout", server.log()
+        )
+        assert killed, server.log()
+        assert int(killed.group(1)) in before
+        assert took < 30  # not the minute the blocked worker would take
+        after = await pool_of(server)
+        assert len(after) == WORKERS
+        assert not after & before
+    finally:
+        server.close()
+
+
+async def test_workers_that_keep_dying_are_restarted_with_a_growing_backoff(
+    server: ServerProcess, flags: dict[str, Path]
+) -> None:
+    before = await pool_of(server)
+    flags["WAFFLE_TEST_CRASHES"].touch()
+    os.kill(min(before), signal.SIGKILL)
+    await asyncio.to_thread(server.wait_for_log, r"Restarting 1 worker\(s\) in 4\.0 s", 90)
+    flags["WAFFLE_TEST_CRASHES"].unlink()
+
+    log = server.log()
+    delays = [float(d) for d in re.findall(r"Restarting 1 worker\(s\) in ([\d.]+) s", log)]
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
+    # the wait is real: the worker restarted after "in 2.0 s" died (0.2 s after its start)
+    # no sooner than 2.2 s later
+    restarts = _times(log, r"Restarting 1 worker")
+    assert restarts[3] - restarts[2] >= 2.2
+    # the pool recovers once starts succeed, and the other workers were never touched
+    deadline = time.monotonic() + 30
+    while len(children(server)) < WORKERS:
+        assert time.monotonic() < deadline, server.log()
+        await asyncio.sleep(0.2)
+    after = await pool_of(server)
+    assert len(after) == WORKERS
+    assert before - {min(before)} <= after
+
+
+def _times(log: str, pattern: str) -> list[float]:
+    stamps = re.findall(rf"^\[([\d\- :,]+)\] \[\d+\] \[\w+\] {pattern}", log, re.MULTILINE)
+    return [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f").timestamp() for s in stamps]
