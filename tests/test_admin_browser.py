@@ -176,12 +176,14 @@ async def test_login_reset_to_default_and_logout(tmp_path: Path) -> None:
                 await page.fill("#value-MAX_ITEMS", "77")
                 await page.wait_for_selector("#settings-form[data-review-ready=true]")
                 await page.click("#save")
-                await page.click("#confirm")
+                async with page.expect_navigation():
+                    await page.click("#confirm")
                 await expect(page.locator(".notice")).to_contain_text("Saved")
                 await expect(page.locator("#value-MAX_ITEMS")).to_have_value("77")
                 await expect(page.locator("#default-MAX_ITEMS")).to_have_count(0)
 
-                await page.click("#reset-MAX_ITEMS")
+                async with page.expect_navigation():
+                    await page.click("#reset-MAX_ITEMS")
                 await expect(page.locator(".notice")).to_contain_text("Saved")
                 await expect(page.locator("#value-MAX_ITEMS")).to_have_value("20")
                 await expect(page.locator("#default-MAX_ITEMS")).to_be_visible()
@@ -190,7 +192,9 @@ async def test_login_reset_to_default_and_logout(tmp_path: Path) -> None:
                 copied = await context.cookies()
                 assert [cookie["name"] for cookie in copied] == ["waffle_admin"]
                 thief = await browser.new_context()
-                await thief.add_cookies(copied)
+                await thief.add_cookies(
+                    [{"name": c["name"], "value": c["value"], "url": base} for c in copied]
+                )
                 stolen = await thief.new_page()
                 await stolen.goto(base)
                 await expect(stolen.locator("#settings-form")).to_be_visible()

@@ -13,7 +13,7 @@ from quart.typing import TestClientProtocol as Client
 
 from quart_waffle import QuartWaffle
 from quart_waffle.admin import page as page_module
-from tests.helpers import ADMIN_TOKEN, make_waffle
+from tests.helpers import ADMIN_TOKEN, make_waffle, serving
 
 TOKEN = ADMIN_TOKEN
 SECRET = "s3cret"
@@ -409,3 +409,23 @@ async def test_history_page_links_to_older_entries(
     assert "<code>2</code>" in second
     assert "<code>4</code>" not in second
     assert "before=" not in second
+
+
+async def test_saved_page_from_another_worker_shows_the_saved_values(sqlite_url: str) -> None:
+    """The redirect after a save may reach a worker that has not heard of it
+    yet: that worker catches up before drawing the page."""
+    first = _page_waffle(sqlite_url, admin_token=TOKEN, check_interval=3600.0)
+    second = _page_waffle(sqlite_url, admin_token=TOKEN, check_interval=3600.0)
+    assert first.app is not None
+    assert second.app is not None
+    async with serving(first, second):
+        client = first.app.test_client()
+        csrf = await logged_in(client)
+        response = await client.post("/waffle/save", form=form_of(first, csrf, GREETING="Saved"))
+        assert response.status_code == 303
+        assert client.cookie_jar is not None
+        cookie = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in client.cookie_jar)}
+        assert second.get("GREETING") == "Hello"  # no channel: it has not heard
+        page = await second.app.test_client().get(response.headers["Location"], headers=cookie)
+        assert "Saved: this worker now serves revision" in await text_of(page)
+        assert form_in(await text_of(page))["value-GREETING"] == "Saved"

@@ -133,6 +133,9 @@ async def index() -> Response:
     if await _actor() is None:
         return await _render("login.html", 200, session, error=None)
     saved = natural_number(request.args.get("saved"))
+    if saved is not None and saved > waffle.revision:
+        # the save was answered by another worker: read what it wrote, not an older page
+        await waffle.refresh()
     return await _render(
         "settings.html",
         200,
