@@ -101,7 +101,6 @@ class Option:
     default: Any
     meaning: str
     convert: Convert
-    shown_default: str = ""
     from_environment: bool = True
 
     @property
@@ -111,9 +110,8 @@ class Option:
 
     def row(self) -> str:
         """This option as a row of the documentation's Markdown table."""
-        shown = f'"{self.default}"' if isinstance(self.default, str) else repr(self.default)
-        default = self.shown_default or f"`{shown}`"
-        return f"| `{self.name}` | `{self.key}` | {self.type} | {default} | {self.meaning} |"
+        default = f'"{self.default}"' if isinstance(self.default, str) else repr(self.default)
+        return f"| `{self.name}` | `{self.key}` | {self.type} | `{default}` | {self.meaning} |"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -128,12 +126,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "database_url",
         "str",
-        None,
+        "sqlite:///waffle.db",
         "Where values live. `sqlite://` and `postgresql://` URLs get the async driver"
         " (aiosqlite, asyncpg) automatically; a relative SQLite path is relative to the"
         " instance folder.",
-        _text,
-        shown_default="`sqlite:///waffle.db` (in the instance folder)",
+        _name,
     ),
     Option(
         "create_tables",
@@ -159,11 +156,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "watcher_file",
         "str",
-        None,
+        "waffle.revision",
         "The file the `file` channel writes and watches; a relative path is relative to"
         " the instance folder.",
-        _text,
-        shown_default="`waffle.revision` (in the instance folder)",
+        _name,
     ),
     Option(
         "watch_interval",
@@ -261,12 +257,8 @@ class WaffleConfig:
             if raw is None and option.from_environment:
                 raw = environ.get(option.key)
             values[option.name] = option.default if raw is None else option.convert(option.key, raw)
-        values["database_url"] = sqlite_in_instance(
-            values["database_url"] or "sqlite:///waffle.db", app.instance_path
-        )
-        values["watcher_file"] = os.path.join(
-            app.instance_path, values["watcher_file"] or "waffle.revision"
-        )
+        values["database_url"] = sqlite_in_instance(values["database_url"], app.instance_path)
+        values["watcher_file"] = os.path.join(app.instance_path, values["watcher_file"])
         if not values["multiproc"]:
             values["watchtype"] = "none"
         return cls(**values)

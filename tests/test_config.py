@@ -102,6 +102,7 @@ def test_relative_paths_are_in_the_instance_folder(tmp_path: Path) -> None:
         ({"WAFFLE_CREATE_TABLES": "perhaps"}, "WAFFLE_CREATE_TABLES must be true or false"),
         ({"WAFFLE_REDIS_PORT": "70000"}, r"WAFFLE_REDIS_PORT must be a port number \(1-65535\)"),
         ({"WAFFLE_DATABASE_URL": 5}, "WAFFLE_DATABASE_URL must be a string"),
+        ({"WAFFLE_DATABASE_URL": ""}, "WAFFLE_DATABASE_URL may not be empty"),
         ({"WAFFLE_CONFS": ["GREETING"]}, "WAFFLE_CONFS must be a mapping"),
     ],
 )
