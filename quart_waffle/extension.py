@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .config import OPTIONS, WaffleConfig, Watchtype
 from .errors import DeclarationError, InvalidValueError, StoreUnavailableError, UnknownSettingError
-from .settings import Setting, declare
+from .settings import Setting, declare, display_value
 from .signals import settings_changed
 from .snapshot import Snapshot
 from .store import (
@@ -26,7 +26,7 @@ from .store import (
     create_engine,
     unavailable_as_error,
 )
-from .sync import SyncHealth, SyncRunner, make_channel
+from .sync import Carried, SyncHealth, SyncRunner, derive_key, make_channel
 
 T = TypeVar("T")
 Authorizer = Callable[[Request], Awaitable[bool]]
@@ -97,6 +97,7 @@ class QuartWaffle:
         redis_host: str | None = None,
         redis_port: int | None = None,
         redis_channel: str | None = None,
+        sync_key: str | None = None,
         mirror_config: bool | None = None,
         admin_prefix: str | None = None,
         admin_token: str | None = None,
@@ -263,9 +264,13 @@ class QuartWaffle:
         serves, receivers of :data:`settings_changed` run after the new
         snapshot is in place."""
         connection = self._connected()
-        changes = await self._catch_up(connection)
+        await self._announce(connection, await self._catch_up(connection))
+        return self.revision
+
+    async def _announce(self, connection: _Connection, changes: dict[str, tuple[Any, Any]]) -> None:
+        """Send :data:`settings_changed` for ``changes`` while serving; called
+        outside the refresh lock, since a receiver may itself update or refresh."""
         if changes and connection.announce:
-            # outside the lock: a receiver may itself update or refresh
             try:
                 await settings_changed.send_async(
                     connection.app,
@@ -275,7 +280,6 @@ class QuartWaffle:
                 )
             except Exception:
                 logger.exception("a settings_changed receiver failed")
-        return self.revision
 
     async def history(
         self, *, key: str | None = None, before_id: int | None = None, limit: int = 50
@@ -324,6 +328,8 @@ class QuartWaffle:
                 self.refresh,
                 lambda: self.revision,
                 config.check_interval,
+                apply=self._apply_carried,
+                key=_message_key(config.sync_key or app.config.get("SECRET_KEY")),
             )
         except BaseException:
             if self._engine is None:
@@ -400,15 +406,47 @@ class QuartWaffle:
         if result.revision is None:
             return self.revision
         try:
-            await self.refresh()
+            if not await self._apply_change(connection, result.revision - 1, result.changes):
+                await self.refresh()
         except StoreUnavailableError as error:
             # committed all the same: the others must hear of it, and this worker
             # catches up at its next check
             logger.warning(
                 "revision %d is committed; applying it here failed: %s", result.revision, error
             )
-        await connection.sync.notify(result.revision)
+        await connection.sync.notify(
+            result.revision, _travelling(self.declarations, result.changes)
+        )
         return result.revision
+
+    async def _apply_carried(self, change: Carried) -> bool:
+        """Apply a change another worker's message carried; the sync task
+        catches up from the store instead when this returns False."""
+        return await self._apply_change(self._connected(), change.base, dict(change.changes))
+
+    async def _apply_change(
+        self, connection: _Connection, base: int, changes: Mapping[str, str | None]
+    ) -> bool:
+        """Apply revision ``base + 1``'s ``changes`` (key to stored JSON text,
+        None: back to the default) with no database round trip, if this worker
+        serves ``base`` and every key is declared here with a value that fits;
+        return whether it did."""
+        for key, text in changes.items():
+            setting = self.declarations.get(key)
+            if setting is None:
+                return False
+            if text is not None:
+                try:
+                    setting.decode(text)
+                except InvalidValueError:
+                    return False
+        rows = [StoredValue(key, text, base + 1) for key, text in changes.items()]
+        async with connection.refresh_lock:
+            if not rows or self._snapshot.revision != base:
+                return False
+            applied = self._apply(connection, rows)
+        await self._announce(connection, applied)
+        return True
 
     async def _catch_up(self, connection: _Connection) -> dict[str, tuple[Any, Any]]:
         """Apply what changed in the store after :attr:`revision`; return key
@@ -458,6 +496,23 @@ class QuartWaffle:
         if connection.config.mirror_config:
             connection.app.config.update(values)
         return changes
+
+
+def _message_key(secret: object) -> bytes | None:
+    """The key signing sync messages, from ``WAFFLE_SYNC_KEY`` or ``SECRET_KEY``."""
+    return derive_key(secret) if isinstance(secret, (str, bytes)) and secret else None
+
+
+def _travelling(
+    declarations: Mapping[str, Setting[Any]], changes: Mapping[str, str | None]
+) -> Mapping[str, str | None] | None:
+    """What of ``changes`` a sync message may carry: all, or none when one of
+    them would be masked when shown (a secret, whose value never leaves the
+    database: the other workers then catch up from the store)."""
+    # the one masking rule decides, as for history
+    if any(display_value(declarations, key, None) is not None for key in changes):
+        return None
+    return changes
 
 
 def _refuse_shadowing(app: Quart, declarations: Mapping[str, Setting[Any]]) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,9 +105,12 @@ def _loads(text: str | None) -> Any:
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """What a write did: the revision it created, or None when every value was
-    already as asked (nothing was written)."""
+    already as asked (nothing was written); ``changes`` what that revision
+    changed over the one before it (revisions are consecutive): key to JSON
+    text, None for a key reset to its default."""
 
     revision: int | None
+    changes: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +321,7 @@ class SettingsStore:
                 ],
             )
             await connection.commit()
-        return WriteResult(revision)
+        return WriteResult(revision, changed)
 
     async def _apply(
         self,

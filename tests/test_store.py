@@ -18,7 +18,7 @@ from quart_waffle import (
     UnknownSettingError,
 )
 from quart_waffle.store import SettingsStore, create_engine
-from tests.helpers import CONFS, make_waffle
+from tests.helpers import CONFS, make_waffle, worker_pair
 
 
 async def test_defaults_then_update(database_url: str) -> None:
@@ -193,8 +193,10 @@ async def test_history_pages_through_one_revision_of_many_keys(database_url: str
 async def test_committed_update_is_reported_even_if_applying_it_fails(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    waffle = make_waffle(sqlite_url)
-    async with waffle.connected():
+    waffle, other = worker_pair(sqlite_url)
+    async with waffle.connected(), other.connected():
+        # another worker wrote revision 1: this one must read the store to apply its own
+        await other.update({"THEME": "dark"})
         store = waffle._connected().store
 
         async def unavailable(revision: int) -> list[Any]:
@@ -203,10 +205,10 @@ async def test_committed_update_is_reported_even_if_applying_it_fails(
         with monkeypatch.context() as patch:
             patch.setattr(store, "changes_since", unavailable)
             with caplog.at_level(logging.WARNING, logger="quart_waffle"):
-                assert await waffle.update({"GREETING": "committed"}) == 1
-        assert "revision 1 is committed" in caplog.text
+                assert await waffle.update({"GREETING": "committed"}) == 2
+        assert "revision 2 is committed" in caplog.text
         assert waffle.revision == 0
-        assert await waffle.refresh() == 1
+        assert await waffle.refresh() == 2
         assert waffle.get("GREETING") == "committed"
 
 

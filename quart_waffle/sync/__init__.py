@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .base import Channel, ChannelLostError, ListenerABC, NotifierABC
-from .message import Hint, decode_hint, encode_hint
+from .message import (
+    Carried,
+    Hint,
+    decode_hint,
+    decode_message,
+    derive_key,
+    encode_hint,
+    encode_message,
+)
 from .registry import (
     ChannelKind,
     ChannelOptions,
@@ -44,6 +52,7 @@ def make_channel(config: WaffleConfig, engine: AsyncEngine) -> Channel:
 
 
 __all__ = [
+    "Carried",
     "Channel",
     "ChannelKind",
     "ChannelLostError",
@@ -55,7 +64,10 @@ __all__ = [
     "SyncRunner",
     "channel_options",
     "decode_hint",
+    "decode_message",
+    "derive_key",
     "encode_hint",
+    "encode_message",
     "make_channel",
     "open_channel",
     "open_listener",

@@ -19,6 +19,9 @@ class NotifierABC(ABC):
     """
 
     name: str = ""
+    max_payload: int = 0
+    """Bytes one payload may have: a change whose message would be longer
+    is sent as a bare hint (0: bare hints only)."""
 
     @abstractmethod
     async def send(self, payload: bytes) -> None:

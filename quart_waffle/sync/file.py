@@ -36,8 +36,11 @@ from .registry import ChannelKind, ChannelOptions
 T = TypeVar("T")
 Signature = tuple[int, int, int, int]
 
-READ_LIMIT = 4096
-"""Bytes read from the watcher file; a hint is far shorter."""
+MAX_PAYLOAD = 64 * 1024
+"""Bytes the notifier writes at most (a longer change goes as a bare hint)."""
+READ_LIMIT = MAX_PAYLOAD + 1
+"""Bytes read from the watcher file: one more than a message may have, so a
+longer file is never taken for a message."""
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 _KINDS = {
@@ -223,6 +226,7 @@ class FileNotifier(NotifierABC):
     """
 
     name = "file"
+    max_payload = MAX_PAYLOAD
 
     def __init__(self, path: str, *, timeout: float = 5.0) -> None:
         self.path = os.path.abspath(path)

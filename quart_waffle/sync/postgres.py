@@ -106,6 +106,7 @@ class PostgresNotifier(NotifierABC):
     """
 
     name = "postgres"
+    max_payload = 7900  # NOTIFY takes under 8,000 bytes
 
     def __init__(self, engine: AsyncEngine, channel: str) -> None:
         self.engine = engine

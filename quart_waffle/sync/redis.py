@@ -174,6 +174,8 @@ class RedisNotifier(_RedisEnd, NotifierABC):
     for longer.
     """
 
+    max_payload = 64 * 1024
+
     def __init__(self, channel: str, **connection: Any) -> None:
         super().__init__(channel, **connection)
         self._client: Redis | None = None

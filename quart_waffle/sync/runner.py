@@ -8,18 +8,21 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from ..redaction import describe_error
 from .base import Channel
-from .message import Hint, decode_hint, encode_hint
+from .message import Carried, Hint, decode_message, encode_message
 from .pacing import Backoff, Pacing
 
 logger = logging.getLogger("quart_waffle.sync")
 
 CatchUp = Callable[[], Awaitable[int]]
 """Bring the worker up to the store's latest revision; return the revision applied."""
+Apply = Callable[[Carried], Awaitable[bool]]
+"""Apply a carried change if the worker serves its base and every value fits;
+return whether it did (if not, the runner catches up from the store)."""
 
 CATCH_UP_SPACING = 0.05
 """Seconds between two catch-ups while hints keep coming, once the burst is spent."""
@@ -62,16 +65,21 @@ class SyncRunner:
     """Runs a channel's listen loop and the periodic safety-net check.
 
     The runner, and only it, reads what the channel delivers: it skips this
-    worker's own hints (``sender`` is a random id per runner) and payloads that
-    are not hints, and paces the catch-ups that hints cause.
+    worker's own messages (``sender`` is a random id per runner) and payloads
+    that are not hints, applies carried changes that follow the revision
+    served, and paces the catch-ups that other hints cause.
 
     Arguments:
         channel: Where hints come from and go to.
-        catch_up: Called when a hint is newer than ``applied()``, after every
-            reconnection, and every ``check_interval`` seconds in any case.
+        catch_up: Called when a hint is newer than ``applied()`` and its
+            change was not applied directly, after every reconnection, and
+            every ``check_interval`` seconds in any case.
         applied: The revision this worker serves now.
         check_interval: Seconds between safety-net checks; also the cap of the
             reconnection backoff, so an outage never delays a check further.
+        apply: Applies a carried change; without it every hint means a catch-up.
+        key: The message key (:func:`derive_key`): changes are sent and
+            accepted only when signed with it; without it, bare hints only.
         spacing, burst: Catch-ups caused by hints: ``burst`` at once, then one
             per ``spacing`` seconds however many hints come.
     """
@@ -83,6 +91,8 @@ class SyncRunner:
         applied: Callable[[], int],
         check_interval: float,
         *,
+        apply: Apply | None = None,
+        key: bytes | None = None,
         spacing: float = CATCH_UP_SPACING,
         burst: int = CATCH_UP_BURST,
     ) -> None:
@@ -90,6 +100,8 @@ class SyncRunner:
         self.sender = secrets.token_hex(8)
         self._catch_up = catch_up
         self._applied = applied
+        self._apply = apply
+        self._key = key
         self._check_interval = check_interval
         self._pacing = Pacing(spacing, burst)
         self._task: asyncio.Task[None] | None = None
@@ -119,11 +131,18 @@ class SyncRunner:
         await self.channel.close()
         self._connected = False
 
-    async def notify(self, revision: int) -> None:
-        """Tell the other workers; a failure is logged, never raised: the
-        change is committed and the periodic check will carry it."""
+    async def notify(self, revision: int, changes: Mapping[str, str | None] | None = None) -> None:
+        """Tell the other workers that ``revision`` is committed, carrying
+        ``changes`` (what it changed over ``revision - 1``: key to stored JSON
+        text, None for the default) when the runner has a key and they fit the
+        channel. A failure is logged, never raised: the change is committed
+        and the periodic check will carry it."""
+        notifier = self.channel.notifier
+        payload = encode_message(
+            Hint(revision, self.sender), changes, key=self._key, max_payload=notifier.max_payload
+        )
         try:
-            await self.channel.notifier.send(encode_hint(Hint(revision, self.sender)))
+            await notifier.send(payload)
         except Exception as error:
             logger.warning(
                 "could not notify revision %d on %s: %s",
@@ -163,25 +182,51 @@ class SyncRunner:
             logger.warning("%s; serving the last known values and retrying", message)
         self._last_error = message
 
-    def _owed(self, payloads: list[bytes]) -> bool:
-        """Whether ``payloads`` owe this worker a catch-up.
+    async def _receive(self, payloads: list[bytes]) -> bool:
+        """Apply what ``payloads`` carry; return whether they still owe this
+        worker a catch-up.
 
-        Its own hints never do. A hint from another worker does when newer
-        than the revision served: a revision is committed before it is
-        hinted, so an older one is already here. A payload that is not a
-        hint is ignored, but it may have displaced one (a rewritten watcher
-        file), so it owes a catch-up too; catch-ups are paced either way.
+        Its own messages never do. A carried change that follows the
+        revision served is applied in revision order, with no database
+        round trip. Any other message from another worker owes a catch-up
+        when newer than the revision served (a revision is committed before
+        it is announced, so an older one is already here), as does a carried
+        change that could not be applied. A payload that is not a hint is
+        ignored, but it may have displaced one (a rewritten watcher file), so
+        it owes a catch-up too; catch-ups are paced either way.
         """
         owed = False
+        hinted = -1
+        carried: list[Carried] = []
         for payload in payloads:
-            hint = decode_hint(payload)
-            if hint is None:
+            message = decode_message(payload, self._key)
+            if message is None:
                 self._ignore(payload)
                 owed = True
-            elif hint.sender != self.sender:
-                self._hinted = hint.revision
-                owed = owed or hint.revision > self._applied()
-        return owed
+            elif message.sender != self.sender:
+                self._hinted = message.revision
+                if isinstance(message, Carried) and self._apply is not None:
+                    carried.append(message)
+                else:
+                    hinted = max(hinted, message.revision)
+        for change in sorted(carried, key=lambda change: change.revision):
+            if change.revision > self._applied() and not await self._apply_carried(change):
+                hinted = max(hinted, change.revision)
+        return owed or hinted > self._applied()
+
+    async def _apply_carried(self, change: Carried) -> bool:
+        if self._apply is None or change.base != self._applied():
+            return False
+        try:
+            return await self._apply(change)
+        except Exception as error:
+            logger.warning(
+                "could not apply revision %d from the %s channel, catching up from the store: %s",
+                change.revision,
+                self.channel.name,
+                describe_error(error),
+            )
+            return False
 
     def _ignore(self, payload: bytes) -> None:
         """Count a payload that is not a hint; warn at most once a minute."""
@@ -221,7 +266,7 @@ class SyncRunner:
                         self._report(f"{self.channel.name} channel lost: {describe_error(error)}")
                         await self._disconnect()
                         continue
-                    owed = self._owed(payloads) or owed
+                    owed = await self._receive(payloads) or owed
                     continue
             self._pacing.record(loop.time())
             try:

@@ -1,0 +1,371 @@
+"""Changes carried in the message: applied with no database round trip by a
+worker serving their base, and any doubt (a gap, a key not declared, a value
+that does not fit, a forged, tampered, replayed or unsigned message) falls
+back to the catch-up from the store. Real Redis, PostgreSQL and files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from harness import REDIS_URL
+from quart_waffle import QuartWaffle, settings_changed
+from quart_waffle.sync import (
+    Carried,
+    Hint,
+    decode_hint,
+    decode_message,
+    derive_key,
+    encode_hint,
+    encode_message,
+)
+from quart_waffle.sync import message as message_module
+from tests.conftest import require
+from tests.helpers import CONFS, make_waffle
+
+KEY = derive_key("fleet-secret-key")
+SYNC_KEY = "fleet-secret-key"
+
+
+async def until(predicate: Callable[[], bool], within: float, message: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail(f"not within {within} s: {message}")
+        await asyncio.sleep(0.005)
+
+
+async def reaches(waffle: QuartWaffle, revision: int) -> None:
+    await until(lambda: waffle.revision == revision, 2.0, f"at {waffle.revision}, not {revision}")
+
+
+def reads(waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every catch-up query ``waffle`` makes from now on."""
+    store = waffle._connected().store
+    original = store.changes_since
+    calls: list[int] = []
+
+    async def counted(revision: int) -> Any:
+        calls.append(revision)
+        return await original(revision)
+
+    monkeypatch.setattr(store, "changes_since", counted)
+    return calls
+
+
+# The message itself.
+
+
+def test_a_carried_change_round_trips_in_order() -> None:
+    changes = {"THEME": '"dark"', "GREETING": '"Grüß dich"', "MAX_ITEMS": None}
+    payload = encode_message(Hint(7, "a1"), changes, key=KEY, max_payload=65536)
+    assert payload.isascii()
+    message = decode_message(payload, KEY)
+    assert message == Carried(7, "a1", 6, tuple(changes.items()))
+
+
+def test_the_first_line_is_the_bare_hint_every_older_reader_takes() -> None:
+    payload = encode_message(Hint(7, "a1"), {"THEME": '"dark"'}, key=KEY, max_payload=65536)
+    line = payload.split(b"\n")[0]
+    assert decode_hint(line) == Hint(7, "a1")
+    # quart-waffle 0.1 read a payload as int(first word) and the rest as the sender
+    text = payload.decode("utf-8", "replace")
+    revision, _, sender = text.strip().partition(" ")
+    assert int(revision) == 7
+    assert sender != "a1"
+    # without the key, a new reader takes it as a hint too
+    assert decode_message(payload, None) == Hint(7, "a1")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "max_payload"),
+    [
+        ({"THEME": '"dark"'}, None, 65536),  # no key: bare hints only
+        ({"BANNER": json.dumps("x" * 9000)}, KEY, 7900),  # larger than NOTIFY takes
+        ({}, KEY, 65536),
+        (None, KEY, 65536),
+    ],
+)
+def test_without_a_key_or_room_the_message_is_the_bare_hint(
+    changes: dict[str, str | None] | None, key: bytes | None, max_payload: int
+) -> None:
+    payload = encode_message(Hint(7, "a1"), changes, key=key, max_payload=max_payload)
+    assert payload == encode_hint(Hint(7, "a1"))
+
+
+def forged(body: dict[str, Any], key: bytes, line: bytes = b"7 a1") -> bytes:
+    """A payload signed with ``key`` over any body."""
+    encoded = json.dumps(body, separators=(",", ":")).encode()
+    mac = message_module._mac(key, line, encoded).encode()
+    return b"%s\nw1 %s %s" % (line, mac, encoded)
+
+
+def genuine_body(**overrides: Any) -> dict[str, Any]:
+    return {"base": 6, "at": int(time.time() * 1000), "changes": [["THEME", '"dark"']]} | overrides
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        forged(genuine_body(), derive_key("another key")),  # wrong key
+        forged(genuine_body(), KEY).replace(b'\\"dark\\"', b'\\"evil\\"'),  # tampered value
+        forged(genuine_body(), KEY).replace(b"w1 ", b"w9 "),  # unknown version
+        forged(genuine_body(), KEY, line=b"8 a1"),  # the hint line changed after signing
+        forged(genuine_body(base=5), KEY),  # base is not the revision before
+        forged(genuine_body(at=0), KEY),  # a replay from long ago
+        forged(genuine_body(changes=[["THEME", 5]]), KEY),  # not stored text
+        forged(genuine_body(changes=[]), KEY),
+        forged(genuine_body(changes="THEME"), KEY),
+        b"7 a1\nw1 " + b"0" * 64 + b" {}",  # unsigned
+    ],
+)
+def test_any_doubt_reads_as_the_hint_alone(payload: bytes) -> None:
+    message = decode_message(payload, KEY)
+    assert message is not None
+    assert not isinstance(message, Carried)
+
+
+def test_a_message_is_good_for_max_age_seconds_either_way() -> None:
+    now = int(time.time() * 1000)
+    window = int(message_module.MAX_AGE * 1000)
+    for at, carried in [
+        (now - window + 2000, True),
+        (now + window - 2000, True),
+        (now - window - 1000, False),  # a replay
+        (now + window + 1000, False),
+    ]:
+        message = decode_message(forged(genuine_body(at=at), KEY), KEY)
+        assert isinstance(message, Carried) is carried
+
+
+def test_oversized_or_garbled_payloads_are_not_hints() -> None:
+    assert decode_message(b"7 a1\n" + b"x" * (message_module.MAX_MESSAGE), KEY) is None
+    assert decode_message(b"-7 a1\nw1 x {}", KEY) is None
+
+
+# Workers on real channels.
+
+CHANNELS = ["file", "redis", "postgres"]
+
+
+@pytest.fixture(name="options", params=CHANNELS)
+def _options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    watchtype: str = request.param
+    options: dict[str, Any] = {
+        "watchtype": watchtype,
+        "check_interval": 60.0,
+        "sync_key": SYNC_KEY,
+    }
+    if watchtype == "file":
+        options["database_url"] = request.getfixturevalue("sqlite_url")
+        options["watcher_file"] = str(tmp_path / "run" / "waffle.revision")
+    elif watchtype == "redis":
+        require("Redis")
+        options["database_url"] = request.getfixturevalue("sqlite_url")
+        options["redis_url"] = REDIS_URL
+        options["redis_channel"] = f"waffle-test-{os.urandom(6).hex()}"
+    else:
+        options["database_url"] = request.getfixturevalue("postgres_url")
+    return options
+
+
+def worker(options: dict[str, Any], **overrides: Any) -> QuartWaffle:
+    merged = {**options, **overrides}
+    return make_waffle(merged.pop("database_url"), **merged)
+
+
+@pytest.fixture(name="pair")
+async def _pair(options: dict[str, Any]) -> AsyncIterator[tuple[QuartWaffle, QuartWaffle]]:
+    a, b = worker(options), worker(options)
+    assert a.app is not None
+    assert b.app is not None
+    async with a.app.test_app(), b.app.test_app():
+        yield a, b
+
+
+async def test_a_change_is_applied_from_the_message_with_no_store_read(
+    pair: tuple[QuartWaffle, QuartWaffle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    calls = reads(b, monkeypatch)
+    writer_calls = reads(a, monkeypatch)
+    heard: list[dict[str, Any]] = []
+
+    async def receiver(_app: Any, **extra: Any) -> None:
+        heard.append(extra["changes"])
+
+    settings_changed.connect(receiver, b.app)
+    try:
+        for number in range(5):
+            revision = await a.update({"MAX_ITEMS": 30 + number, "THEME": "dark"})
+            await reaches(b, revision)
+            assert b.get("MAX_ITEMS") == 30 + number
+            assert b.app is not None
+            assert b.app.config["MAX_ITEMS"] == 30 + number
+        revision = await a.reset(["MAX_ITEMS"])
+        await reaches(b, revision)
+    finally:
+        settings_changed.disconnect(receiver, b.app)
+    assert b.get("MAX_ITEMS") == 20
+    assert b.is_default("MAX_ITEMS")
+    assert b.snapshot.revisions["MAX_ITEMS"] == revision
+    assert b.snapshot.revisions["THEME"] == 1  # unchanged after revision 1: not re-sent
+    assert calls == []
+    assert writer_calls == []
+    assert heard[0] == {"MAX_ITEMS": (20, 30), "THEME": ("light", "dark")}
+    assert heard[-1] == {"MAX_ITEMS": (34, 20)}
+
+
+async def test_a_gap_falls_back_to_the_store(
+    pair: tuple[QuartWaffle, QuartWaffle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    # revision 1 is written without a message (a lost one): B misses it
+    await a._connected().store.write({"THEME": '"dark"'})
+    calls = reads(b, monkeypatch)
+    revision = await a.update({"MAX_ITEMS": 42})  # A catches up itself first, then carries 2
+    await reaches(b, revision)
+    assert (b.get("THEME"), b.get("MAX_ITEMS")) == ("dark", 42)
+    assert calls == [0]
+
+
+async def test_a_key_not_declared_or_a_value_that_does_not_fit_goes_to_the_store(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling deploy: A declares a key B does not know, and allows a theme
+    B's declaration refuses; B reads the store, which stays the truth."""
+    newer = CONFS | {
+        "THEME": {"default": "light", "choices": ["light", "dark", "blue"]},
+        "NEW_FLAG": {"default": False},
+    }
+    a, b = worker(options, confs=newer), worker(options)
+    assert a.app is not None
+    assert b.app is not None
+    async with a.app.test_app(), b.app.test_app():
+        calls = reads(b, monkeypatch)
+        revision = await a.update({"NEW_FLAG": True})
+        await reaches(b, revision)
+        revision = await a.update({"THEME": "blue"})
+        await reaches(b, revision)
+        assert calls == [0, 1]
+        assert b.get("THEME") == "light"
+        assert "THEME" in b.snapshot.rejected
+
+
+async def test_workers_without_the_same_key_converge_through_the_store(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = worker(options)
+    keyless = worker(options, sync_key=None)
+    other_key = worker(options, sync_key="another key entirely")
+    assert a.app is not None
+    assert keyless.app is not None
+    assert other_key.app is not None
+    async with a.app.test_app(), keyless.app.test_app(), other_key.app.test_app():
+        calls = [reads(keyless, monkeypatch), reads(other_key, monkeypatch)]
+        revision = await a.update({"GREETING": "signed"})
+        await until(lambda: keyless.revision == other_key.revision == revision, 2.0)
+        assert keyless.get("GREETING") == other_key.get("GREETING") == "signed"
+        assert calls == [[0], [0]]
+
+
+# Trust, on the Redis wire.
+
+
+@pytest.fixture(name="redis_pair")
+async def _redis_pair(
+    sqlite_url: str,
+) -> AsyncIterator[tuple[QuartWaffle, QuartWaffle, Redis]]:
+    """Two serving workers on Redis, and a raw client on their channel."""
+    require("Redis")
+    channel = f"waffle-test-{os.urandom(6).hex()}"
+    options = {
+        "watchtype": "redis",
+        "redis_url": REDIS_URL,
+        "redis_channel": channel,
+        "check_interval": 60.0,
+        "sync_key": SYNC_KEY,
+    }
+    a, b = make_waffle(sqlite_url, **options), make_waffle(sqlite_url, **options)
+    raw = Redis.from_url(REDIS_URL)
+    assert a.app is not None
+    assert b.app is not None
+    try:
+        async with a.app.test_app(), b.app.test_app():
+            yield a, b, raw
+    finally:
+        await raw.aclose()
+
+
+async def test_forged_tampered_and_replayed_messages_change_no_served_value(
+    redis_pair: tuple[QuartWaffle, QuartWaffle, Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, raw = redis_pair
+    channel = a.config.redis_channel
+    pubsub = raw.pubsub()
+    await pubsub.subscribe(channel)
+    while await pubsub.get_message(timeout=1.0) is None:
+        pass  # the subscribe confirmation
+    first = await a.update({"GREETING": "genuine"})
+    await reaches(b, first)
+    captured = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert captured is not None
+    assert b"genuine" in captured["data"]
+    second = await a.update({"GREETING": "current"})
+    await reaches(b, second)
+    calls = reads(b, monkeypatch)
+
+    line = b"%d attacker" % (second + 1)
+    body = genuine_body(base=second, changes=[["GREETING", '"pwned"']])
+    attacks = [
+        forged(body, derive_key("guessed"), line),
+        forged(body, derive_key(""), line),
+        captured["data"].replace(b"genuine", b"pwned!!"),  # tampered, same length
+        captured["data"].replace(b"%d " % first, b"%d " % (second + 1)),  # moved forward
+        captured["data"],  # replayed as it was
+    ]
+    for attack in attacks:
+        await raw.publish(channel, attack)
+    await asyncio.sleep(0.3)
+    assert b.get("GREETING") == "current"
+    assert a.get("GREETING") == "current"
+    assert b.revision == second
+    # the forged revisions were newer: they cost paced catch-ups, which found nothing
+    assert 1 <= len(calls) <= len(attacks)
+
+
+async def test_a_secret_never_travels_on_the_wire(
+    redis_pair: tuple[QuartWaffle, QuartWaffle, Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, raw = redis_pair
+    pubsub = raw.pubsub()
+    await pubsub.subscribe(a.config.redis_channel)
+    while await pubsub.get_message(timeout=1.0) is None:
+        pass
+    calls = reads(b, monkeypatch)
+    await a.update({"GREETING": "in the clear"})
+    revision = await a.update({"API_KEY": "hunter2-very-secret", "GREETING": "with a secret"})
+    await reaches(b, revision)
+    assert b.get("API_KEY") == "hunter2-very-secret"
+    payloads = []
+    while (
+        message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+    ) is not None:
+        payloads.append(message["data"])
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert len(payloads) == 2
+    assert b"in the clear" in payloads[0]  # values do travel: the wire is what we think
+    assert b"hunter2" not in payloads[1]
+    assert b"with a secret" not in payloads[1]
+    assert payloads[1] == encode_hint(Hint(revision, a._connected().sync.sender))
+    assert calls == [1]  # the change holding a secret was read from the store
