@@ -187,6 +187,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_port", "int", 6379, "Redis port, without `redis_url`.", _port),
     Option("redis_channel", "str", "waffleconf", "The Redis pub/sub channel name.", _name),
     Option(
+        "sync_key",
+        "str",
+        None,
+        "Signs the changes a message carries to other workers (an HMAC key is derived"
+        " from it); without it `SECRET_KEY` is used, and without either only bare hints"
+        " are sent. The same on every worker. See [sync](sync.md#trust).",
+        _text,
+    ),
+    Option(
         "mirror_config",
         "bool",
         True,
@@ -235,6 +244,7 @@ class WaffleConfig:
     redis_host: str
     redis_port: int
     redis_channel: str
+    sync_key: str | None
     mirror_config: bool
     admin_prefix: str | None
     admin_token: str | None
