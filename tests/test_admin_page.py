@@ -429,3 +429,11 @@ async def test_saved_page_from_another_worker_shows_the_saved_values(sqlite_url:
         page = await second.app.test_client().get(response.headers["Location"], headers=cookie)
         assert "Saved: this worker now serves revision" in await text_of(page)
         assert form_in(await text_of(page))["value-GREETING"] == "Saved"
+
+
+async def test_number_inputs_step_by_their_schema(client: Client) -> None:
+    """Whole numbers for an integer setting, any for a float: read from the kind's schema."""
+    await logged_in(client)
+    html = await text_of(await client.get("/waffle/"))
+    steps = dict(re.findall(r'id="value-(\w+)"[^>]*?step="([^"]+)"', html, re.DOTALL))
+    assert steps == {"MAX_ITEMS": "1", "RATE": "any"}

@@ -32,6 +32,11 @@ class Field:
     is_default: bool = False
     default_shown: str = ""
 
+    @property
+    def step(self) -> str:
+        """A number input's ``step``: whole numbers for an integer schema."""
+        return "1" if self.setting.json_schema().get("type") == "integer" else "any"
+
 
 def grouped_fields(
     declarations: Declarations,
