@@ -425,6 +425,8 @@ async def test_openapi_document(client: Client) -> None:
     ]["schema"]["properties"]["values"]["properties"]
     assert values["MAX_ITEMS"] == {"type": "integer", "minimum": 1, "maximum": 500}
     assert values["THEME"]["enum"] == ["light", "dark"]
+    for operation in document["paths"]["/waffle/api/settings"].values():
+        assert {"401", "403", "429", "503"} <= set(operation["responses"])
     assert "s3cret" not in str(document)
 
 

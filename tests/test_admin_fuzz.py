@@ -133,6 +133,8 @@ def page_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str]]:
             [
                 ("POST", "/waffle/save"),
                 ("POST", "/waffle/save"),
+                ("POST", "/waffle/reset"),
+                ("POST", "/waffle/logout"),
                 ("GET", f"/waffle/history/{key}?before={before}"),
                 ("GET", f"/waffle/?saved={saved}"),
             ]
@@ -141,10 +143,10 @@ def page_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str]]:
     fields = draw(
         st.dictionaries(
             st.sampled_from(
-                ["revision"]
+                ["revision", "key"]
                 + [f"{kind}-{name}" for kind in ("value", "original") for name in sorted(CONFS)]
             ),
-            st.one_of(NUMBER_TEXT, st.text(max_size=20)),
+            st.one_of(NUMBER_TEXT, st.text(max_size=20), KEYS),
             max_size=4,
         )
     )

@@ -25,6 +25,7 @@ _ERROR_STATUSES = {
     "413": f"Body over {MAX_BODY_BYTES} bytes",
     "415": "Content-Type is not application/json",
     "422": "Invalid value, unknown key in the body, or wrong body members",
+    "429": "Too many wrong tokens from this address: wait Retry-After seconds",
     "503": "The settings database is unreachable",
 }
 
@@ -37,7 +38,7 @@ def _responses(ok: str, *statuses: str, etag: bool = False) -> dict[str, Any]:
     if etag:
         success["headers"] = {"ETag": {"schema": {"type": "string"}}}
     responses = {"200": success}
-    for status in ("401", "403", "503", *statuses):
+    for status in ("401", "403", "429", "503", *statuses):
         responses[status] = {
             "description": _ERROR_STATUSES[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
