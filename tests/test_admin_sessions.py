@@ -243,3 +243,23 @@ async def test_page_over_plain_http_says_why_it_cannot_log_in(
                 headers={"Host": host, "Authorization": f"Bearer {TOKEN}"},
             )
             assert api.status_code == 200
+
+
+async def test_a_missing_sessions_table_is_a_setup_error(database_url: str) -> None:
+    """With WAFFLE_CREATE_TABLES off and the admin's table not created, login
+    says which table is missing and how to create it (not 'unreachable', not 500)."""
+    from sqlalchemy import text
+
+    waffle = page_waffle(database_url)
+    async with serving(waffle):
+        async with waffle.engine.begin() as connection:
+            await connection.execute(text("DROP TABLE waffle_admin_sessions"))
+        client = client_of(waffle)
+        form = await client.get("/waffle/")
+        response = await client.post(
+            "/waffle/login", form={"csrf": csrf_of(await html(form)), "token": TOKEN}
+        )
+        assert response.status_code == 503
+        page = await html(response)
+        assert "waffle_admin_sessions does not exist" in page
+        assert "WAFFLE_CREATE_TABLES" in page

@@ -9,14 +9,18 @@ busy it is (an absolute lifetime, not a sliding one).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
+from collections.abc import Iterator
 
 from sqlalchemy import BigInteger, Column, String, Table, delete, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..store import metadata, unavailable_as_error
+from .errors import AdminError
 
 SESSION_LIFETIME = 12 * 3600
 """Seconds a page session lasts from login."""
@@ -27,6 +31,26 @@ sessions_table = Table(
     Column("digest", String(64), primary_key=True),
     Column("expires_at", BigInteger, nullable=False, index=True),
 )
+
+
+@contextlib.contextmanager
+def _sessions_table() -> Iterator[None]:
+    """Database errors as the admin answers them: a missing sessions table is
+    a setup error (503 naming the table and the fix), unreachable is 503."""
+    try:
+        with unavailable_as_error():
+            yield
+    except Exception as error:
+        cause = error if isinstance(error, DBAPIError) else error.__cause__
+        if isinstance(cause, DBAPIError) and sessions_table.name in str(cause.orig):
+            raise AdminError(
+                503,
+                "sessions_table_missing",
+                f"The admin's table {sessions_table.name} does not exist, so nobody can log"
+                " in: with WAFFLE_CREATE_TABLES off, create it with the other tables (it is"
+                " declared on quart_waffle.store.metadata by quart_waffle.admin.sessions).",
+            ) from None
+        raise
 
 
 def _now() -> int:
@@ -48,7 +72,7 @@ class SessionStore:
         sessions are removed on the way."""
         session_id = secrets.token_urlsafe(32)
         now = _now()
-        with unavailable_as_error():
+        with _sessions_table():
             async with self.engine.begin() as connection:
                 await connection.execute(
                     delete(sessions_table).where(sessions_table.c.expires_at <= now)
@@ -66,13 +90,13 @@ class SessionStore:
             sessions_table.c.digest == _digest(session_id),
             sessions_table.c.expires_at > _now(),
         )
-        with unavailable_as_error():
+        with _sessions_table():
             async with self.engine.connect() as connection:
                 return (await connection.execute(statement)).first() is not None
 
     async def close(self, session_id: str) -> None:
         """End ``session_id`` on every worker."""
-        with unavailable_as_error():
+        with _sessions_table():
             async with self.engine.begin() as connection:
                 await connection.execute(
                     delete(sessions_table).where(sessions_table.c.digest == _digest(session_id))
