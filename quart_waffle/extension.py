@@ -284,7 +284,7 @@ class QuartWaffle:
     async def history(
         self, *, key: str | None = None, before_id: int | None = None, limit: int = 50
     ) -> list[HistoryEntry]:
-        """Recorded changes, newest first (values as stored, not masked)."""
+        """Recorded changes, newest first; secrets and keys no longer declared masked."""
         if key is not None:
             self.setting(key)
         with unavailable_as_error():
@@ -317,7 +317,7 @@ class QuartWaffle:
         if self._connection is not None:
             raise RuntimeError("QuartWaffle.start: already started (call stop() first).")
         engine = self._engine or create_engine(config.database_url)
-        store = SettingsStore(engine)
+        store = SettingsStore(engine, self.declarations)
         try:
             with unavailable_as_error():
                 if config.create_tables:

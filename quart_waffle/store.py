@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,9 +39,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlalchemy.util import await_
 
 from .errors import ConfigurationError, ConflictError, StoreUnavailableError
-from .settings import MAX_KEY_LENGTH
+from .kinds import load_json
+from .limits import MAX_ACTOR_LENGTH
+from .settings import MAX_KEY_LENGTH, SECRET_MASK, UNREADABLE_MARK, Setting, display_value
 
 metadata = MetaData()
 """The tables of quart-waffle, for ``create_all`` or Alembic autogenerate."""
@@ -70,10 +75,11 @@ history_table = Table(
     Column("old_value", Text, nullable=True),
     Column("new_value", Text, nullable=False),
     Column("changed_at", DateTime(timezone=True), nullable=False),
-    Column("actor", String(200), nullable=False),
+    Column("actor", String(MAX_ACTOR_LENGTH), nullable=False),
 )
 
 _HEAD_ID = 1
+_SECRET_TEXT = json.dumps(SECRET_MASK)
 _CREATE_LOCK_ID = 0x5AFF1E  # PostgreSQL advisory lock taken while creating tables
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
 
@@ -141,7 +147,7 @@ def create_engine(url: str) -> AsyncEngine:
     url = normalise_url(url)
     # hide_parameters: a failed statement's message must never carry a (secret) value
     if not make_url(url).drivername.startswith("sqlite"):
-        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return _server_engine(url)
     _make_directory(make_url(url).database)
     engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
@@ -161,6 +167,37 @@ def create_engine(url: str) -> AsyncEngine:
                     raise
                 time.sleep(0.05)
         cursor.close()
+
+    return engine
+
+
+CONNECT_RETRY_TIME = 20.0
+"""Seconds a connection attempt keeps retrying while the server has no free
+connection ("too many clients") or is starting up."""
+_BUSY_STATES = {"53300", "57P03"}  # too_many_connections, cannot_connect_now
+
+
+def _server_engine(url: str) -> AsyncEngine:
+    """An engine holding no idle connection (each use opens its own and closes
+    it after: a worker needs the database only at start-up, for writes, gaps
+    and checks), whose connection attempts retry, with jitter, while the
+    server is out of connections instead of failing."""
+    engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        # runs inside SQLAlchemy's greenlet on the event loop: await_ sleeps without blocking it
+        deadline = time.monotonic() + CONNECT_RETRY_TIME
+        delay = 0.05
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except Exception as error:
+                state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+                if state not in _BUSY_STATES or time.monotonic() >= deadline:
+                    raise
+            await_(asyncio.sleep(random.uniform(delay / 2, delay)))
+            delay = min(delay * 2, 1.0)
 
     return engine
 
@@ -195,10 +232,16 @@ class SettingsStore:
 
     Arguments:
         engine: Any SQLite (aiosqlite) or PostgreSQL (asyncpg) async engine.
+        declarations: The declared settings. History never keeps the value of
+            a secret, nor shows the value of a secret or of a key not declared
+            here: without declarations, every recorded value is masked.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, declarations: Mapping[str, Setting[Any]] | None = None
+    ) -> None:
         self.engine = engine
+        self.declarations: Mapping[str, Setting[Any]] = declarations or {}
 
     async def create_tables(self) -> None:
         """Create the tables if missing; safe when several processes race."""
@@ -312,10 +355,10 @@ class SettingsStore:
                     {
                         "revision": revision,
                         "key": key,
-                        "old_value": shown(key, overrides.get(key)),
-                        "new_value": shown(key, new),
+                        "old_value": self._recorded(key, shown(key, overrides.get(key))),
+                        "new_value": self._recorded(key, shown(key, new)),
                         "changed_at": now,
-                        "actor": actor[:200],
+                        "actor": actor[:MAX_ACTOR_LENGTH],
                     }
                     for key, new in changed.items()
                 ],
@@ -373,13 +416,36 @@ class SettingsStore:
                 id=row.id,
                 revision=row.revision,
                 key=row.key,
-                old_value=None if row.old_value is None else json.loads(row.old_value),
-                new_value=json.loads(row.new_value),
-                changed_at=row.changed_at,
+                old_value=None if row.old_value is None else self._shown(row.key, row.old_value),
+                new_value=self._shown(row.key, row.new_value),
+                changed_at=_utc(row.changed_at),
                 actor=row.actor,
             )
             for row in rows
         ]
+
+    def _shown(self, key: str, text: str) -> Any:
+        """A recorded value as it may be shown: masked unless declared and not
+        secret, :data:`UNREADABLE_MARK` if it cannot be read back."""
+        try:
+            value = load_json(text)
+        except ValueError:
+            return UNREADABLE_MARK
+        return display_value(self.declarations, key, value)
+
+    def _recorded(self, key: str, text: str | None) -> str | None:
+        """What history keeps of a value: the marker for a secret (or a key
+        not declared here), never the value itself."""
+        # the one masking rule decides: does showing this key mask its value?
+        if text is None or display_value(self.declarations, key, None) is None:
+            return text
+        return _SECRET_TEXT
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` made timezone-aware: SQLite hands back naive datetimes,
+    which quart-waffle always writes in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @contextlib.contextmanager

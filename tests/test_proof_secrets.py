@@ -199,11 +199,6 @@ async def test_logs_never_show_a_secret(sqlite_url: str, caplog: pytest.LogCaptu
     assert_no_secret("logs", "\n".join(record.getMessage() for record in ours))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 (secrets never in clear in history): the history table still stores"
-    " a secret's old and new values as typed",
-)
 async def test_the_stored_history_holds_no_secret_in_clear(waffle: QuartWaffle) -> None:
     store = waffle._connected().store
     async with store.engine.connect() as connection:

@@ -4,13 +4,24 @@ shows and keeps."""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, insert, select, update
 
 from quart_waffle import InvalidValueError
 from quart_waffle.kinds import MAX_DEPTH, MAX_VALUE_BYTES
-from tests.helpers import make_waffle
+from quart_waffle.settings import SECRET_MASK, UNREADABLE_MARK
+from quart_waffle.store import (
+    SettingsStore,
+    create_engine,
+    head_table,
+    history_table,
+    settings_table,
+)
+from tests.helpers import CONFS, make_waffle
 
 
 def _nested(depth: int) -> Any:
@@ -66,3 +77,150 @@ async def test_the_largest_and_deepest_allowed_values_round_trip(database_url: s
     async with reader.connected():
         assert reader.get("BANNER") == deep
         assert reader.get("GREETING") == big
+
+
+async def _execute(database_url: str, *statements: Any) -> None:
+    """Run ``statements`` in one transaction, as an operator's SQL would."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(statement)
+    finally:
+        await engine.dispose()
+
+
+def _corrupt_rows(revision: int) -> list[Any]:
+    """Rows no worker can use, all committed as ``revision``."""
+    rows = {
+        "BANNER": '{"text": "unterminated',
+        "GREETING": "[" * 30_000 + "]" * 30_000,  # beyond Python's recursion limit
+        "MAX_ITEMS": '"a string now"',  # wrong type after a declaration change
+        "THEME": '"\\ud800"',  # a lone surrogate
+        "RATE": "1e400",
+    }
+    now = datetime.now(UTC)
+    return [
+        update(head_table).values(revision=revision),
+        delete(settings_table).where(settings_table.c.key.in_(list(rows))),
+        *(
+            insert(settings_table).values(key=key, value=text, revision=revision, updated_at=now)
+            for key, text in rows.items()
+        ),
+        *(
+            insert(history_table).values(
+                revision=revision,
+                key=key,
+                old_value=text,
+                new_value=text,
+                changed_at=now,
+                actor="sql",
+            )
+            for key, text in rows.items()
+        ),
+    ]
+
+
+async def test_unreadable_rows_never_stop_a_worker(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = make_waffle(database_url)
+    async with writer.connected():
+        await writer.update({"MAINTENANCE": True})
+    await _execute(database_url, *_corrupt_rows(2))
+    corrupt = {"BANNER", "GREETING", "MAX_ITEMS", "THEME", "RATE"}
+    with caplog.at_level(logging.WARNING, logger="quart_waffle"):
+        worker = make_waffle(database_url)
+        async with worker.connected():
+            assert worker.revision == 2
+            assert worker.get("MAINTENANCE") is True
+            for key in corrupt:
+                assert worker.get(key) == worker.setting(key).default
+            warned = [record.getMessage() for record in caplog.records]
+            for key in corrupt:
+                assert len([line for line in warned if line.startswith(f"{key}:")]) == 1
+            history = await worker.history()
+            unreadable = corrupt - {"MAX_ITEMS"}  # readable JSON, only no longer an int
+            assert {
+                entry.key for entry in history if entry.new_value == UNREADABLE_MARK
+            } == unreadable
+            assert {
+                entry.key for entry in history if entry.old_value == UNREADABLE_MARK
+            } == unreadable
+            [changed_type] = [entry for entry in history if entry.key == "MAX_ITEMS"]
+            assert changed_type.new_value == "a string now"
+            # a worker already serving catches up past them, then on
+            await writer.start(watch=False)
+            try:
+                await writer.update({"GREETING": "fixed"})
+                await _execute(database_url, *_corrupt_rows(4))
+                await writer.update({"MAINTENANCE": False})
+            finally:
+                await writer.stop()
+            assert await worker.refresh() == 5
+            assert worker.get("GREETING") == "Hello"  # the unreadable row came after "fixed"
+            assert worker.get("MAINTENANCE") is False
+
+
+async def test_history_never_holds_a_secret(database_url: str) -> None:
+    waffle = make_waffle(database_url)
+    async with waffle.connected():
+        await waffle.update({"API_KEY": "first-secret", "GREETING": "Hi"})
+        await waffle.update({"API_KEY": "second-secret"})
+        entries = {(entry.key, entry.revision): entry for entry in await waffle.history()}
+        assert entries["API_KEY", 2].old_value == SECRET_MASK
+        assert entries["API_KEY", 2].new_value == SECRET_MASK
+        assert entries["GREETING", 1].new_value == "Hi"
+        assert waffle.get("API_KEY") == "second-secret"
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            recorded = (await connection.execute(select(history_table))).all()
+    finally:
+        await engine.dispose()
+    dump = repr(recorded)
+    assert "first-secret" not in dump
+    assert "second-secret" not in dump
+    assert "s3cret" not in dump  # the default, the old value of the first change
+
+
+async def test_history_masks_secrets_kept_by_older_versions_and_keys_no_longer_declared(
+    database_url: str,
+) -> None:
+    writer = make_waffle(database_url)
+    async with writer.connected():
+        await writer.update({"GREETING": "Hi"})
+    now = datetime.now(UTC)
+    await _execute(
+        database_url,
+        update(head_table).values(revision=2),
+        insert(history_table).values(
+            revision=2,
+            key="API_KEY",
+            old_value='"old"',
+            new_value='"clear"',
+            changed_at=now,
+            actor="",
+        ),
+    )
+    confs = {key: conf for key, conf in CONFS.items() if key != "GREETING"}
+    reader = make_waffle(database_url, confs=confs)
+    async with reader.connected():
+        entries = {entry.key: entry for entry in await reader.history()}
+    assert (entries["API_KEY"].old_value, entries["API_KEY"].new_value) == (SECRET_MASK,) * 2
+    assert entries["GREETING"].new_value == SECRET_MASK
+    store = SettingsStore(create_engine(database_url))  # no declarations: all masked
+    try:
+        assert {entry.new_value for entry in await store.history()} == {SECRET_MASK}
+    finally:
+        await store.engine.dispose()
+
+
+async def test_history_times_are_utc_aware(database_url: str) -> None:
+    waffle = make_waffle(database_url)
+    async with waffle.connected():
+        before = datetime.now(UTC)
+        await waffle.update({"GREETING": "Hi"})
+        [entry] = await waffle.history()
+    assert entry.changed_at.utcoffset() == timedelta(0)
+    assert before - timedelta(seconds=5) <= entry.changed_at <= datetime.now(UTC)
