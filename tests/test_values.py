@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from quart_waffle import InvalidValueError
+from quart_waffle import InvalidValueError, QuartWaffle
 from quart_waffle.kinds import MAX_DEPTH, MAX_VALUE_BYTES
 from quart_waffle.settings import SECRET_MASK, UNREADABLE_MARK
 from quart_waffle.store import (
@@ -21,7 +21,10 @@ from quart_waffle.store import (
     history_table,
     settings_table,
 )
-from tests.helpers import CONFS, make_waffle
+from tests.helpers import ADMIN_TOKEN, CONFS, make_waffle
+from tests.test_admin_page import logged_in
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def _nested(depth: int) -> Any:
@@ -224,3 +227,73 @@ async def test_history_times_are_utc_aware(database_url: str) -> None:
         [entry] = await waffle.history()
     assert entry.changed_at.utcoffset() == timedelta(0)
     assert before - timedelta(seconds=5) <= entry.changed_at <= datetime.now(UTC)
+
+
+HOSTILE_BODIES: list[tuple[str, str, str]] = [
+    ("GREETING", '{"value": "caf\\udce9"}', "lone surrogates"),
+    ("BANNER", '{"value": {"\\ud800": 1}}', "lone surrogates"),
+    ("RATE", '{"value": 1' + "0" * 400 + "}", "too large"),
+    ("RATE", '{"value": 1e400}', "finite number"),
+    ("BANNER", '{"value": {"text": 1e400}}', "NaN or infinity"),
+    ("BANNER", '{"value": {"text": ' + "[" * 40 + "]" * 40 + "}}", "must nest at most"),
+    ("BANNER", '{"value": {"text": 1' + "0" * 30 + "}}", "must be between"),
+]
+
+
+async def test_the_admin_api_refuses_hostile_values_with_422(
+    waffle: QuartWaffle, client: Any
+) -> None:
+    for key, body, reason in HOSTILE_BODIES:
+        response = await client.put(
+            f"/waffle/api/settings/{key}",
+            data=body.encode("utf-8"),
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 422, body[:60]
+        fields = (await response.get_json())["error"]["fields"]
+        assert list(fields) == [key]
+        assert reason in fields[key]
+    assert await waffle.history() == []
+
+
+async def test_the_admin_history_shows_unreadable_rows(
+    waffle: QuartWaffle, client: Any, sqlite_url: str
+) -> None:
+    await _execute(sqlite_url, *_corrupt_rows(1))
+    response = await client.get("/waffle/api/history", headers=AUTH)
+    assert response.status_code == 200
+    entries = (await response.get_json())["entries"]
+    assert {entry["key"] for entry in entries if entry["new_value"] == UNREADABLE_MARK} == {
+        "BANNER",
+        "GREETING",
+        "THEME",
+        "RATE",
+    }
+    assert all(entry["changed_at"].endswith("+00:00") for entry in entries)
+    await logged_in(client)
+    for key in ("BANNER", "GREETING"):
+        page = await client.get(f"/waffle/history/{key}")
+        assert page.status_code == 200
+        assert "unreadable" in await page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "reason"),
+    [
+        ("RATE=1e400", "RATE: must be a finite number"),
+        ("MAX_ITEMS=1_0", "MAX_ITEMS: must be an integer"),
+        ("MAX_ITEMS=\u0663", "MAX_ITEMS: must be an integer"),
+        ("BANNER=[1]", "BANNER: must be a JSON object"),
+        ("BANNER=" + "[" * 40 + "]" * 40, "BANNER: must nest at most"),
+        ('BANNER={"text": ' + "[" * 40 + "]" * 40 + "}", "BANNER: must nest at most"),
+    ],
+)
+def test_the_cli_refuses_hostile_text_in_one_line(
+    sqlite_url: str, assignment: str, reason: str
+) -> None:
+    waffle = make_waffle(sqlite_url)
+    assert waffle.app is not None
+    result = waffle.app.test_cli_runner().invoke(args=["waffle", "set", assignment])
+    assert result.exit_code == 1
+    assert reason in result.output
+    assert len(result.output.strip().splitlines()) == 1
