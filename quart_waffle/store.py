@@ -105,7 +105,13 @@ def _override(value: str, revision: int) -> str | None:
 
 
 def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    """A stored value read back, :data:`UNREADABLE_MARK` if it cannot be."""
+    if text is None:
+        return None
+    try:
+        return load_json(text)
+    except ValueError:
+        return UNREADABLE_MARK
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from quart_waffle import InvalidValueError, QuartWaffle
+from quart_waffle import ConflictError, InvalidValueError, QuartWaffle
 from quart_waffle.kinds import MAX_DEPTH, MAX_VALUE_BYTES
 from quart_waffle.settings import SECRET_MASK, UNREADABLE_MARK
 from quart_waffle.store import (
@@ -297,3 +297,14 @@ def test_the_cli_refuses_hostile_text_in_one_line(
     assert result.exit_code == 1
     assert reason in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+async def test_a_conflict_on_an_unreadable_row_is_still_a_conflict(database_url: str) -> None:
+    waffle = make_waffle(database_url)
+    async with waffle.connected():
+        await waffle.update({"MAINTENANCE": True})
+        await _execute(database_url, *_corrupt_rows(2))
+        with pytest.raises(ConflictError) as caught:
+            await waffle.update({"BANNER": {"text": "new"}}, expected_revision=1)
+        assert caught.value.current == {"BANNER": UNREADABLE_MARK}
+        assert caught.value.revisions == {"BANNER": 2}
