@@ -1,18 +1,26 @@
 """The admin page in a real browser (the system's headless Chromium through
-Playwright) against ``hypercorn -w 4 examples.app:app``: a change made on the
-page on one worker is served by every worker."""
+Playwright) against ``hypercorn -w 4 examples.app:app``, one server and one
+browser for every step (each costs seconds): plain HTTP on a LAN name says
+why it cannot log in; log in; an invalid value is refused inline; a change is
+reviewed, saved and served by every worker; reset to default; log out, after
+which a copy of the session cookie works on no worker."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from harness import IN_CI, Deployment
 
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
 CHROMIUM = os.environ.get("WAFFLE_TEST_CHROMIUM", "/usr/bin/chromium")
+LAN_NAME = "admin.lan.test"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -20,6 +28,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    f"--host-resolver-rules=MAP {LAN_NAME} 127.0.0.1",
 ]
 TOKEN = "browser-admin-token-0123456789"
 
@@ -39,9 +48,9 @@ def _require_browser() -> None:
     pytest.skip(reason)
 
 
-async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
+async def test_admin_page_in_a_browser(tmp_path: Path) -> None:
     _require_browser()
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import async_playwright
 
     env = {
         "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
@@ -53,48 +62,14 @@ async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
     }
     async with Deployment(env, tmp_path / "hypercorn.log", workers=4) as deployment:
         pids = await deployment.worker_pids()
-        base = f"http://127.0.0.1:{deployment.port}/waffle/"
+        port = deployment.port
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
                 executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
             )
             try:
-                page = await browser.new_page()
-                page.set_default_timeout(15_000)
-                await page.goto(base)
-                await page.fill("#token", TOKEN)
-                await page.click("button:text('Log in')")
-                await expect(page.locator("#settings-form")).to_be_visible()
-
-                # An invalid value: the review lists it, the server refuses it inline.
-                await page.fill("#value-MAX_ITEMS", "9999")
-                await page.wait_for_selector("#settings-form[data-review-ready=true]")
-                await page.click("#save")
-                await expect(page.locator("#review-rows tr[data-key=MAX_ITEMS]")).to_be_visible()
-                await page.click("#confirm")
-                await expect(page.locator("#error-MAX_ITEMS")).to_contain_text("at most 500")
-
-                # A valid change: reviewed as a diff, then confirmed.
-                await page.fill("#value-MAX_ITEMS", "20")
-                await page.fill("#value-GREETING", "Hello from the browser")
-                await page.select_option("#value-THEME", "dark")
-                await page.wait_for_selector("#settings-form[data-review-ready=true]")
-                await page.click("#save")
-                rows = page.locator("#review-rows tr")
-                await expect(rows).to_have_count(2)
-                await expect(page.locator("#review-rows tr[data-key=GREETING]")).to_contain_text(
-                    "Hello, world!"
-                )
-                await expect(page.locator("#review-rows tr[data-key=THEME]")).to_contain_text(
-                    "dark"
-                )
-                await page.click("#confirm")
-                await expect(page.locator(".notice")).to_contain_text("Saved")
-                html = await page.content()
-                assert "change-me" not in html  # the demo's secret default
-
-                # The secret is masked and its empty input means "unchanged".
-                await expect(page.locator("#value-API_KEY")).to_have_value("")
+                await _plain_http_on_a_lan_name(browser, f"http://{LAN_NAME}:{port}/waffle/")
+                await _edit_reset_and_log_out(browser, f"http://127.0.0.1:{port}/waffle/")
             finally:
                 await browser.close()
 
@@ -102,6 +77,7 @@ async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
             lambda body: (
                 body["settings"]["GREETING"] == "Hello from the browser"
                 and body["settings"]["THEME"] == "dark"
+                and body["settings"]["MAX_ITEMS"] == 20
             ),
             pids,
             within=15.0,
@@ -109,101 +85,83 @@ async def test_page_change_reaches_every_worker(tmp_path: Path) -> None:
         assert set(seen) == pids
 
 
-def _page_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
-        "WAFFLE_WATCHTYPE": "file",
-        "WAFFLE_WATCHER_FILE": str(tmp_path / "waffle.revision"),
-        "WAFFLE_INSTANCE_PATH": str(tmp_path),
-        "WAFFLE_ADMIN_TOKEN": TOKEN,
-        "QUART_SECRET_KEY": "browser-test-secret-key",
-    }
+async def _plain_http_on_a_lan_name(browser: Browser, base: str) -> None:
+    """Over plain HTTP on a name other than localhost, Chromium drops the
+    Secure cookie: the page says so instead of a login that comes back."""
+    from playwright.async_api import expect
+
+    page = await browser.new_page()
+    page.set_default_timeout(15_000)
+    await page.goto(base)
+    await expect(page.locator(".message")).to_contain_text("needs HTTPS")
+    await expect(page.locator("#token")).to_have_count(0)
+    await page.close()
 
 
-async def test_plain_http_on_a_lan_name_says_why_login_cannot_work(tmp_path: Path) -> None:
-    """Over plain HTTP on a name other than localhost, browsers drop the Secure
-    cookie: the page says so instead of a login that silently comes back."""
-    _require_browser()
-    from playwright.async_api import async_playwright, expect
+async def _edit_reset_and_log_out(browser: Browser, base: str) -> None:
+    from playwright.async_api import expect
 
-    async with Deployment(_page_env(tmp_path), tmp_path / "hypercorn.log", workers=1) as server:
-        lan = f"http://admin.lan.test:{server.port}/waffle/"
-        local = f"http://localhost:{server.port}/waffle/"
-        rules = "--host-resolver-rules=MAP admin.lan.test 127.0.0.1"
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules], timeout=30_000
-            )
-            try:
-                page = await browser.new_page()
-                page.set_default_timeout(15_000)
-                await page.goto(lan)
-                await expect(page.locator(".message")).to_contain_text("needs HTTPS")
-                await expect(page.locator("#token")).to_have_count(0)
-                # The same server reached as localhost logs in.
-                await page.goto(local)
-                await page.fill("#token", TOKEN)
-                await page.click("button:text('Log in')")
-                await expect(page.locator("#settings-form")).to_be_visible()
-            finally:
-                await browser.close()
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    await page.goto(base)
+    await expect(page.locator(".worker")).to_have_count(0)  # no pid before login
+    await page.fill("#token", TOKEN)
+    async with page.expect_navigation():
+        await page.click("button:text('Log in')")
+    await expect(page.locator("#settings-form")).to_be_visible()
+    await expect(page.locator("#default-MAX_ITEMS")).to_be_visible()
 
+    # An invalid value: the review lists it, the server refuses it inline.
+    await page.fill("#value-MAX_ITEMS", "9999")
+    await page.wait_for_selector("#settings-form[data-review-ready=true]")
+    await page.click("#save")
+    await expect(page.locator("#review-rows tr[data-key=MAX_ITEMS]")).to_be_visible()
+    async with page.expect_navigation():
+        await page.click("#confirm")
+    await expect(page.locator("#error-MAX_ITEMS")).to_contain_text("at most 500")
 
-async def test_login_reset_to_default_and_logout(tmp_path: Path) -> None:
-    """Log in, change a setting, reset it to its default with its button, log
-    out; the session cookie copied before logging out no longer works on any
-    worker."""
-    _require_browser()
-    from playwright.async_api import async_playwright, expect
+    # Valid changes: reviewed as a diff, then confirmed.
+    await page.fill("#value-MAX_ITEMS", "77")
+    await page.fill("#value-GREETING", "Hello from the browser")
+    await page.select_option("#value-THEME", "dark")
+    await page.wait_for_selector("#settings-form[data-review-ready=true]")
+    await page.click("#save")
+    await expect(page.locator("#review-rows tr")).to_have_count(3)
+    await expect(page.locator("#review-rows tr[data-key=GREETING]")).to_contain_text(
+        "Hello, world!"
+    )
+    await expect(page.locator("#review-rows tr[data-key=THEME]")).to_contain_text("dark")
+    async with page.expect_navigation():
+        await page.click("#confirm")
+    await expect(page.locator(".notice")).to_contain_text("Saved")
+    await expect(page.locator("#value-MAX_ITEMS")).to_have_value("77")
+    await expect(page.locator("#default-MAX_ITEMS")).to_have_count(0)
+    assert "change-me" not in await page.content()  # the demo's secret default
+    await expect(page.locator("#value-API_KEY")).to_have_value("")  # masked: empty = unchanged
 
-    async with Deployment(_page_env(tmp_path), tmp_path / "hypercorn.log", workers=2) as server:
-        base = f"http://127.0.0.1:{server.port}/waffle/"
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-            )
-            try:
-                context = await browser.new_context()
-                page = await context.new_page()
-                page.set_default_timeout(15_000)
-                await page.goto(base)
-                await expect(page.locator(".worker")).to_have_count(0)  # no pid before login
-                await page.fill("#token", TOKEN)
-                await page.click("button:text('Log in')")
-                await expect(page.locator("#settings-form")).to_be_visible()
-                await expect(page.locator("#default-MAX_ITEMS")).to_be_visible()
+    # Reset to default: one button, one key.
+    async with page.expect_navigation():
+        await page.click("#reset-MAX_ITEMS")
+    await expect(page.locator(".notice")).to_contain_text("Saved")
+    await expect(page.locator("#value-MAX_ITEMS")).to_have_value("20")
+    await expect(page.locator("#default-MAX_ITEMS")).to_be_visible()
+    await expect(page.locator("#value-THEME")).to_have_value("dark")
 
-                await page.fill("#value-MAX_ITEMS", "77")
-                await page.wait_for_selector("#settings-form[data-review-ready=true]")
-                await page.click("#save")
-                async with page.expect_navigation():
-                    await page.click("#confirm")
-                await expect(page.locator(".notice")).to_contain_text("Saved")
-                await expect(page.locator("#value-MAX_ITEMS")).to_have_value("77")
-                await expect(page.locator("#default-MAX_ITEMS")).to_have_count(0)
-
-                async with page.expect_navigation():
-                    await page.click("#reset-MAX_ITEMS")
-                await expect(page.locator(".notice")).to_contain_text("Saved")
-                await expect(page.locator("#value-MAX_ITEMS")).to_have_value("20")
-                await expect(page.locator("#default-MAX_ITEMS")).to_be_visible()
-
-                # The session cookie copied into another browser works until logout.
-                copied = await context.cookies()
-                assert [cookie["name"] for cookie in copied] == ["waffle_admin"]
-                thief = await browser.new_context()
-                await thief.add_cookies(
-                    [{"name": c["name"], "value": c["value"], "url": base} for c in copied]
-                )
-                stolen = await thief.new_page()
-                await stolen.goto(base)
-                await expect(stolen.locator("#settings-form")).to_be_visible()
-
-                await page.click("button:text('Log out')")
-                await expect(page.locator("#token")).to_be_visible()
-                for _ in range(4):  # requests spread over both workers
-                    await stolen.goto(base)
-                    await expect(stolen.locator("#token")).to_be_visible()
-                    await expect(stolen.locator("#settings-form")).to_have_count(0)
-            finally:
-                await browser.close()
+    # The session cookie copied into another browser works until logout.
+    copied = await context.cookies()
+    assert [cookie["name"] for cookie in copied] == ["waffle_admin"]
+    thief = await browser.new_context()
+    await thief.add_cookies([{"name": c["name"], "value": c["value"], "url": base} for c in copied])
+    stolen = await thief.new_page()
+    await stolen.goto(base)
+    await expect(stolen.locator("#settings-form")).to_be_visible()
+    async with page.expect_navigation():
+        await page.click("button:text('Log out')")
+    await expect(page.locator("#token")).to_be_visible()
+    for _ in range(4):  # requests spread over the workers
+        await stolen.goto(base)
+        await expect(stolen.locator("#token")).to_be_visible()
+        await expect(stolen.locator("#settings-form")).to_have_count(0)
+    await thief.close()
+    await context.close()
