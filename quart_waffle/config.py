@@ -172,7 +172,8 @@ OPTIONS: tuple[Option, ...] = (
         "check_interval",
         "float (s)",
         5.0,
-        "The safety net: every worker asks the store for anything newer this often,"
+        "The safety net: every worker checks for anything newer this often (through the"
+        " channel's witness, the store on a mismatch; see [sync](sync.md#the-periodic-check)),"
         " whatever the channel.",
         _positive,
     ),

@@ -33,6 +33,7 @@ from quart_waffle.sync import (
     open_notifier,
     register_channel,
 )
+from quart_waffle.sync import runner as runner_module
 from quart_waffle.sync.file import FileListener, FileNotifier
 from quart_waffle.sync.none import NullListener, NullNotifier
 from tests.conftest import require
@@ -175,7 +176,12 @@ async def test_a_script_notifies_without_subscribing(sqlite_url: str) -> None:
         await probe.aclose()
 
 
-async def test_lost_publish_converges_by_the_periodic_check(options: dict[str, Any]) -> None:
+async def test_lost_publish_converges_by_the_periodic_check(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write never announced (nor seen by the channel's witness) is found
+    by the periodic check that goes to the store whatever the witness says."""
+    monkeypatch.setattr(runner_module, "STORE_CHECK_EVERY", 2)
     a, b = worker(options, check_interval=0.3), worker(options, check_interval=0.3)
     assert a.app is not None
     assert b.app is not None

@@ -27,6 +27,13 @@ class NotifierABC(ABC):
     async def send(self, payload: bytes) -> None:
         """Deliver ``payload`` to every listener; raise if that fails."""
 
+    async def head(self) -> bytes | None:
+        """The first line of the last payload sent on the channel, if the
+        channel keeps it (a cheap witness of the latest revision, read by the
+        periodic check instead of the store): ``b""`` when nothing was sent
+        yet, None when the channel keeps no such line."""
+        return None
+
     @abstractmethod
     async def close(self) -> None:
         """Release connections; the notifier may be used again."""

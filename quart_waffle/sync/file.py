@@ -235,6 +235,11 @@ class FileNotifier(NotifierABC):
     async def send(self, payload: bytes) -> None:
         await self._thread.run(_replace, self.path, payload)
 
+    async def head(self) -> bytes | None:
+        """The watcher file's first line: it holds the last message."""
+        _signature, content = await self._thread.run(_read, self.path)
+        return content.partition(b"\n")[0]
+
     async def close(self) -> None:
         self._thread.close()
 

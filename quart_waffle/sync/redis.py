@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..redaction import describe_error, mask_credentials
 from .base import ChannelLostError, ListenerABC, NotifierABC
 from .registry import ChannelKind, ChannelOptions
+
+T = TypeVar("T")
 
 MAX_BATCH = 1000
 """Messages one wait drains at most, so a flood cannot hold the runner."""
@@ -168,10 +171,12 @@ class RedisListener(_RedisEnd, ListenerABC):
 class RedisNotifier(_RedisEnd, NotifierABC):
     """Publishes on one Redis pub/sub channel; takes the listener's arguments.
 
-    A publish is retried once on a fresh connection (a pooled connection dies
-    with a restarted server), and both attempts together get ``timeout``
-    seconds: a server that accepts but never replies cannot hold up an update
-    for longer.
+    With each payload, its first line (the hint) is stored under the key
+    ``<channel>:head``, in the same round trip: the channel's witness of the
+    latest revision. A publish is retried once on a fresh connection (a pooled
+    connection dies with a restarted server), and both attempts together get
+    ``timeout`` seconds: a server that accepts but never replies cannot hold
+    up an update for longer.
     """
 
     max_payload = 64 * 1024
@@ -181,22 +186,36 @@ class RedisNotifier(_RedisEnd, NotifierABC):
         self._client: Redis | None = None
 
     async def send(self, payload: bytes) -> None:
+        head = payload.partition(b"\n")[0]
+        await self._run("publish", lambda client: self._publish(client, head, payload))
+
+    async def _publish(self, client: Redis, head: bytes, payload: bytes) -> None:
+        async with client.pipeline(transaction=False) as pipeline:
+            pipeline.set(f"{self.channel}:head", head)
+            pipeline.publish(self.channel, payload)
+            await pipeline.execute()
+
+    async def head(self) -> bytes | None:
+        value = await self._run("read the head", lambda client: client.get(f"{self.channel}:head"))
+        return value if isinstance(value, bytes) else b""
+
+    async def _run(self, what: str, operation: Callable[[Redis], Awaitable[T]]) -> T:
         if self._client is None:
             self._client = self._new_client()
         client = self._client
         try:
             async with asyncio.timeout(self.timeout):  # both attempts, together
                 try:
-                    await client.publish(self.channel, payload)
+                    return await operation(client)
                 except _LOST:
-                    await client.publish(self.channel, payload)
+                    return await operation(client)
         except TimeoutError:
             raise ChannelLostError(
-                f"redis at {self.where} did not answer a publish within {self.timeout} s"
+                f"redis at {self.where} did not answer ({what}) within {self.timeout} s"
             ) from None
         except _LOST as error:
             raise ChannelLostError(
-                f"cannot publish at {self.where}: {describe_error(error)}"
+                f"cannot {what} at {self.where}: {describe_error(error)}"
             ) from error
 
     async def close(self) -> None:

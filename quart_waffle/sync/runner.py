@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..redaction import describe_error
 from .base import Channel
-from .message import Carried, Hint, decode_message, encode_message
+from .message import Carried, Hint, decode_hint, decode_message, encode_message
 from .pacing import Backoff, Pacing
 
 logger = logging.getLogger("quart_waffle.sync")
@@ -28,6 +28,10 @@ CATCH_UP_SPACING = 0.05
 """Seconds between two catch-ups while hints keep coming, once the burst is spent."""
 CATCH_UP_BURST = 5
 """Catch-ups answered at once, one per hint, before the spacing applies."""
+STORE_CHECK_EVERY = 12
+"""Every this many periodic checks, one goes to the store whatever the
+channel's witness says (a writer may not keep the witness: an older version,
+or one whose message failed after its commit)."""
 IGNORED_WARNING_INTERVAL = 60.0
 """Seconds between two warnings about payloads that are not hints."""
 
@@ -73,7 +77,8 @@ class SyncRunner:
         channel: Where hints come from and go to.
         catch_up: Called when a hint is newer than ``applied()`` and its
             change was not applied directly, after every reconnection, and
-            every ``check_interval`` seconds in any case.
+            every ``check_interval`` seconds unless the channel's witness
+            (:meth:`NotifierABC.head`) shows nothing newer.
         applied: The revision this worker serves now.
         check_interval: Seconds between safety-net checks; also the cap of the
             reconnection backoff, so an outage never delays a check further.
@@ -109,6 +114,8 @@ class SyncRunner:
         self._last_sync: float | None = None
         self._last_error: str | None = None
         self._hinted: int | None = None
+        self._checks = 0  # periodic checks so far
+        self._unannounced = -1  # the newest revision whose message failed
         self._ignored = 0  # payloads that were not hints, since the last warning
         self._ignored_warned = -math.inf
 
@@ -135,8 +142,9 @@ class SyncRunner:
         """Tell the other workers that ``revision`` is committed, carrying
         ``changes`` (what it changed over ``revision - 1``: key to stored JSON
         text, None for the default) when the runner has a key and they fit the
-        channel. A failure is logged, never raised: the change is committed
-        and the periodic check will carry it."""
+        channel. A failure is logged, never raised: the change is committed,
+        this worker's task sends a bare hint again at its next periodic check,
+        and the other workers' checks carry it meanwhile."""
         notifier = self.channel.notifier
         payload = encode_message(
             Hint(revision, self.sender), changes, key=self._key, max_payload=notifier.max_payload
@@ -144,12 +152,20 @@ class SyncRunner:
         try:
             await notifier.send(payload)
         except Exception as error:
+            self._unannounced = max(self._unannounced, revision)
             logger.warning(
                 "could not notify revision %d on %s: %s",
                 revision,
                 self.channel.name,
                 describe_error(error),
             )
+
+    async def _announce_again(self) -> None:
+        """Send a bare hint for the newest revision whose message failed, so
+        the channel's witness leads the other workers to it."""
+        revision, self._unannounced = self._unannounced, -1
+        if revision >= 0:
+            await self.notify(revision)
 
     def health(self) -> SyncHealth:
         """This worker's channel state, applied revision and last sync."""
@@ -181,6 +197,24 @@ class SyncRunner:
         if self._last_error is None:
             logger.warning("%s; serving the last known values and retrying", message)
         self._last_error = message
+
+    async def _witness_agrees(self) -> bool:
+        """Whether a periodic check may skip the store: the channel keeps the
+        hint of its last message (the Redis key ``<channel>:head``, the watcher
+        file) and it is no newer than the revision served. A channel that
+        keeps none (``postgres``, ``none``), or cannot be read, means the
+        store; so does every :data:`STORE_CHECK_EVERY`-th check."""
+        self._checks += 1
+        if self._checks % STORE_CHECK_EVERY == 0:
+            return False
+        try:
+            head = await self.channel.notifier.head()
+        except Exception:
+            return False
+        if head == b"":
+            return True  # nothing announced on this channel yet
+        hint = None if head is None else decode_hint(head)
+        return hint is not None and hint.revision <= self._applied()
 
     async def _receive(self, payloads: list[bytes]) -> bool:
         """Apply what ``payloads`` carry; return whether they still owe this
@@ -268,6 +302,12 @@ class SyncRunner:
                         continue
                     owed = await self._receive(payloads) or owed
                     continue
+            if self._connected:
+                await self._announce_again()
+            if not owed and await self._witness_agrees():
+                next_check = loop.time() + self._check_interval
+                self._last_sync = time.time()
+                continue
             self._pacing.record(loop.time())
             try:
                 await self._catch_up()
