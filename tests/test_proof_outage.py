@@ -11,14 +11,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from quart import Quart
 
+from examples.app import app as demo_app
 from harness import free_port, http_request
 from quart_waffle import QuartWaffle
 from tests.helpers import ADMIN_TOKEN, make_waffle, serving
@@ -84,13 +86,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 @pytest.fixture(name="proxy")
 async def _proxy(postgres_url: str) -> AsyncIterator[tuple[CuttableProxy, str]]:
     """The proxy in front of the test's database, and the URL through it."""
-    host_port = re.search(r"@([^/]+)/", postgres_url)
-    assert host_port is not None
-    host, _, port = host_port.group(1).rpartition(":")
-    proxy = CuttableProxy((host, int(port)))
+    parts = urlsplit(postgres_url)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     await proxy.restore()
+    user = f"{parts.username}@" if parts.username else ""
     try:
-        yield proxy, postgres_url.replace(f"@{host}:{port}/", f"@127.0.0.1:{proxy.port}/")
+        yield proxy, parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl()
     finally:
         await proxy.cut()
 
@@ -186,8 +187,18 @@ async def test_database_outage_while_serving(
             assert json.loads(body)["error"]["code"] == "store_unavailable"
             await asyncio.sleep(1.0)
         # a reload now fails (its new workers cannot load); the old ones keep serving
-        reloaded = await server.reload(via_pid_file=True)
+        reload = asyncio.create_task(server.reload(via_pid_file=True))
+        reads = 0
+        while not reload.done():
+            for status, body in await asyncio.gather(
+                *(http_request(server.port, "GET", "/whoami") for _ in range(4))
+            ):
+                assert status == 200, body
+                assert json.loads(body)["settings"]["GREETING"] == "before"
+                reads += 1
+        reloaded = await reload
         assert reloaded.returncode == 1, reloaded.output
+        assert reads > 0
         answers = await until_all(server.port, pids, greeting("before"))
         assert {answer["revision"] for answer in answers.values()} == {before}
         # meanwhile another host, with its own way to the database, commits a change
@@ -218,12 +229,9 @@ async def _pids(port: int) -> set[int]:
 
 
 async def _commit_directly(database_url: str, tmp_path: Path, greeting: str) -> int:
-    from quart import Quart
-
-    from examples.app import app as demo
-
+    """Another host's write, on its own connection to the database."""
     app = Quart(__name__, instance_path=str(tmp_path / "direct"))
-    app.config["WAFFLE_CONFS"] = demo.config["WAFFLE_CONFS"]
+    app.config["WAFFLE_CONFS"] = demo_app.config["WAFFLE_CONFS"]
     waffle = QuartWaffle(app, database_url=database_url, watchtype="postgres")
     async with waffle.connected():
         return await waffle.update({"GREETING": greeting}, actor="other host")

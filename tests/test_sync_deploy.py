@@ -120,8 +120,8 @@ async def test_every_worker_converges(case: tuple[str, str], tmp_path: Path) -> 
         pids = await deployment.worker_pids()
         assert len(pids) == 4
 
-        # through one worker; that hints alone carry it is proven in test_sync_channels
-        # (check_interval 60 s there), so here the bound allows for a loaded machine
+        # through one worker; that messages alone carry it is proven below, by
+        # test_every_other_worker_applies_a_change_by_message (check interval 60 s)
         greeting = f"Hello from {watchtype}"
         status, body = await http_request(
             deployment.port, "POST", "/test/update", {"GREETING": greeting}
