@@ -52,10 +52,11 @@ def parse_bool(text: str) -> bool | None:
 def parse_integer(text: str) -> int:
     """An integer typed by a person: ASCII digits with an optional sign and
     surrounding spaces, nothing else (no ``1_0``, no other scripts' digits,
-    which ``int`` accepts); raise ``ValueError`` with the reason."""
+    which ``int`` accepts); raise ``ValueError`` with the reason, which never
+    repeats the text (it may be a secret)."""
     stripped = text.strip(_SPACE)
     if _INTEGER.fullmatch(stripped) is None:
-        raise ValueError(f"must be an integer, got {_quoted(text)}")
+        raise ValueError("must be an integer: ASCII digits with an optional sign")
     return int(stripped)
 
 
@@ -65,7 +66,9 @@ def parse_number(text: str) -> float:
     ``1_0`` or other scripts' digits); raise ``ValueError`` with the reason."""
     stripped = text.strip(_SPACE)
     if _NUMBER.fullmatch(stripped) is None:
-        raise ValueError(f"must be a number, got {_quoted(text)}")
+        raise ValueError(
+            "must be a number: ASCII digits with an optional sign, decimal point and exponent"
+        )
     number = float(stripped)
     if not math.isfinite(number):
         raise ValueError("must be a finite number, got one too large")
@@ -152,10 +155,6 @@ def _reject_constant(name: str) -> Any:
     raise _ConstantError(f"{name} is not JSON")
 
 
-def _quoted(text: str) -> str:
-    return repr(text if len(text) <= 40 else text[:40] + "...")
-
-
 def _got(value: Any) -> str:
     return type(value).__name__
 
@@ -214,7 +213,7 @@ def _json_checker(
 def _parse_bool_text(text: str) -> bool:
     value = parse_bool(text)
     if value is None:
-        raise ValueError(f"must be true or false, got {_quoted(text)}")
+        raise ValueError("must be true or false (or yes/no, on/off, 1/0)")
     return value
 
 

@@ -237,3 +237,18 @@ def test_decode_never_raises_anything_but_invalid_value() -> None:
 def test_a_default_out_of_bounds_is_a_declaration_error() -> None:
     with pytest.raises(DeclarationError, match="lone surrogates"):
         Setting("S", "\ud800")
+
+
+@pytest.mark.parametrize(
+    ("setting", "typed"),
+    [
+        (Setting("PIN", 1234, secret=True), "12x4-hunter2"),
+        (Setting("RATIO", 0.5, secret=True), "0,5hunter2"),
+        (Setting("FLAG", False, secret=True), "hunter2"),
+        (Setting("TOKENS", {}, secret=True), '{"hunter2": '),
+    ],
+)
+def test_a_typing_error_never_repeats_the_text(setting: Setting[Any], typed: str) -> None:
+    with pytest.raises(InvalidValueError) as caught:
+        setting.parse_text(typed)
+    assert "hunter2" not in str(caught.value)
