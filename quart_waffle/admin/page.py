@@ -17,27 +17,22 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
 from .api import history_item
-from .auth import (
-    NOT_CONFIGURED_MESSAGE,
+from .auth import NOT_CONFIGURED_MESSAGE, authenticate, is_configured, token_login
+from .context import admin_prefix, current_waffle, page_sessions
+from .cookies import (
     PLAIN_HTTP_MESSAGE,
     PageSession,
-    authenticate,
-    check_same_origin,
-    check_token_login,
     clear_session,
     cookie_can_be_kept,
-    csrf_matches,
     fingerprint,
-    is_configured,
     load_session,
-    login_failed,
     save_session,
     secret_key,
 )
-from .context import admin_prefix, current_waffle, page_sessions
 from .errors import AdminError, log_unavailable
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
+from .origin import check_same_origin, csrf_matches
 
 page = Blueprint(
     "waffle_page",
@@ -162,8 +157,7 @@ async def login() -> Response:
         return await _render(
             "login.html", 401, session, error="Token login is off: the app uses its own login."
         )
-    if not check_token_login(request, form.get("token", ""), token):
-        login_failed(request, "wrong token in the login form")
+    if not token_login(request, form.get("token", ""), token, where="the login form"):
         return await _render("login.html", 401, session, error="That token is wrong.")
     sessions = page_sessions()
     if session.session_id is not None:
