@@ -207,15 +207,16 @@ OPTIONS: tuple[Option, ...] = (
         "admin_prefix",
         "str",
         "/waffle",
-        'Where the [admin](admin.md) is mounted; `""` turns it off.',
+        "Where the [admin](admin.md) is mounted: path segments of ASCII letters, digits"
+        ' and `- . _ ~` (others are refused); `""` turns it off.',
         _text,
     ),
     Option(
         "admin_token",
         "str",
         None,
-        "Bearer token for the admin. Without it (and without `authorize`) the admin"
-        " refuses everyone.",
+        "Bearer token for the admin: 16 characters or more, no spaces around it. Without"
+        " it (and without `authorize`) the admin refuses everyone.",
         _text,
     ),
 )
