@@ -19,10 +19,31 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from .errors import StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
+from .kinds import parse_integer
 from .redaction import describe_error, mask_credentials
 from .settings import display_value
 
 R = TypeVar("R")
+
+
+class WholeNumber(click.ParamType[int]):
+    """A whole number from ``minimum`` to ``maximum``, written as people do:
+    ASCII digits (click's own int type also takes ``1_0`` and other scripts'
+    digits)."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int = 0, maximum: int = 10**18 - 1) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            number = value if isinstance(value, int) else parse_integer(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        if not self.minimum <= number <= self.maximum:
+            self.fail(f"must be from {self.minimum} to {self.maximum}", param, ctx)
+        return number
 
 
 # The drivers quart-waffle supports, and the extra that installs each one.
@@ -153,7 +174,9 @@ def get_command(info: ScriptInfo, key: str, reveal: bool) -> None:
 
 @waffle_cli.command("set")
 @click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
-@click.option("--expect-revision", type=int, help="Fail if a key changed after this revision.")
+@click.option(
+    "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
+)
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
 @_no_channel_check
 @pass_script_info
@@ -198,8 +221,10 @@ def reset_command(
 
 @waffle_cli.command("history")
 @click.option("--key", help="Only this setting.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--before", "before_id", type=int, help="Only entries older than this entry id.")
+@click.option("--limit", type=WholeNumber(1, 10_000), default=20, show_default=True)
+@click.option(
+    "--before", "before_id", type=WholeNumber(), help="Only entries older than this entry id."
+)
 @pass_script_info
 def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: int | None) -> None:
     """Recorded changes, newest first: entry id, revision, time, actor, key,
@@ -268,7 +293,9 @@ def _write_private(path: str, text: str) -> None:
 
 @waffle_cli.command("import")
 @click.argument("source", type=click.File("r"))
-@click.option("--expect-revision", type=int, help="Fail if a key changed after this revision.")
+@click.option(
+    "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
+)
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
 @_no_channel_check
 @pass_script_info

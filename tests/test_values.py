@@ -312,3 +312,29 @@ async def test_a_conflict_on_an_unreadable_row_is_still_a_conflict(database_url:
             await waffle.update({"BANNER": {"text": "new"}}, expected_revision=1)
         assert caught.value.current == {"BANNER": UNREADABLE_MARK}
         assert caught.value.revisions == {"BANNER": 2}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["history", "--limit", "1_0"],
+        ["history", "--limit", "\uff15"],  # fullwidth 5
+        ["history", "--before", "\u0663"],  # Arabic-Indic 3
+        ["history", "--limit", "0"],
+        ["set", "GREETING=x", "--expect-revision", "-1"],
+        ["set", "GREETING=x", "--expect-revision", "²"],
+    ],
+)
+def test_the_cli_reads_its_own_numbers_strictly(sqlite_url: str, args: list[str]) -> None:
+    waffle = make_waffle(sqlite_url)
+    assert waffle.app is not None
+    result = waffle.app.test_cli_runner().invoke(args=["waffle", *args])
+    assert result.exit_code == 2  # click's usage error, before anything runs
+    assert "must be" in result.output
+
+
+def test_the_cli_takes_numbers_with_spaces(sqlite_url: str) -> None:
+    waffle = make_waffle(sqlite_url)
+    assert waffle.app is not None
+    result = waffle.app.test_cli_runner().invoke(args=["waffle", "history", "--limit", " 5 "])
+    assert result.exit_code == 0, result.output
