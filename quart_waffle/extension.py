@@ -323,6 +323,7 @@ class QuartWaffle:
                 if config.create_tables:
                     await store.create_tables()
                 await store.ensure_head()
+                await store.forget_secrets()
             sync = SyncRunner(
                 make_channel(config, engine),
                 self.refresh,

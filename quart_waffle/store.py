@@ -29,8 +29,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     event,
     func,
+    or_,
     select,
     text,
     update,
@@ -275,6 +277,25 @@ class SettingsStore:
                 _insert_for(connection)(head_table)
                 .values(id=_HEAD_ID, revision=0)
                 .on_conflict_do_nothing(index_elements=["id"])
+            )
+
+    async def forget_secrets(self) -> None:
+        """Replace the values of secret settings kept in history by earlier
+        versions (which recorded them in clear) with the secret marker; a
+        no-op once done, so every worker may run it at start-up."""
+        secrets = [key for key, setting in self.declarations.items() if setting.secret]
+        if not secrets:
+            return
+        column = history_table.c
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(history_table)
+                .where(column.key.in_(secrets))
+                .where(or_(column.new_value != _SECRET_TEXT, column.old_value != _SECRET_TEXT))
+                .values(
+                    old_value=case((column.old_value.is_(None), None), else_=_SECRET_TEXT),
+                    new_value=_SECRET_TEXT,
+                )
             )
 
     async def changes_since(self, revision: int) -> list[StoredValue]:

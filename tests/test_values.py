@@ -93,6 +93,16 @@ async def _execute(database_url: str, *statements: Any) -> None:
         await engine.dispose()
 
 
+async def _history_rows(database_url: str) -> list[Any]:
+    """The history table as stored."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return list((await connection.execute(select(history_table))).all())
+    finally:
+        await engine.dispose()
+
+
 def _corrupt_rows(revision: int) -> list[Any]:
     """Rows no worker can use, all committed as ``revision``."""
     rows = {
@@ -175,13 +185,7 @@ async def test_history_never_holds_a_secret(database_url: str) -> None:
         assert entries["API_KEY", 2].new_value == SECRET_MASK
         assert entries["GREETING", 1].new_value == "Hi"
         assert waffle.get("API_KEY") == "second-secret"
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            recorded = (await connection.execute(select(history_table))).all()
-    finally:
-        await engine.dispose()
-    dump = repr(recorded)
+    dump = repr(await _history_rows(database_url))
     assert "first-secret" not in dump
     assert "second-secret" not in dump
     assert "s3cret" not in dump  # the default, the old value of the first change
@@ -212,6 +216,11 @@ async def test_history_masks_secrets_kept_by_older_versions_and_keys_no_longer_d
         entries = {entry.key: entry for entry in await reader.history()}
     assert (entries["API_KEY"].old_value, entries["API_KEY"].new_value) == (SECRET_MASK,) * 2
     assert entries["GREETING"].new_value == SECRET_MASK
+    # and the worker's start-up blanked the secret the earlier version kept
+    recorded = repr(await _history_rows(database_url))
+    assert '"clear"' not in recorded
+    assert '"old"' not in recorded
+    assert '"Hi"' in recorded  # not a secret: kept
     store = SettingsStore(create_engine(database_url))  # no declarations: all masked
     try:
         assert {entry.new_value for entry in await store.history()} == {SECRET_MASK}
