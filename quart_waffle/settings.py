@@ -7,6 +7,7 @@ and the CLI all validate the same way.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,13 @@ class Setting(Generic[T]):
             object.__setattr__(self, "choices", tuple(self.choices))
         if (self.min is not None or self.max is not None) and not kind.ordered:
             raise DeclarationError(f"{self.key}: min/max apply to int and float settings only")
+        for name, bound in (("min", self.min), ("max", self.max)):
+            if bound is not None and (
+                isinstance(bound, bool)
+                or not isinstance(bound, int | float)
+                or not math.isfinite(bound)
+            ):
+                raise DeclarationError(f"{self.key}: {name} must be a finite number, got {bound!r}")
         try:
             for choice in self.choices or ():
                 self._check_type(choice)
