@@ -191,6 +191,9 @@ class Shell:
         self.server = ProcessGroup(argv, env=self.env, log=self.cwd / "server.log", cwd=self.cwd)
         self.server.start()
         await wait_listening(self.port, 60.0, self.server.exited)
+        # the next command once the server serves, as a person typing them does (the CLI
+        # refuses a write while no worker watches its channel)
+        await every_worker(self.server.pid, self.port, WORKERS, within=60.0)
 
     async def every_worker_serves(self, body: bytes) -> None:
         """Until each worker answers ``GET /`` with ``body``; fail after BOUND seconds."""
