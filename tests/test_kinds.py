@@ -3,6 +3,8 @@ the bounds every value obeys (pure units)."""
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from typing import Any
 
 import pytest
@@ -252,3 +254,18 @@ def test_a_typing_error_never_repeats_the_text(setting: Setting[Any], typed: str
     with pytest.raises(InvalidValueError) as caught:
         setting.parse_text(typed)
     assert "hunter2" not in str(caught.value)
+
+
+def test_no_digit_of_another_script_is_a_number() -> None:
+    digits = [
+        chr(point)
+        for point in range(0x80, sys.maxunicode + 1)
+        if unicodedata.category(chr(point)) == "Nd" or chr(point).isdigit()
+    ]
+    assert len(digits) > 600  # every script's, superscripts, circled, ...
+    for digit in digits:
+        for parse in (parse_integer, parse_number):
+            with pytest.raises(ValueError, match="must be"):
+                parse(digit)
+            with pytest.raises(ValueError, match="must be"):
+                parse("1" + digit)
