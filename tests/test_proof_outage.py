@@ -237,11 +237,6 @@ async def _commit_directly(database_url: str, tmp_path: Path, greeting: str) -> 
         return await waffle.update({"GREETING": greeting}, actor="other host")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one warning per outage: the admin logs a warning for every 503 it answers"
-    " (quart_waffle/admin/errors.py log_unavailable), so a client retrying makes a storm",
-)
 async def test_one_warning_per_outage_however_many_requests(
     proxy: tuple[CuttableProxy, str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .auth import NOT_CONFIGURED_MESSAGE, check_token
-from .context import attach_throttle, mount_path
+from .context import attach_state, mount_path
 from .errors import AdminError, error_response
 from .headers import add_security_headers
 
@@ -30,7 +30,7 @@ def register_admin(app: Quart, waffle: QuartWaffle) -> None:
     assert waffle.config.admin_prefix
     prefix = mount_path(waffle.config.admin_prefix)
     check_token(waffle.config.admin_token)
-    attach_throttle(app)
+    attach_state(app)
     app.register_blueprint(api, url_prefix=prefix)
     app.register_blueprint(page, url_prefix=prefix)
     # App-level, limited to the prefix: a request that matches no route (or

@@ -22,10 +22,11 @@ from quart import Request, g
 
 from ..errors import ConfigurationError
 from ..limits import MAX_ACTOR_LENGTH
-from .context import login_throttle, page_sessions
+from .context import login_throttle
 from .cookies import PageSession, fingerprint, load_session
 from .errors import AdminError
 from .origin import check_same_origin
+from .sessions import page_sessions
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle

@@ -4,18 +4,18 @@ path the admin is mounted under."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from quart import Quart, current_app
 
 from ..errors import ConfigurationError
-from .sessions import SessionStore
 from .throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
 
-_THROTTLE = "waffle_admin_throttle"
+_STATE = "waffle_admin"
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
@@ -57,17 +57,25 @@ def admin_prefix() -> str:
     return mount_path(config.admin_prefix)
 
 
-def attach_throttle(app: Quart) -> None:
-    """Give ``app`` its own count of failed logins."""
-    app.extensions[_THROTTLE] = LoginThrottle()
+@dataclass
+class AdminState:
+    """What the admin of one app remembers between requests, in this worker."""
+
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    unavailable_logged_at: float = float("-inf")
+
+
+def attach_state(app: Quart) -> None:
+    """Give ``app``'s admin its own state."""
+    app.extensions[_STATE] = AdminState()
+
+
+def admin_state() -> AdminState:
+    """The admin state of the app serving this request."""
+    state: AdminState = current_app.extensions[_STATE]
+    return state
 
 
 def login_throttle() -> LoginThrottle:
     """The failed logins counted by the app serving this request."""
-    throttle: LoginThrottle = current_app.extensions[_THROTTLE]
-    return throttle
-
-
-def page_sessions() -> SessionStore:
-    """The page sessions, in the settings database of the app serving this request."""
-    return SessionStore(current_waffle().engine)
+    return admin_state().throttle

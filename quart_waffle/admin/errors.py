@@ -8,6 +8,7 @@ reason, so a client can always tell what to fix.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from quart import Blueprint, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError, UnknownSettingError
+from .context import admin_state, current_waffle
 
 logger = logging.getLogger("quart_waffle.admin")
 
@@ -78,11 +80,25 @@ def unavailable(error: StoreUnavailableError) -> AdminError:
     )
 
 
+UNAVAILABLE_LOG_INTERVAL = 60.0
+"""Seconds between two notes of an unreachable database by one worker's admin."""
+
+
 def log_unavailable(error: StoreUnavailableError) -> None:
-    """Log an unreachable database by the driver error's type only: SQLAlchemy's
-    message carries the statement's parameters, which may be secret values."""
+    """Note an unreachable database, at most once a minute, however many
+    requests a client retries. A warning only when the sync channel does not
+    watch the database itself: a ``postgres`` channel's sync already warns
+    once per outage, so the admin notes it at INFO. By the driver error's type
+    only: SQLAlchemy's message carries the statement's parameters, which may
+    be secret values."""
+    state = admin_state()
+    now = time.monotonic()
+    if now - state.unavailable_logged_at < UNAVAILABLE_LOG_INTERVAL:
+        return
+    state.unavailable_logged_at = now
+    level = logging.INFO if current_waffle().config.watchtype == "postgres" else logging.WARNING
     cause = error.__cause__ or error
-    logger.warning("admin: settings database unavailable (%s)", type(cause).__name__)
+    logger.log(level, "admin: settings database unavailable (%s)", type(cause).__name__)
 
 
 def conflict(error: ConflictError, current: Mapping[str, Any]) -> AdminError:

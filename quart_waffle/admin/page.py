@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
 from .api import history_item
 from .auth import NOT_CONFIGURED_MESSAGE, authenticate, is_configured, token_login
-from .context import admin_prefix, current_waffle, page_sessions
+from .context import admin_prefix, current_waffle
 from .cookies import (
     PLAIN_HTTP_MESSAGE,
     PageSession,
@@ -33,6 +33,7 @@ from .errors import AdminError, log_unavailable
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
+from .sessions import page_sessions
 
 page = Blueprint(
     "waffle_page",

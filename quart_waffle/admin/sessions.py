@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..store import metadata, unavailable_as_error
+from .context import current_waffle
 from .errors import AdminError
 
 SESSION_LIFETIME = 12 * 3600
@@ -101,3 +102,8 @@ class SessionStore:
                 await connection.execute(
                     delete(sessions_table).where(sessions_table.c.digest == _digest(session_id))
                 )
+
+
+def page_sessions() -> SessionStore:
+    """The page sessions, in the settings database of the app serving this request."""
+    return SessionStore(current_waffle().engine)
