@@ -263,3 +263,26 @@ async def test_a_missing_sessions_table_is_a_setup_error(database_url: str) -> N
         page = await html(response)
         assert "waffle_admin_sessions does not exist" in page
         assert "WAFFLE_CREATE_TABLES" in page
+
+
+async def test_page_refuses_while_sessions_cannot_be_checked(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quart_waffle.errors import StoreUnavailableError
+
+    waffle = page_waffle(sqlite_url)
+    async with serving(waffle):
+        client = client_of(waffle)
+        cookie = await log_in(client)
+
+        async def unreachable(self: object, session_id: str) -> bool:
+            raise StoreUnavailableError("settings database unavailable: OSError: refused")
+
+        monkeypatch.setattr(sessions.SessionStore, "is_open", unreachable)
+        response = await client.get("/waffle/", headers={"Cookie": cookie})
+        assert response.status_code == 503
+        page = await html(response)
+        assert "Database unreachable" in page
+        assert 'id="settings-form"' not in page
+        api = await client.get("/waffle/api/settings", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert api.status_code == 200
