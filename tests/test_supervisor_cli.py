@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from quart_waffle.supervisor import control
 from quart_waffle.supervisor.control import MAX_COMMAND, serve_control
+from quart_waffle.supervisor.pool import Progress
 from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
 
 APP = "tests.supervisor_apps.testapp:app"
@@ -207,7 +207,7 @@ async def test_the_control_socket_is_created_private(
         await server.wait_closed()
 
 
-async def _never_reloads(_progress: control.Progress) -> str:
+async def _never_reloads(_progress: Progress) -> str:
     raise AssertionError("no reload expected")
 
 

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from .errors import ReloadFailed, ServeError
+from .pool import Progress
 
-Progress = Callable[[str], None]
 Reload = Callable[[Progress], Awaitable[str]]
 
 COMMAND_TIMEOUT = 5.0

@@ -15,6 +15,7 @@ from .config import ServeConfig
 from .errors import ReloadFailed, WorkerFailed
 
 Progress = Callable[[str], None]
+"""Told each step of a reload, one line at a time."""
 Sleep = Callable[[float], Awaitable[None]]
 
 log = logging.getLogger("quart_waffle.supervisor")
@@ -177,7 +178,8 @@ class Pool:
                 if not isinstance(error, ReloadFailed):
                     log.exception("Reload %d stopped by an unexpected error", self._generation)
                     error = ReloadFailed(describe(error))
-                report(f"reload failed: {error}")
+                log.error("reload failed: %s", error)
+                tell(f"reload failed: {error}")
                 for request in requests:
                     request.finish(error)
             except asyncio.CancelledError:
