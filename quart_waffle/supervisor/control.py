@@ -80,7 +80,10 @@ def _bind_private(path: str) -> socket.socket:
             try:
                 probe.connect(path)
             except ConnectionRefusedError:
-                os.unlink(path)  # stale: its supervisor is gone
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # stale: its supervisor is gone
+            except FileNotFoundError:
+                pass  # removed meanwhile
             else:
                 raise ServeError(f"control socket {path}: another supervisor listens on it")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
