@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from harness import ROOT
 
-from . import applied_at, core_bench, flask_waffleconf, propagation, reload, throughput
+from . import applied_at, core_bench, flask_waffleconf, fleet, propagation, reload, throughput
 from .common import BenchConfig, Section
 from .report import markdown, plots
 
@@ -29,6 +29,7 @@ SECTIONS: dict[str, Callable[[BenchConfig], Awaitable[Section]]] = {
     "fwc": flask_waffleconf.run,
     "throughput": throughput.run,
     "reload": reload.run,
+    "fleet": fleet.run,
 }
 DOCS = ROOT / "docs" / "benchmarks.md"
 DOCS_INTRO = """# Benchmarks

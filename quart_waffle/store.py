@@ -45,7 +45,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import await_
 
 from .errors import ConfigurationError, ConflictError, StoreUnavailableError
-from .kinds import load_json
+from .kinds import load_json, storable_text
 from .limits import MAX_ACTOR_LENGTH
 from .settings import MAX_KEY_LENGTH, SECRET_MASK, UNREADABLE_MARK, Setting, display_value
 
@@ -179,7 +179,7 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
-CONNECT_RETRY_TIME = 20.0
+CONNECT_RETRY_TIME = 60.0
 """Seconds a connection attempt keeps retrying while the server has no free
 connection ("too many clients") or is starting up."""
 _BUSY_STATES = {"53300", "57P03"}  # too_many_connections, cannot_connect_now
@@ -385,7 +385,7 @@ class SettingsStore:
                         "old_value": self._recorded(key, shown(key, overrides.get(key))),
                         "new_value": self._recorded(key, shown(key, new)),
                         "changed_at": now,
-                        "actor": actor[:MAX_ACTOR_LENGTH],
+                        "actor": storable_text(actor)[:MAX_ACTOR_LENGTH],
                     }
                     for key, new in changed.items()
                 ],
