@@ -140,6 +140,12 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def storable_text(text: str) -> str:
+    """``text`` for a plain text column: NUL (which PostgreSQL text cannot
+    hold) and lone surrogates replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
+
+
 def integer_problem(number: int) -> str | None:
     """Why ``number`` cannot be stored (outside 64 bits), or None."""
     if MIN_INT <= number <= MAX_INT:

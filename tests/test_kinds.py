@@ -17,6 +17,7 @@ from quart_waffle.kinds import (
     load_json,
     parse_integer,
     parse_number,
+    storable_text,
 )
 from quart_waffle.settings import SECRET_MASK, display_value
 
@@ -269,3 +270,7 @@ def test_no_digit_of_another_script_is_a_number() -> None:
                 parse(digit)
             with pytest.raises(ValueError, match="must be"):
                 parse("1" + digit)
+
+
+def test_storable_text_replaces_what_no_column_holds() -> None:
+    assert storable_text("a\x00b\ud800c😀") == "a\ufffdb\ufffdc😀"

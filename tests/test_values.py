@@ -347,3 +347,15 @@ def test_the_cli_takes_numbers_with_spaces(sqlite_url: str) -> None:
     assert waffle.app is not None
     result = waffle.app.test_cli_runner().invoke(args=["waffle", "history", "--limit", " 5 "])
     assert result.exit_code == 0, result.output
+
+
+async def test_any_actor_and_any_valid_text_can_be_stored(database_url: str) -> None:
+    waffle = make_waffle(database_url)
+    async with waffle.connected():
+        await waffle.update({"GREETING": "nul \x00 bell \x07 é 😀"}, actor="ops\x00 \ud800")
+        [entry] = await waffle.history()
+        assert entry.actor == "ops\ufffd \ufffd"
+        assert entry.new_value == "nul \x00 bell \x07 é 😀"
+    reader = make_waffle(database_url)
+    async with reader.connected():
+        assert reader.get("GREETING") == "nul \x00 bell \x07 é 😀"
