@@ -312,6 +312,8 @@ def import_command(
         document = json.load(source)
     except ValueError as error:
         raise click.ClickException(f"{source.name}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise click.ClickException(f"{source.name}: nested too deeply") from None
     values = document.get("settings", document) if isinstance(document, dict) else None
     if not isinstance(values, dict) or not values:
         raise click.ClickException(f"{source.name}: expected a JSON object of settings")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -359,3 +360,25 @@ async def test_any_actor_and_any_valid_text_can_be_stored(database_url: str) -> 
     reader = make_waffle(database_url)
     async with reader.connected():
         assert reader.get("GREETING") == "nul \x00 bell \x07 é 😀"
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ('{"settings": {"BANNER": ' + "[" * 100_000 + "]" * 100_000 + "}}", "nested too deeply"),
+        ('{"BANNER": {"text": ' + "[" * 40 + "]" * 40 + "}}", "BANNER: must nest at most"),
+        ('{"RATE": NaN}', "RATE: must be a finite number"),
+        ('{"GREETING": "\\ud800"}', "GREETING: must not contain lone surrogates"),
+    ],
+)
+def test_the_cli_import_refuses_hostile_documents_in_one_line(
+    sqlite_url: str, tmp_path: Path, document: str, reason: str
+) -> None:
+    source = tmp_path / "settings.json"
+    source.write_text(document)
+    waffle = make_waffle(sqlite_url)
+    assert waffle.app is not None
+    result = waffle.app.test_cli_runner().invoke(args=["waffle", "import", str(source)])
+    assert result.exit_code == 1
+    assert reason in result.output
+    assert len(result.output.strip().splitlines()) == 1
