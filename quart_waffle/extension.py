@@ -131,7 +131,7 @@ class QuartWaffle:
             )
         config = WaffleConfig.resolve(app, self._arguments)
         declarations = declare(config.confs, self._settings)
-        _refuse_shadowing(app, declarations)
+        _refuse_shadowing(app, declarations, mirror_config=config.mirror_config)
         self._config = config
         self.declarations = declarations
         self._snapshot = Snapshot.of(
@@ -516,16 +516,27 @@ def _travelling(
     return changes
 
 
-def _refuse_shadowing(app: Quart, declarations: Mapping[str, Setting[Any]]) -> None:
+def _refuse_shadowing(
+    app: Quart, declarations: Mapping[str, Setting[Any]], *, mirror_config: bool
+) -> None:
     """A setting may not take the name of one of Quart's own config keys nor a
-    ``WAFFLE_*`` option: the admin would then edit the app's secret key."""
-    shadowing = sorted(
+    ``WAFFLE_*`` option (the admin would then edit the app's secret key), nor,
+    while values are mirrored into ``app.config``, of a key the app already
+    set (its value would be silently replaced)."""
+    own = sorted(
         key for key in declarations if key in app.default_config or key.startswith("WAFFLE_")
     )
-    if shadowing:
+    if own:
         raise DeclarationError(
-            f"settings {', '.join(shadowing)} would replace Quart's or quart-waffle's own"
+            f"settings {', '.join(own)} would replace Quart's or quart-waffle's own"
             " configuration of the same name: rename them"
+        )
+    taken = sorted(key for key in declarations if mirror_config and key in app.config)
+    if taken:
+        raise DeclarationError(
+            f"settings {', '.join(taken)} would replace the app's configuration of the same"
+            " name (app.config already holds them): rename the settings, remove the keys"
+            " from app.config, or turn WAFFLE_MIRROR_CONFIG off"
         )
 
 

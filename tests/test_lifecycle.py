@@ -143,3 +143,17 @@ async def test_unusable_sqlite_folder_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in message
     with pytest.raises(RuntimeError, match="not connected"):
         await waffle.refresh()
+
+
+def test_a_setting_may_not_replace_a_key_the_app_configured() -> None:
+    app = Quart(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = "postgresql://real"
+    app.config["WAFFLE_CONFS"] = {"SQLALCHEMY_DATABASE_URI": {"default": "sqlite://"}}
+    with pytest.raises(DeclarationError, match="SQLALCHEMY_DATABASE_URI would replace the app's"):
+        QuartWaffle(app, watchtype="none")
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql://real"
+    assert "waffle" not in app.extensions
+    # without mirroring, app.config is never written: the key is the app's alone
+    waffle = QuartWaffle(app, watchtype="none", mirror_config=False)
+    assert waffle.get("SQLALCHEMY_DATABASE_URI") == "sqlite://"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql://real"
