@@ -57,7 +57,8 @@ async def every_worker(
     group: int, port: int, workers: int, path: str = "/", within: float = 30.0
 ) -> dict[int, bytes]:
     """``GET path`` answered by each of ``workers`` workers of the server whose process
-    group is ``group``: {worker pid: body}. A non-200 answer raises HttpError."""
+    group is ``group``: {worker pid: body}. A non-200 answer raises HttpError; a refused or
+    unanswered connection is tried again until ``within`` seconds have passed."""
     answers: dict[int, bytes] = {}
     held: list[Connection] = []
     deadline = time.monotonic() + within
@@ -65,9 +66,13 @@ async def every_worker(
         while len(answers) < workers:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only workers {sorted(answers)} of {workers} answered")
-            connection = await Connection.open(port)
-            held.append(connection)
-            status, body = await connection.request("GET", path)
+            try:
+                connection = await Connection.open(port)
+                held.append(connection)
+                status, body = await connection.request("GET", path)
+            except (OSError, TimeoutError):  # not accepting yet, or still starting
+                await asyncio.sleep(0.1)
+                continue
             if status != 200:
                 raise HttpError(f"GET {path}: {status} {body[:200]!r}")
             pid = server_pid(group, port, connection)

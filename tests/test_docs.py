@@ -191,6 +191,8 @@ class Shell:
         self.server = ProcessGroup(argv, env=self.env, log=self.cwd / "server.log", cwd=self.cwd)
         self.server.start()
         await wait_listening(self.port, 60.0, self.server.exited)
+        # as a person would: the page answers on every worker before the next command
+        await every_worker(self.server.pid, self.port, WORKERS, within=60.0)
         # the next command once the server serves, as a person typing them does (the CLI
         # refuses a write while no worker watches its channel)
         await every_worker(self.server.pid, self.port, WORKERS, within=60.0)
