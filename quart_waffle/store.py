@@ -15,6 +15,7 @@ import json
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -189,8 +190,20 @@ def _server_engine(url: str) -> AsyncEngine:
     """An engine holding no idle connection (each use opens its own and closes
     it after: a worker needs the database only at start-up, for writes, gaps
     and checks), whose connection attempts retry, with jitter, while the
-    server is out of connections instead of failing."""
-    engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
+    server is out of connections instead of failing. Prepared statements are
+    never cached and get unique names, so a pooler in transaction mode
+    (PgBouncer) can hand each transaction another server connection; with
+    connections this short-lived, a cache would not be reused anyway."""
+    engine = create_async_engine(
+        url,
+        poolclass=NullPool,
+        hide_parameters=True,
+        connect_args={
+            "statement_cache_size": 0,  # asyncpg's own cache
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__waffle_{uuid.uuid4().hex}__",
+        },
+    )
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
