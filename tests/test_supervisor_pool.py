@@ -1,5 +1,6 @@
 """The pool's rules in-process, with fake workers: batches, the floor of accepting workers,
-merged reload requests, failed reloads, replacement of dead workers and its backoff."""
+merged reload requests, failed reloads, replacement of dead workers and its backoff, and of
+workers whose event loop falls silent."""
 
 from __future__ import annotations
 
@@ -28,10 +29,15 @@ class FakeWorker:
         self.age = 0.0
         self.accepting = False
         self.stopped = False
+        self.killed = False
+        self.silent = 0.0
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     def uptime(self) -> float:
         return self.age
+
+    def silent_for(self) -> float:
+        return self.silent
 
     async def wait_ready(self, startup_timeout: float) -> None:
         await asyncio.sleep(self.spawner.startup)
@@ -53,6 +59,13 @@ class FakeWorker:
             self.exited.set_result(0)
         return 0
 
+    async def kill(self) -> None:
+        self.killed = True
+        self.accepting = False
+        self.spawner.sample()
+        if not self.exited.done():
+            self.exited.set_result(-9)
+
     def crash(self) -> None:
         self.accepting = False
         self.spawner.sample()
@@ -68,12 +81,19 @@ class FakeSpawner:
         self.pids = itertools.count(1000)
         self.workers: list[FakeWorker] = []
         self.failing_generations: set[int] = set()
+        # generation: how many of its workers start before every further one fails
+        self.healthy_starts: dict[int, int] = {}
         self.fail_next = 0
         self.accepting_counts: list[int] = []
         self.concurrent_starts: list[int] = []
 
     async def __call__(self, generation: int) -> FakeWorker:
-        fails = generation in self.failing_generations or self.fail_next > 0
+        earlier = sum(w.generation == generation for w in self.workers)
+        fails = (
+            generation in self.failing_generations
+            or earlier >= self.healthy_starts.get(generation, earlier + 1)
+            or self.fail_next > 0
+        )
         self.fail_next = max(self.fail_next - 1, 0)
         worker = FakeWorker(self, next(self.pids), generation, fails)
         self.workers.append(worker)
@@ -210,6 +230,32 @@ async def test_a_failed_first_start_raises(spawner: FakeSpawner, delays: list[fl
     spawner.fail_next = 1
     with pytest.raises(WorkerFailed):
         await running(ServeConfig(app="a:app", workers=2), spawner, delays)
+
+
+@pytest.mark.parametrize("silence", [0.04, 0])
+async def test_a_worker_whose_loop_falls_silent_is_killed_and_replaced(
+    spawner: FakeSpawner, delays: list[float], silence: float
+) -> None:
+    pool = await running(ServeConfig(app="a:app", workers=3, timeout=silence), spawner, delays)
+    task = asyncio.create_task(pool.maintain())
+    hung = spawner.by_pid(pool.serving[0])
+    hung.silent = 0.03  # within the timeout: left alone
+    await asyncio.sleep(0.1)
+    assert not hung.killed
+    hung.silent = 1.0
+    if silence:
+        await _until(lambda: len(pool.serving) == 3 and hung.pid not in pool.serving)
+        assert hung.killed
+        assert not hung.stopped  # a blocked loop cannot drain: no drain is asked
+        assert len(spawner.workers) == 4
+        assert not any(w.killed for w in spawner.workers if w is not hung)
+    else:
+        await asyncio.sleep(0.1)  # 0 turns the check off
+        assert not hung.killed
+        assert hung.pid in pool.serving
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await pool.stop()
 
 
 async def _crash_and_wait(pool: Pool, spawner: FakeSpawner) -> None:

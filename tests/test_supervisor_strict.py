@@ -1,6 +1,7 @@
 """Rolling reloads, strictly, on real processes: the accepting floor with the default
 `--min-active`, exactly N new workers after a reload, exactly the old ones after a failed one,
-SIGHUP, the startup timeout, a worker that ignores the graceful timeout, crash-loop backoff."""
+SIGHUP, the startup timeout, a worker that ignores the graceful timeout, a worker whose event
+loop blocks past `--timeout`, crash-loop backoff."""
 
 from __future__ import annotations
 
@@ -186,6 +187,38 @@ async def test_a_worker_ignoring_the_graceful_timeout_is_killed(
         after = await pool_of(server)
         assert len(after) == 2
         assert not after & before
+    finally:
+        server.close()
+
+
+async def test_a_worker_whose_loop_blocks_past_the_timeout_is_replaced_while_others_serve(
+    tmp_path: Path, flags: dict[str, Path]
+) -> None:
+    server = serve(tmp_path, flags, "--timeout", "2")
+    try:
+        before = await pool_of(server)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /block/60.0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        await writer.drain()
+        blocked_at = time.monotonic()
+        await asyncio.sleep(0.3)  # one worker's event loop is now blocked for a minute
+        # The other worker answers every fresh connection meanwhile, and it alone.
+        during = await answering(server, 1.0)
+        assert len(during) == 1, (during, before)
+        assert during < before
+        killed = await asyncio.to_thread(
+            server.wait_for_log, r"Worker (\d+) killed: its event loop was silent", 30
+        )
+        # Its silence is seen within the timeout plus one check (0.5 s), not after the minute;
+        # the margin is for a loaded machine.
+        assert time.monotonic() - blocked_at < 2 + 0.5 + 3
+        hung = int(killed.group(1))
+        assert {hung} == before - during
+        writer.close()
+        after = await pool_of(server)
+        assert len(after) == 2
+        assert hung not in after
+        assert during < after
     finally:
         server.close()
 

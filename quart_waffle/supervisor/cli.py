@@ -98,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="time a new worker has to import the app and finish lifespan startup",
     )
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="kill and replace a worker whose event loop is silent this long; 0 disables",
+    )
     serve.add_argument("--certfile", metavar="PATH", help="TLS certificate (PEM)")
     serve.add_argument("--keyfile", metavar="PATH", help="TLS private key (PEM)")
     serve.add_argument(
@@ -153,6 +160,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         graceful_timeout=args.graceful_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
         startup_timeout=args.startup_timeout,
+        timeout=args.timeout,
         certfile=args.certfile,
         keyfile=args.keyfile,
         access_logfile=args.access_logfile,

@@ -38,6 +38,8 @@ class ServeConfig:
             killed.
         keep_alive_timeout: Seconds an idle keep-alive connection stays open.
         startup_timeout: Seconds a new worker has to import the app and finish lifespan startup.
+        timeout: Seconds a serving worker's event loop may stay silent (no heartbeat) before the
+            worker is killed and replaced; 0 disables the check.
         certfile: TLS certificate (PEM).
         keyfile: TLS private key (PEM).
         access_logfile: Access log target (``-`` for stderr), none by default.
@@ -60,6 +62,7 @@ class ServeConfig:
     graceful_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
     startup_timeout: float = 60.0
+    timeout: float = 30.0
     certfile: str | None = None
     keyfile: str | None = None
     access_logfile: str | None = None
@@ -76,6 +79,8 @@ class ServeConfig:
         for name in ("graceful_timeout", "keep_alive_timeout", "startup_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.timeout < 0:
+            raise ValueError("timeout must be 0 (no liveness check) or positive")
         for bind in (*self.binds, *self.insecure_binds):
             _check_bind(bind)
 
@@ -85,6 +90,12 @@ class ServeConfig:
         if self.min_active is None:
             return max(self.workers - 1, 1)
         return self.min_active
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between a worker's heartbeats: four per `timeout`, at most one a second;
+        0 when the liveness check is off."""
+        return min(self.timeout / 4, 1.0)
 
     @property
     def batch_size(self) -> int:

@@ -38,6 +38,9 @@ class Worker(Protocol):
     def uptime(self) -> float:
         """Seconds since the worker was started."""
 
+    def silent_for(self) -> float:
+        """Seconds since the worker's event loop last sent a heartbeat (or its ``ready``)."""
+
     async def wait_ready(self, startup_timeout: float) -> None:
         """Return once the worker accepts; otherwise stop it and raise `WorkerFailed`."""
 
@@ -46,6 +49,9 @@ class Worker(Protocol):
 
     async def stop(self, graceful_timeout: float) -> int | None:
         """Drain the worker; its exit code, or None when it had to be killed."""
+
+    async def kill(self) -> None:
+        """Kill the worker at once and wait until it has exited."""
 
 
 Spawner = Callable[[int], Awaitable[Worker]]
@@ -120,6 +126,8 @@ class Pool:
     async def maintain(self) -> None:
         """Replace dead workers and run requested reloads, until cancelled."""
         tasks = [asyncio.create_task(self._keep_pool()), asyncio.create_task(self._reloads())]
+        if self.config.timeout:
+            tasks.append(asyncio.create_task(self._check_liveness()))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -271,12 +279,40 @@ class Pool:
     async def _watch(self, worker: Worker) -> None:
         code = await worker.wait_exit()
         if worker not in self._serving:
-            return  # drained on purpose
-        self._serving.remove(worker)
+            return  # drained or killed on purpose
         self._workers.discard(worker)
-        self._failures = 0 if worker.uptime() >= STABLE_AFTER else self._failures + 1
         log.warning("Worker %d died (exit code %d); replacing it", worker.pid, code)
+        self._lost(worker)
+
+    def _lost(self, worker: Worker) -> None:
+        """Take a dead or hung worker out of service and have it replaced."""
+        self._serving.remove(worker)
+        self._failures = 0 if worker.uptime() >= STABLE_AFTER else self._failures + 1
         self._pool_changed.set()
+
+    async def _check_liveness(self) -> None:
+        """Kill and replace every serving worker whose event loop stays silent past the
+        timeout: a blocked loop neither answers nor drains, so it is not asked to."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            for worker in list(self._serving):
+                if (silent := worker.silent_for()) > self.config.timeout:
+                    log.warning(
+                        "Worker %d killed: its event loop was silent for %.1f s (timeout %g s); "
+                        "replacing it",
+                        worker.pid,
+                        silent,
+                        self.config.timeout,
+                    )
+                    self._lost(worker)
+                    self._drains[worker] = asyncio.create_task(self._kill(worker))
+
+    async def _kill(self, worker: Worker) -> None:
+        try:
+            await worker.kill()
+        finally:
+            self._workers.discard(worker)
+            del self._drains[worker]
 
     async def _keep_pool(self) -> None:
         """Replace dead workers, with an exponential backoff while they keep dying."""

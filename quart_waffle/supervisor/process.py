@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
-from .worker import DRAIN, FAILED, READY, WorkerSpec
+from .worker import DRAIN, FAILED, GENERATION, READY, WorkerSpec
 
 # A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
 # timeout; past this margin it is killed.
@@ -36,8 +37,10 @@ class WorkerProcess:
         self.process = process
         self.generation = generation
         self.started_at = time.monotonic()
+        self._heard_at = self.started_at
         self._reader = reader
         self._writer = writer
+        self._listener: asyncio.Task[None] | None = None
 
     @classmethod
     async def spawn(
@@ -52,6 +55,7 @@ class WorkerProcess:
             secure_fds=secure,
             insecure_fds=insecure,
             hypercorn=config.hypercorn_settings(secure, insecure),
+            heartbeat=config.heartbeat_interval,
         )
         try:
             process = await asyncio.create_subprocess_exec(
@@ -60,6 +64,7 @@ class WorkerProcess:
                 "from quart_waffle.supervisor.worker import main; main()",
                 spec.to_json(),
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, GENERATION: str(generation)},
                 pass_fds=(child.fileno(), *secure, *insecure),
             )
         except BaseException:
@@ -77,6 +82,10 @@ class WorkerProcess:
     def uptime(self) -> float:
         return time.monotonic() - self.started_at
 
+    def silent_for(self) -> float:
+        """Seconds since the worker's event loop last spoke (its ``ready`` or a heartbeat)."""
+        return time.monotonic() - self._heard_at
+
     async def wait_ready(self, startup_timeout: float) -> None:
         """Return once the worker accepts, or kill it and raise `WorkerFailed`."""
         try:
@@ -86,6 +95,8 @@ class WorkerProcess:
             await self.kill()
             raise WorkerFailed(self.pid, f"not ready after {startup_timeout:g} s") from None
         if line == READY:
+            self._heard_at = time.monotonic()
+            self._listener = asyncio.create_task(self._listen())
             return
         details = ""
         try:
@@ -100,6 +111,12 @@ class WorkerProcess:
             raise WorkerFailed(self.pid, line.removeprefix(FAILED).strip(), details)
         raise WorkerFailed(self.pid, f"exited with code {self.process.returncode}")
 
+    async def _listen(self) -> None:
+        """Note every heartbeat of a serving worker, until its channel closes."""
+        with contextlib.suppress(ConnectionError):
+            while await self._reader.readline():
+                self._heard_at = time.monotonic()
+
     async def _read_details(self) -> str:
         """What a failed worker sends after its ``failed`` line, up to end of file."""
         chunks: list[bytes] = []
@@ -111,6 +128,8 @@ class WorkerProcess:
 
     async def wait_exit(self) -> int:
         code = await self.process.wait()
+        if self._listener is not None:
+            self._listener.cancel()
         self._writer.close()
         return code
 

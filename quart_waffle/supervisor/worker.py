@@ -2,9 +2,11 @@
 
 Started by the supervisor with the JSON of a `WorkerSpec` as its one argument. The worker
 talks to the supervisor over one socket: it sends ``ready`` once lifespan startup has finished
-and Hypercorn is accepting, or ``failed <reason>`` followed by its traceback; it drains when it
-reads ``drain``, when that socket closes (the supervisor is gone) or on SIGTERM. SIGINT is
-ignored: the supervisor decides when its workers stop.
+and Hypercorn is accepting, or ``failed <reason>`` followed by its traceback. Once ready, a task
+on its event loop sends ``beat`` every `WorkerSpec.heartbeat` seconds until it drains, so a
+blocked loop falls silent. It drains when it reads ``drain``, when that socket closes (the
+supervisor is gone) or on SIGTERM. SIGINT is ignored: the supervisor decides when its workers
+stop. Its environment names its generation in ``QUART_WAFFLE_GENERATION``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .drain import ASGIApp, Drain, DrainMiddleware, Message, Receive, Scope, Sen
 READY = "ready"
 FAILED = "failed"
 DRAIN = "drain"
+BEAT = "beat"
+GENERATION = "QUART_WAFFLE_GENERATION"  # the environment variable naming the generation
 
 # Connections accepted just before the worker stopped accepting get this long to send a request.
 ACCEPT_GRACE = 0.5
@@ -45,6 +49,7 @@ class WorkerSpec:
     secure_fds: list[int]
     insecure_fds: list[int]
     hypercorn: dict[str, Any]
+    heartbeat: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -130,11 +135,14 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
         # Hypercorn calls this once its servers accept, after lifespan startup.
         writer.write(f"{READY}\n".encode())
         await writer.drain()
-        watcher = asyncio.create_task(watch_channel())
+        watchers = [asyncio.create_task(watch_channel())]
+        if spec.heartbeat:
+            watchers.append(asyncio.create_task(_beat(writer, spec.heartbeat)))
         try:
             await stop.wait()
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
         started = time.monotonic()
         deadline = started + config.graceful_timeout
         for fd in (*spec.secure_fds, *spec.insecure_fds):
@@ -159,6 +167,17 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
         raise
     finally:
         writer.close()
+
+
+async def _beat(writer: asyncio.StreamWriter, interval: float) -> None:
+    """Tell the supervisor every `interval` seconds that this event loop still runs."""
+    try:
+        while True:
+            writer.write(f"{BEAT}\n".encode())
+            await writer.drain()
+            await asyncio.sleep(interval)
+    except ConnectionError:
+        pass  # the supervisor is gone: the channel watcher stops the worker
 
 
 def _recording(app: ASGIApp, startup_failures: list[str]) -> ASGIApp:
