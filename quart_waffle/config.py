@@ -7,10 +7,13 @@ the process environment, the default.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from quart import Quart
 from sqlalchemy.engine import make_url
@@ -18,9 +21,11 @@ from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigurationError
 from .kinds import parse_bool, parse_integer, parse_number
+from .redaction import mask_credentials
 
 Watchtype = Literal["file", "redis", "postgres", "none"]
 WATCHTYPES: tuple[Watchtype, ...] = get_args(Watchtype)
+logger = logging.getLogger("quart_waffle")
 
 Convert = Callable[[str, Any], Any]
 """Turn a raw option value (a Python value, or text from the environment) into
@@ -53,17 +58,104 @@ def _boolean(key: str, value: Any) -> bool:
     return parsed
 
 
-def _positive(key: str, value: Any) -> float:
-    """Seconds: text as a person types a number (no ``1_0``, ``nan``, ``inf``)."""
+def _seconds(low: float, high: float) -> Convert:
+    """Seconds between ``low`` and ``high``: text as a person types a number
+    (no ``1_0``, ``nan``, ``inf``). The bounds keep an idle worker idle and
+    its sleeps representable."""
+
+    def convert(key: str, value: Any) -> float:
+        try:
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise TypeError
+            number = parse_number(value) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigurationError(
+                f"{key} must be a number of seconds, got {value!r:.40}"
+            ) from None
+        if not low <= number <= high:
+            raise ConfigurationError(
+                f"{key} must be between {low:g} and {high:g} seconds, got {value!r:.40}"
+            )
+        return number
+
+    return convert
+
+
+SUPPORTED_DATABASES = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+"""Backend name to the async driver quart-waffle uses for it."""
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _database_url(key: str, value: Any) -> str:
+    """A URL of a supported database, on its async driver or none named, that
+    outlives a process (no in-memory SQLite); libpq's ``sslmode`` becomes
+    asyncpg's ``ssl``. Every refusal is one line naming the fix."""
+    url = _name(key, value)
+    shown = f"{key}={mask_credentials(url)}"
     try:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise TypeError
-        number = parse_number(value) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}") from None
-    if not 0 < number < float("inf"):
-        raise ConfigurationError(f"{key} must be a positive number of seconds, got {value!r}")
-    return number
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"{shown}: not a database URL; use sqlite:///path/to/file.db or"
+            " postgresql://user:password@host/database"
+        ) from None
+    backend = parsed.get_backend_name()
+    driver = SUPPORTED_DATABASES.get(backend)
+    if driver is None:
+        raise ConfigurationError(f"{shown}: unsupported database; use sqlite:// or postgresql://")
+    if parsed.drivername not in (backend, driver):
+        raise ConfigurationError(
+            f"{shown}: quart-waffle is async and talks to {backend} through {driver}:"
+            f" use {driver}:// or {backend}://"
+        )
+    if backend == "sqlite":
+        if is_memory_sqlite(parsed.database, parsed.query):
+            raise ConfigurationError(
+                f"{shown}: an in-memory SQLite database lives and dies with one process"
+                " (each worker and each CLI command would have its own, and every value"
+                " would be lost): use a file, e.g. sqlite:///waffle.db"
+            )
+        return url
+    if "sslmode" not in parsed.query:
+        return url
+    sslmode = parsed.query["sslmode"]
+    if "ssl" in parsed.query or sslmode not in _SSLMODES:
+        raise ConfigurationError(
+            f"{shown}: sslmode must be one of {', '.join(_SSLMODES)}, and not given"
+            " together with ssl"
+        )
+    query = {name: text for name, text in parsed.query.items() if name != "sslmode"}
+    return parsed.set(query={**query, "ssl": sslmode}).render_as_string(hide_password=False)
+
+
+def is_memory_sqlite(database: str | None, query: Mapping[str, Any]) -> bool:
+    """Whether an SQLite URL's database is in memory (``sqlite://``,
+    ``:memory:``, ``mode=memory``), so that no other process sees it."""
+    return (
+        not database
+        or database == ":memory:"
+        or database.startswith("file::memory:")
+        or "mode=memory" in database
+        or query.get("mode") == "memory"
+    )
+
+
+def _redis_url(key: str, value: Any) -> str | None:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL with a valid port."""
+    url = _text(key, value)
+    if url is None:
+        return None
+    shown = f"{key}={mask_credentials(url)}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as error:
+        raise ConfigurationError(f"{shown}: {error}; use redis://host:6379/0") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(
+            f"{shown}: the scheme must be redis://, rediss:// or unix://, e.g. redis://host:6379/0"
+        )
+    return url
 
 
 def _port(key: str, value: Any) -> int:
@@ -129,8 +221,9 @@ OPTIONS: tuple[Option, ...] = (
         "sqlite:///waffle.db",
         "Where values live. `sqlite://` and `postgresql://` URLs get the async driver"
         " (aiosqlite, asyncpg) automatically; a relative SQLite path is relative to the"
-        " instance folder.",
-        _name,
+        " instance folder. Only these two databases are supported; an in-memory SQLite"
+        " database is refused.",
+        _database_url,
     ),
     Option(
         "create_tables",
@@ -165,8 +258,8 @@ OPTIONS: tuple[Option, ...] = (
         "watch_interval",
         "float (s)",
         0.05,
-        "How often the `file` channel looks at the file.",
-        _positive,
+        "How often the `file` channel looks at the file (0.01 to 60).",
+        _seconds(0.01, 60.0),
     ),
     Option(
         "check_interval",
@@ -174,15 +267,16 @@ OPTIONS: tuple[Option, ...] = (
         5.0,
         "The safety net: every worker checks for anything newer this often (through the"
         " channel's witness, the store on a mismatch; see [sync](sync.md#the-periodic-check)),"
-        " whatever the channel.",
-        _positive,
+        " whatever the channel (0.1 to 86400).",
+        _seconds(0.1, 86400.0),
     ),
     Option(
         "redis_url",
         "str",
         None,
-        "Redis for the `redis` channel; wins over host and port.",
-        _text,
+        "Redis for the `redis` channel (`redis://`, `rediss://` or `unix://`); wins over"
+        " host and port.",
+        _redis_url,
     ),
     Option("redis_host", "str", "localhost", "Redis host, without `redis_url`.", _name),
     Option("redis_port", "int", 6379, "Redis port, without `redis_url`.", _port),
@@ -261,6 +355,7 @@ class WaffleConfig:
         """Resolve every option for ``app``: a constructor argument (by name;
         None means not given), else ``app.config``, else ``environ``, else the
         default. Raises :class:`ConfigurationError` naming the key."""
+        _refuse_unknown_keys(app.config, environ)
         values: dict[str, Any] = {}
         for option in OPTIONS:
             raw = arguments.get(option.name)
@@ -276,6 +371,32 @@ class WaffleConfig:
         return cls(**values)
 
 
+_warned: set[str] = set()
+
+
+def _refuse_unknown_keys(config: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """A ``WAFFLE_*`` key in ``app.config`` that is no option is refused; an
+    environment variable that looks like a misspelt option is warned about once
+    (the environment holds other programs' ``WAFFLE_*`` variables too)."""
+    for key in config:
+        if key.startswith("WAFFLE_") and key not in DEFAULTS:
+            raise ConfigurationError(
+                f"{key} in app.config is not a quart-waffle option{_near(key)}"
+            )
+    for key in environ:
+        unknown = key.startswith("WAFFLE_") and key not in DEFAULTS and key not in _warned
+        if unknown and (hint := _near(key)):
+            _warned.add(key)
+            logger.warning("the environment variable %s is not an option%s", key, hint)
+
+
+def _near(key: str) -> str:
+    """``": did you mean WAFFLE_X?"`` naming the closest option, or ``""``."""
+    names = [option.key[len("WAFFLE_") :] for option in OPTIONS]
+    close = difflib.get_close_matches(key[len("WAFFLE_") :], names, 1, 0.8)
+    return f": did you mean WAFFLE_{close[0]}?" if close else ""
+
+
 def sqlite_in_instance(url: str, instance_path: str) -> str:
     """``url`` with a relative SQLite file path made absolute under
     ``instance_path``; any other URL (or text that is no URL, which the store
@@ -288,7 +409,6 @@ def sqlite_in_instance(url: str, instance_path: str) -> str:
     if (
         parsed.get_backend_name() != "sqlite"
         or not database
-        or database == ":memory:"
         or database.startswith("file:")
         or os.path.isabs(database)
     ):

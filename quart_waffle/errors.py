@@ -5,16 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from click import ClickException
+
 
 class WaffleError(Exception):
     """Base class of every quart-waffle error."""
 
 
-class DeclarationError(WaffleError, TypeError):
+class _SetupError(ClickException):
+    """A mistake in the app's setup. Raised while ``quart`` loads the app (an
+    extension created at import), it is printed as one line, exit status 1,
+    instead of a traceback: the command cannot catch it itself."""
+
+
+class DeclarationError(WaffleError, _SetupError, TypeError):
     """A setting declaration is malformed (raised at start-up, never on a request)."""
 
 
-class ConfigurationError(WaffleError, ValueError):
+class ConfigurationError(WaffleError, _SetupError, ValueError):
     """A ``WAFFLE_*`` option has a value that cannot work (raised at start-up
     or when the app is registered, never on a request); the message names the
     option, the value and the fix."""

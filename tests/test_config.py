@@ -82,7 +82,7 @@ def test_relative_paths_are_in_the_instance_folder(tmp_path: Path) -> None:
         config = WaffleConfig.resolve(app, {"database_url": url, "watcher_file": "rev"}, {})
         assert config.database_url.endswith(f":///{tmp_path}/instance/data/w.db")
         assert config.watcher_file == f"{tmp_path}/instance/rev"
-    for kept in ("sqlite:////abs/w.db", "sqlite://", "postgresql://u:p@h/db"):
+    for kept in ("sqlite:////abs/w.db", "postgresql://u:p@h/db"):
         assert WaffleConfig.resolve(app, {"database_url": kept}, {}).database_url == kept
 
 
@@ -91,10 +91,10 @@ def test_relative_paths_are_in_the_instance_folder(tmp_path: Path) -> None:
     [
         ({"WAFFLE_WATCHTYPE": "carrier-pigeon"}, "WAFFLE_WATCHTYPE must be one of"),
         ({"WAFFLE_CHECK_INTERVAL": "soon"}, "WAFFLE_CHECK_INTERVAL must be a number"),
-        ({"WAFFLE_WATCH_INTERVAL": 0}, "WAFFLE_WATCH_INTERVAL must be a positive number"),
+        ({"WAFFLE_WATCH_INTERVAL": 0}, "WAFFLE_WATCH_INTERVAL must be between 0.01 and 60"),
         ({"WAFFLE_CHECK_INTERVAL": "nan"}, "WAFFLE_CHECK_INTERVAL must be a number"),
         ({"WAFFLE_CHECK_INTERVAL": "1_0"}, "WAFFLE_CHECK_INTERVAL must be a number"),
-        ({"WAFFLE_CHECK_INTERVAL": -1}, "WAFFLE_CHECK_INTERVAL must be a positive number"),
+        ({"WAFFLE_CHECK_INTERVAL": -1}, "WAFFLE_CHECK_INTERVAL must be between 0.1 and 86400"),
         ({"WAFFLE_CHECK_INTERVAL": True}, "WAFFLE_CHECK_INTERVAL must be a number"),
         ({"WAFFLE_REDIS_PORT": "6_379"}, "WAFFLE_REDIS_PORT must be a port number"),
         ({"WAFFLE_REDIS_PORT": 6379.5}, "WAFFLE_REDIS_PORT must be a port number"),
@@ -104,6 +104,42 @@ def test_relative_paths_are_in_the_instance_folder(tmp_path: Path) -> None:
         ({"WAFFLE_DATABASE_URL": 5}, "WAFFLE_DATABASE_URL must be a string"),
         ({"WAFFLE_DATABASE_URL": ""}, "WAFFLE_DATABASE_URL may not be empty"),
         ({"WAFFLE_CONFS": ["GREETING"]}, "WAFFLE_CONFS must be a mapping"),
+        # an idle worker must stay idle, and its sleeps representable
+        ({"WAFFLE_CHECK_INTERVAL": 1e-300}, "WAFFLE_CHECK_INTERVAL must be between 0.1 and"),
+        ({"WAFFLE_WATCH_INTERVAL": 1e-7}, "WAFFLE_WATCH_INTERVAL must be between 0.01 and"),
+        ({"WAFFLE_WATCH_INTERVAL": "1e9"}, "WAFFLE_WATCH_INTERVAL must be between"),
+        ({"WAFFLE_CHECK_INTERVAL": 10**400}, "WAFFLE_CHECK_INTERVAL must be a number of seconds"),
+        ({"WAFFLE_CHECK_INTERVAL": "1e400"}, "WAFFLE_CHECK_INTERVAL must be a number of seconds"),
+        # the redis URL is checked when the app is created, not by a worker later
+        ({"WAFFLE_REDIS_URL": "http://x"}, "scheme must be redis://, rediss:// or unix://"),
+        (
+            {"WAFFLE_REDIS_URL": "redis://:pw@x:99999/0"},
+            r"REDIS_URL=redis://\*\*\*@x:99999/0: Port",
+        ),
+        ({"WAFFLE_REDIS_URL": "redis://x:port/0"}, "WAFFLE_REDIS_URL=redis://x:port/0: Port"),
+        # the database URL too: one line, as the CLI says it
+        (
+            {"WAFFLE_DATABASE_URL": "mysql://u:pw@host/db"},
+            r"^WAFFLE_DATABASE_URL=mysql://\*\*\*@host/db: unsupported database; use sqlite://"
+            " or postgresql://$",
+        ),
+        ({"WAFFLE_DATABASE_URL": "not a url"}, "not a database URL; use sqlite:///"),
+        (
+            {"WAFFLE_DATABASE_URL": "postgresql+psycopg2://h/db"},
+            "use postgresql\\+asyncpg:// or postgresql://",
+        ),
+        (
+            {"WAFFLE_DATABASE_URL": "sqlite+pysqlite:///w.db"},
+            "use sqlite\\+aiosqlite:// or sqlite://",
+        ),
+        ({"WAFFLE_DATABASE_URL": "postgresql://h/db?sslmode=sometimes"}, "sslmode must be one of"),
+        # a misspelt option in app.config is refused, naming the closest one
+        (
+            {"WAFFLE_WATCHTYP": "redis"},
+            "WAFFLE_WATCHTYP in app.config is not a quart-waffle option:"
+            " did you mean WAFFLE_WATCHTYPE\\?",
+        ),
+        ({"WAFFLE_SOMETHING": 1}, "WAFFLE_SOMETHING in app.config is not a quart-waffle option$"),
     ],
 )
 def test_bad_options_name_the_key(config: dict[str, object], message: str) -> None:
@@ -113,6 +149,57 @@ def test_bad_options_name_the_key(config: dict[str, object], message: str) -> No
         QuartWaffle(app)
     assert "waffle" not in app.extensions
     assert issubclass(ConfigurationError, ValueError)
+
+
+def test_extreme_numbers_as_arguments_name_the_key() -> None:
+    with pytest.raises(ConfigurationError, match="WAFFLE_CHECK_INTERVAL must be a number"):
+        QuartWaffle(Quart(__name__), check_interval=10**400)
+    accepted = resolve({}, watch_interval=0.01, check_interval=86400)
+    assert (accepted.watch_interval, accepted.check_interval) == (0.01, 86400.0)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite:///file:shared?mode=memory&cache=shared&uri=true",
+        "sqlite:///file::memory:?uri=true",
+    ],
+)
+def test_in_memory_sqlite_is_refused(url: str) -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"in-memory SQLite .* use a file, e.g. sqlite:///"
+    ):
+        QuartWaffle(Quart(__name__), database_url=url)
+
+
+def test_libpq_sslmode_becomes_asyncpg_ssl() -> None:
+    config = resolve({"WAFFLE_DATABASE_URL": "postgresql://u:p@h/db?sslmode=require"})
+    assert config.database_url == "postgresql://u:p@h/db?ssl=require"
+
+
+async def test_sslmode_url_connects_to_postgresql(postgres_url: str) -> None:
+    app = Quart(__name__)
+    app.config["WAFFLE_CONFS"] = {"GREETING": {"default": "Hello"}}
+    waffle = QuartWaffle(app, database_url=f"{postgres_url}?sslmode=prefer", watchtype="none")
+    async with waffle.connected():
+        assert await waffle.update({"GREETING": "Hi"}) == 1
+
+
+def test_a_misspelt_environment_variable_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {"WAFFLE_CHEK_INTERVAL": "1", "WAFFLE_TEST_SOMETHING_ELSE": "x"}
+    with caplog.at_level("WARNING", logger="quart_waffle"):
+        resolve({}, environ)
+        resolve({}, environ)
+    assert [record.getMessage() for record in caplog.records] == [
+        "the environment variable WAFFLE_CHEK_INTERVAL is not an option:"
+        " did you mean WAFFLE_CHECK_INTERVAL?"
+    ]
 
 
 def test_constructor_takes_each_option_by_name() -> None:
