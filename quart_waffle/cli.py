@@ -17,7 +17,8 @@ from quart.cli import ScriptInfo, pass_script_info
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from .errors import StoreUnavailableError, WaffleError
+from .actor import checked_actor, escape_controls
+from .errors import InvalidValueError, StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
 from .kinds import parse_integer
 from .redaction import describe_error, mask_credentials
@@ -128,7 +129,14 @@ _no_channel_check = click.option(
 
 
 def _actor(actor: str | None) -> str:
-    return actor or f"cli:{getpass.getuser()}"
+    """``--actor``, or ``cli:<login name>``; ``cli`` when the login name is
+    unknown or not a valid actor (an undecodable ``LOGNAME``, say)."""
+    if actor:
+        return actor
+    try:
+        return checked_actor(f"cli:{getpass.getuser()}")
+    except (OSError, KeyError, InvalidValueError):
+        return "cli"
 
 
 def _dump(value: Any) -> str:
@@ -237,10 +245,12 @@ def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: in
                 display_value(waffle.declarations, entry.key, value)
                 for value in (entry.old_value, entry.new_value)
             )
-            click.echo(
-                f"{entry.id}\t{entry.revision}\t{entry.changed_at.isoformat()}\t{entry.actor}\t"
-                f"{entry.key}\t{_dump(old)} -> {_dump(new)}"
+            line = (
+                f"{entry.id}\t{entry.revision}\t{entry.changed_at.isoformat()}\t"
+                + "\t".join(map(escape_controls, (entry.actor, entry.key)))
+                + f"\t{escape_controls(_dump(old))} -> {escape_controls(_dump(new))}"
             )
+            click.echo(line)
 
     _run(info, action)
 

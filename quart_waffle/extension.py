@@ -14,6 +14,7 @@ from typing import Any, TypeVar, overload
 from quart import Quart, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .actor import checked_actor
 from .config import OPTIONS, WaffleConfig, Watchtype
 from .errors import DeclarationError, InvalidValueError, StoreUnavailableError, UnknownSettingError
 from .settings import Setting, declare, display_value
@@ -230,15 +231,18 @@ class QuartWaffle:
                 the default).
             expected_revision: Raise :class:`ConflictError` if any of these
                 keys was changed after this revision (optimistic concurrency).
-            actor: Who made the change, recorded in history.
+            actor: Who made the change, recorded in history: at most 200
+                characters are kept; control characters (newline, tab, ESC,
+                NUL, ...) and lone surrogates are refused.
 
-        Raises :class:`InvalidValueError` (naming each bad key) before
-        anything is stored.
+        Raises :class:`InvalidValueError` (naming each bad key, or
+        ``actor``) before anything is stored.
 
         Example::
 
             await waffle.update({"MAX_ITEMS": 50}, expected_revision=waffle.revision, actor="ops")
         """
+        actor = checked_actor(actor)
         return await self._write(self._encode(values), expected_revision, actor)
 
     async def reset(
@@ -250,6 +254,7 @@ class QuartWaffle:
 
         Example: ``await waffle.reset(["MAX_ITEMS"], actor="ops")``.
         """
+        actor = checked_actor(actor)
         keys = list(keys)
         unknown = [key for key in keys if key not in self.declarations]
         if unknown or not keys:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from quart import Request, g
 
+from ..actor import checked_actor
 from ..errors import ConfigurationError
-from ..limits import MAX_ACTOR_LENGTH
 from .context import login_throttle
 from .cookies import PageSession, fingerprint, load_session
 from .errors import AdminError
@@ -154,8 +154,8 @@ async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> 
         g.waffle_actor = None
         if await waffle.authorize(request):
             check_same_origin(request, ambient_credentials=not page)
-            actor = g.get("waffle_actor") or CALLBACK_ACTOR
-            return str(actor)[:MAX_ACTOR_LENGTH]
+            # a name the writes refuse (control characters) is a 422 naming actor
+            return checked_actor(str(g.get("waffle_actor") or CALLBACK_ACTOR))
         raise AdminError(403, "forbidden", "The app's authorize callback refused this request.")
     raise AdminError(
         401,
