@@ -100,8 +100,9 @@ class Setting(Generic[T]):
             ):
                 raise DeclarationError(f"{self.key}: {name} must be a finite number, got {bound!r}")
         try:
-            for choice in self.choices or ():
-                self._check_type(choice)
+            if self.choices is not None:
+                choices = tuple(self._check_type(choice) for choice in self.choices)
+                object.__setattr__(self, "choices", choices)
             object.__setattr__(self, "default", self.validate(self.default))
         except InvalidValueError as error:
             raise DeclarationError(f"invalid declaration: {error}") from None
@@ -124,7 +125,7 @@ class Setting(Generic[T]):
         32 nested lists or objects and 64 KiB of JSON, integers within 64 bits,
         finite numbers, text without lone surrogates."""
         value = self._check_type(value)
-        if self.choices is not None and value not in self.choices:
+        if self.choices is not None and _canonical(value) not in map(_canonical, self.choices):
             raise InvalidValueError({self.key: self._choices_reason()})
         if self.min is not None and value < self.min:
             raise InvalidValueError({self.key: f"must be at least {self.min:g}"})
@@ -264,3 +265,9 @@ def declare(
             raise DeclarationError(f"setting {setting.key!r} is declared twice")
         declared[setting.key] = setting
     return declared
+
+
+def _canonical(value: Any) -> str:
+    """``value`` as JSON text with sorted keys: choices are compared by it, so
+    ``true`` is not ``1`` and ``1.0`` is not ``1`` (as ``==`` would have it)."""
+    return json.dumps(value, allow_nan=False, sort_keys=True, ensure_ascii=False)
