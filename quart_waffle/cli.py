@@ -9,6 +9,7 @@ import json
 import os
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -139,6 +140,10 @@ def _actor(actor: str | None) -> str:
         return "cli"
 
 
+def _time(moment: datetime | None) -> str:
+    return "unreadable-time" if moment is None else moment.isoformat()
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -246,7 +251,7 @@ def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: in
                 for value in (entry.old_value, entry.new_value)
             )
             line = (
-                f"{entry.id}\t{entry.revision}\t{entry.changed_at.isoformat()}\t"
+                f"{entry.id}\t{entry.revision}\t{_time(entry.changed_at)}\t"
                 + "\t".join(map(escape_controls, (entry.actor, entry.key)))
                 + f"\t{escape_controls(_dump(old))} -> {escape_controls(_dump(new))}"
             )

@@ -36,6 +36,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -137,7 +138,7 @@ class HistoryEntry:
     key: str
     old_value: Any
     new_value: Any
-    changed_at: datetime
+    changed_at: datetime | None  # None: the stored time cannot be read
     actor: str
 
 
@@ -444,7 +445,12 @@ class SettingsStore:
     ) -> list[HistoryEntry]:
         """Recorded changes, newest first; the next page starts ``before_id``
         the last entry's id (ids grow in commit order: writers are serialised)."""
-        query = select(history_table).order_by(history_table.c.id.desc())
+        # the time as the driver gives it: one unreadable row must not break the page
+        columns = [
+            type_coerce(column, Text).label(column.name) if column.name == "changed_at" else column
+            for column in history_table.c
+        ]
+        query = select(*columns).order_by(history_table.c.id.desc())
         if key is not None:
             query = query.where(history_table.c.key == key)
         if before_id is not None:
@@ -458,7 +464,7 @@ class SettingsStore:
                 key=row.key,
                 old_value=None if row.old_value is None else self._shown(row.key, row.old_value),
                 new_value=self._shown(row.key, row.new_value),
-                changed_at=_utc(row.changed_at),
+                changed_at=_recorded_time(row.changed_at),
                 actor=row.actor,
             )
             for row in rows
@@ -486,6 +492,17 @@ def _utc(moment: datetime) -> datetime:
     """``moment`` made timezone-aware: SQLite hands back naive datetimes,
     which quart-waffle always writes in UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _recorded_time(stored: object) -> datetime | None:
+    """A history row's time, timezone-aware (SQLite hands back text, written
+    in UTC); None when it cannot be read (a row written by hand)."""
+    if isinstance(stored, str):
+        try:
+            stored = datetime.fromisoformat(stored)
+        except ValueError:
+            return None
+    return _utc(stored) if isinstance(stored, datetime) else None
 
 
 @contextlib.contextmanager

@@ -252,7 +252,7 @@ def history_item(waffle: QuartWaffle, entry: HistoryEntry) -> dict[str, Any]:
         "key": entry.key,
         "old_value": shown(entry.old_value),
         "new_value": shown(entry.new_value),
-        "changed_at": entry.changed_at.isoformat(),
+        "changed_at": None if entry.changed_at is None else entry.changed_at.isoformat(),
         "actor": entry.actor,
     }
 
