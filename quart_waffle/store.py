@@ -159,6 +159,7 @@ def create_engine(url: str) -> AsyncEngine:
     if not make_url(url).drivername.startswith("sqlite"):
         return _server_engine(url)
     _make_directory(make_url(url).database)
+    _create_private(make_url(url).database)
     engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -225,13 +226,13 @@ def _server_engine(url: str) -> AsyncEngine:
 
 
 def _make_directory(database: str | None) -> None:
-    """Create the directory of an SQLite file, or raise one clear
-    :class:`ConfigurationError` naming it."""
+    """Create the directory of an SQLite file (0700: the store holds secret
+    values), or raise one clear :class:`ConfigurationError` naming it."""
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     directory = os.path.dirname(os.path.abspath(database))
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConfigurationError(
@@ -243,6 +244,19 @@ def _make_directory(database: str | None) -> None:
             f"the directory {directory} of the SQLite store is not writable: make it"
             " writable by the server, or set WAFFLE_DATABASE_URL elsewhere"
         )
+
+
+def _create_private(database: str | None) -> None:
+    """Create a missing SQLite file readable by its owner only (0600), before
+    SQLite would create it with the umask's mode: it holds secret values and
+    the admin's session digests. SQLite gives its -wal and -shm files the
+    same mode. An existing file is left as it is."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    # it exists already; or SQLite's own open names the problem
+    with contextlib.suppress(OSError):
+        os.close(os.open(database, flags, 0o600))
 
 
 def _insert_for(connection: AsyncConnection | Connection) -> Any:
