@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import getpass
 import json
 import os
 import re
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TextIO, TypeVar
@@ -73,6 +75,8 @@ def _run(
 
     try:
         return asyncio.run(main())
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): click exits quietly
     except Exception as error:
         raise click.ClickException(_explain(error, waffle)) from None
 
@@ -148,7 +152,18 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-@click.group("waffle")
+class _OneLineGroup(click.Group):
+    """A usage error of a subcommand (a bad option value, a missing file) is
+    one line and exit status 1, as every other error of these commands."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            raise click.ClickException(error.format_message()) from None
+
+
+@click.group("waffle", cls=_OneLineGroup)
 def waffle_cli() -> None:
     """Read and change quart-waffle settings."""
 
@@ -297,13 +312,23 @@ def _write_new(path: str, text: str) -> None:
 
 
 def _write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600, never through a link, never
-    readable by others even for a moment (an existing file is narrowed first)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        os.fchmod(fd, 0o600)
-        file.truncate()
-        file.write(text)
+    """Write ``text`` to ``path`` readable by its owner only: into a new file
+    of ours (mode 0600, random name, created exclusively in the same folder)
+    renamed over ``path``, so an existing file's owner and mode never carry
+    over; a symbolic link at ``path`` is refused."""
+    if os.path.islink(path):
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    fd, temporary = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(path)), prefix=".waffle-export-"
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 @waffle_cli.command("import")
