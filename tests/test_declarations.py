@@ -5,7 +5,7 @@ that no longer fits, a removed key or a renamed one never stops a worker."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import insert
@@ -164,13 +164,15 @@ async def test_rows_seeded_by_version_0_1_follow_the_default(database_url: str) 
 def test_json_choices_compare_by_json_text_not_equality() -> None:
     """``True == 1`` and ``1.0 == 1`` in Python, but a JSON document that says
     ``true`` or ``1.0`` is not the choice ``1``."""
-    level = Setting("LEVEL", 1, type="json", choices=[1, 2, {"a": 1, "b": [True]}])
+    level: Setting[Any] = Setting(
+        "LEVEL", cast(Any, 1), type="json", choices=(1, 2, {"a": 1, "b": [True]})
+    )
     for refused in (True, 1.0, 2.0, {"a": 1, "b": [1]}, {"a": 1.0, "b": [True]}):
         with pytest.raises(InvalidValueError, match="LEVEL: must be one of 1, 2"):
             level.validate(refused)
     assert level.validate(2) == 2
     assert level.validate({"b": [True], "a": 1}) == {"a": 1, "b": [True]}  # key order is no matter
-    ratio = Setting("RATIO", 2.0, choices=[1.5, 2])  # a float setting's choice 2 is 2.0
+    ratio = Setting("RATIO", 2.0, choices=(1.5, 2))  # a float setting's choice 2 is 2.0
     assert ratio.validate(2) == 2.0
     with pytest.raises(DeclarationError, match="must be one of 1, 2"):
-        Setting("LEVEL", True, type="json", choices=[1, 2])
+        Setting("LEVEL", cast(Any, True), type="json", choices=(1, 2))

@@ -123,6 +123,7 @@ async def test_history_records_actor_old_and_new(database_url: str) -> None:
             (2, "GREETING", "one", "two", "bob"),
             (1, "GREETING", "Hello", "one", "alice"),
         ]
+        assert entries[0].changed_at is not None
         assert entries[0].changed_at.year >= 2024
         assert entries[0].id > entries[1].id > entries[2].id
         page = await waffle.history(key="GREETING", before_id=entries[1].id, limit=5)

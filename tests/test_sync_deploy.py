@@ -255,6 +255,7 @@ async def test_every_other_worker_applies_a_change_by_message(
         revision = int(output.split()[-1])
         [entry] = await waffle.history(limit=1)
         assert entry.revision == revision
+        assert entry.changed_at is not None
         committed = entry.changed_at.timestamp()
         delays = {
             pid: when - committed

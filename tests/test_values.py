@@ -235,6 +235,7 @@ async def test_history_times_are_utc_aware(database_url: str) -> None:
         before = datetime.now(UTC)
         await waffle.update({"GREETING": "Hi"})
         [entry] = await waffle.history()
+    assert entry.changed_at is not None
     assert entry.changed_at.utcoffset() == timedelta(0)
     assert before - timedelta(seconds=5) <= entry.changed_at <= datetime.now(UTC)
 
