@@ -115,3 +115,47 @@ async def test_history_of_keys_no_longer_declared_is_masked(sqlite_url: str) -> 
         assert entries["PLAN"]["new_value"] == "********"
         assert entries["GREETING"]["new_value"] == "Hi"
         assert_hidden(await shown(response), "history")
+
+
+async def test_the_mask_written_back_is_refused_and_the_secret_kept(sqlite_url: str) -> None:
+    waffle = secret_waffle(sqlite_url)
+    assert waffle.app is not None
+    async with serving(waffle):
+        client: Client = waffle.app.test_client()
+        # read everything, edit one key, send it all back: the mask must not become the secret
+        listing = await (await client.get("/waffle/api/settings", headers=AUTH)).get_json()
+        values = {item["key"]: item["value"] for item in listing["settings"]}
+        values["THEME"] = "dark"
+        for method, path, body in (
+            ("PATCH", "/waffle/api/settings", {"values": values}),
+            ("PUT", "/waffle/api/settings/API_KEY", {"value": "********"}),
+        ):
+            response = await client.open(path, method=method, json=body, headers=AUTH)
+            assert response.status_code == 422, method
+            fields = (await response.get_json())["error"]["fields"]
+            assert fields["API_KEY"] == "the mask is not a value; omit the key to keep it"
+        assert waffle.snapshot.values["API_KEY"] == "s3cret"
+        assert waffle.snapshot.values["THEME"] == "light"
+        # the page: typing the mask into a secret's input is refused the same way
+        page = await client.get("/waffle/")
+        login = re.search(r'name="csrf" value="([^"]+)"', await page.get_data(as_text=True))
+        assert login is not None
+        await client.post("/waffle/login", form={"csrf": login.group(1), "token": ADMIN_TOKEN})
+        form_page = await (await client.get("/waffle/")).get_data(as_text=True)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form_page)
+        revision = re.search(r'name="revision" value="(\d+)"', form_page)
+        assert csrf is not None
+        assert revision is not None
+        saved = await client.post(
+            "/waffle/save",
+            form={
+                "csrf": csrf.group(1),
+                "revision": revision.group(1),
+                "value-API_KEY": "********",
+                "value-THEME": "dark",
+            },
+        )
+        assert saved.status_code == 422
+        assert "the mask is not a value" in await saved.get_data(as_text=True)
+        assert waffle.snapshot.values["API_KEY"] == "s3cret"
+        assert waffle.snapshot.values["THEME"] == "light"

@@ -20,7 +20,7 @@ from ..settings import Setting, display_value
 from .auth import authenticate
 from .context import admin_prefix, current_waffle
 from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
-from .inputs import natural_number, read_body
+from .inputs import natural_number, read_body, refuse_mask
 from .openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -129,6 +129,9 @@ async def _write(
     try:
         if isinstance(values, list):
             return await waffle.reset(values, expected_revision=expected, actor=actor)
+        for key, value in values.items():
+            if key in waffle.declarations:
+                refuse_mask(waffle.declarations[key], value)
         return await waffle.update(values, expected_revision=expected, actor=actor)
     except ConflictError as error:
         current = {

@@ -13,6 +13,7 @@ from werkzeug.datastructures import MultiDict
 from ..errors import InvalidValueError
 from ..settings import SECRET_MASK, Setting
 from ..snapshot import Snapshot
+from .inputs import refuse_mask
 
 Declarations = Mapping[str, Setting[Any]]
 
@@ -139,6 +140,7 @@ def parsed_changes(
         setting = declarations[key]
         try:
             value = setting.parse_text(text)
+            refuse_mask(setting, value)
         except InvalidValueError as error:
             errors.update(error.errors)
             continue

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from quart import request
 from werkzeug.datastructures import MultiDict
 
+from ..errors import InvalidValueError
 from ..kinds import parse_integer
 from ..limits import MAX_BODY_BYTES
+from ..settings import SECRET_MASK, Setting
 from .errors import AdminError
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+MASK_REASON = "the mask is not a value; omit the key to keep it"
+
+
+def refuse_mask(setting: Setting[Any], value: Any) -> None:
+    """Refuse the mask written back as a secret's value (InvalidValueError
+    naming the key): a client that read the settings, edited one and sent
+    them all back would otherwise replace every secret with the mask."""
+    if setting.secret and value == SECRET_MASK:
+        raise InvalidValueError({setting.key: MASK_REASON})
 
 
 def natural_number(raw: str | None) -> int | None:
