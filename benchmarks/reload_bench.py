@@ -26,13 +26,13 @@ from pathlib import Path
 
 from harness import ROOT, ProcessGroup, free_port
 from harness.load import LoadReport, run_load
-from quart_waffle.supervisor.config import default_control_socket
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 START_TIMEOUT = 120.0
 HYPERCORN_RELOAD_TIMEOUT = 60.0
 PAUSE_BETWEEN_RELOADS = 1.0
+CONTROL_SOCKET = os.path.join(tempfile.gettempdir(), f"quart-waffle-bench-{os.getpid()}.sock")
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,12 @@ async def _wait_all_workers(port: int, process: subprocess.Popen[bytes], workers
 async def _waffle_reload(
     options: Options, server: subprocess.Popen[bytes], report: LoadReport
 ) -> None:
-    del options, report
+    del options, server, report
     process = await asyncio.create_subprocess_exec(
         str(BIN / "quart-waffle"),
         "reload",
         "--control-socket",
-        default_control_socket(server.pid),
+        CONTROL_SOCKET,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -132,7 +132,10 @@ def contenders(options: Options) -> list[Contender]:
     return [
         Contender(
             f"quart-waffle serve -w {options.workers} + reload",
-            [str(BIN / "quart-waffle"), "serve", options.app, *workers],
+            [
+                *(str(BIN / "quart-waffle"), "serve", options.app, *workers),
+                *("--control-socket", CONTROL_SOCKET),
+            ],
             _waffle_reload,
         ),
         Contender(

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from typing import NoReturn
 
 from . import pidfile
-from .config import ServeConfig, default_control_socket
+from .config import ServeConfig, control_socket_beside
 from .control import request_reload
 from .errors import ReloadFailed, ServeError
 from .supervisor import Supervisor
@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--control-socket",
         metavar="PATH",
-        help="unix socket that reload talks to (default: $TMPDIR/quart-waffle-<pid>.sock)",
+        help="unix socket that reload talks to (default: PID_FILE.sock beside --pid-file, else "
+        "$XDG_RUNTIME_DIR/quart-waffle-<pid>.sock, else a fresh private temporary directory)",
     )
 
     reload = commands.add_parser(
@@ -167,7 +168,8 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         error_logfile=args.error_logfile,
         log_level=args.log_level,
         backlog=args.backlog,
-        control_socket=args.control_socket,
+        control_socket=args.control_socket
+        or (control_socket_beside(args.pid_file) if args.pid_file else None),
     )
 
 
@@ -193,7 +195,8 @@ def _reload(args: argparse.Namespace) -> int:
     path = args.control_socket or args.pid_file
     try:
         if args.control_socket is None:
-            path = default_control_socket(pidfile.read_pid(args.pid_file))
+            pidfile.read_pid(args.pid_file)  # a link or a file with no pid is refused here
+            path = control_socket_beside(args.pid_file)
         summary = request_reload(path, args.timeout, sys.stdout)
     except ReloadFailed as error:
         print(f"reload failed: {error}", file=sys.stderr)

@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_UNIX_PATH = 107  # bytes of a unix socket path on Linux (sun_path, less its final NUL)
 
-def default_control_socket(pid: int) -> str:
-    """Where a supervisor with process id `pid` listens when no control socket is given."""
-    return os.path.join(tempfile.gettempdir(), f"quart-waffle-{pid}.sock")
+
+def control_socket_beside(pid_file: str) -> str:
+    """The control socket of a supervisor started with `pid_file` and no control socket."""
+    return f"{pid_file}.sock"
+
+
+@contextlib.contextmanager
+def private_control_socket() -> Iterator[str]:
+    """A control socket path no other user can take first, for a supervisor with no pid file.
+
+    It is ``$XDG_RUNTIME_DIR/quart-waffle-<pid>.sock`` when that directory is this user's and
+    closed to others, else ``control.sock`` in a fresh 0700 temporary directory, removed on exit.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and _is_private_directory(runtime):
+        yield os.path.join(runtime, f"quart-waffle-{os.getpid()}.sock")
+        return
+    directory = tempfile.mkdtemp(prefix="quart-waffle-")
+    try:
+        yield os.path.join(directory, "control.sock")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _is_private_directory(path: str) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
+
+
+def check_unix_path(path: str) -> None:
+    """Refuse a unix socket path longer than the kernel takes (`ValueError` saying so)."""
+    size = len(os.fsencode(path))
+    if size > MAX_UNIX_PATH:
+        raise ValueError(
+            f"the path is too long for a unix socket ({size} bytes, at most {MAX_UNIX_PATH})"
+        )
 
 
 def _check_bind(bind: str) -> None:
@@ -46,8 +87,8 @@ class ServeConfig:
         error_logfile: Error log target (``-`` for stderr).
         log_level: Level for the supervisor's and the workers' logs.
         backlog: Length of the kernel's accept queue.
-        control_socket: Unix socket `quart-waffle reload` talks to (a per-process temporary path
-            by default).
+        control_socket: Unix socket `quart-waffle reload` talks to (by default beside the pid
+            file, else in a private directory: see `private_control_socket`).
 
     Example::
 

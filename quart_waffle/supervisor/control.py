@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
+from .config import check_unix_path
 from .errors import ReloadFailed, ServeError
 from .pool import Progress
 
@@ -65,6 +66,10 @@ def _bind_private(path: str) -> socket.socket:
     someone listens on or one owned by another user, stops `serve` with a `ServeError`.
     """
     try:
+        check_unix_path(path)
+    except ValueError as error:
+        raise ServeError(f"cannot create the control socket {path}: {error}") from None
+    try:
         existing = os.lstat(path)
     except FileNotFoundError:
         pass
@@ -102,8 +107,10 @@ def request_reload(path: str, timeout: float, out: TextIO) -> str:
     """Ask the supervisor listening at `path` for a rolling reload and wait for it to finish.
 
     Progress lines are written to `out`. Returns the summary; raises `ReloadFailed` with the
-    reason when the reload fails, and `OSError` when the supervisor cannot be reached.
+    reason when the reload fails, and `OSError` (`ValueError` for a path too long for a unix
+    socket) when the supervisor cannot be reached.
     """
+    check_unix_path(path)
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-from .config import ServeConfig, default_control_socket
+from .config import ServeConfig, private_control_socket
 from .control import serve_control
 from .errors import WorkerFailed
 from .listeners import Listeners
@@ -42,10 +42,14 @@ class Supervisor:
         """
         listeners = self._listeners = Listeners.bind(self.config)
         loop = asyncio.get_running_loop()
+        private = contextlib.ExitStack()
         try:
-            control_path = self.config.control_socket or default_control_socket(os.getpid())
+            control_path = self.config.control_socket or private.enter_context(
+                private_control_socket()
+            )
             control = await serve_control(control_path, self.reload)
         except BaseException:
+            private.close()
             listeners.close()
             raise
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
@@ -75,6 +79,7 @@ class Supervisor:
             await control.wait_closed()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(control_path)
+            private.close()
             for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             listeners.close()

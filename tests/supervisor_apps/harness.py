@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.load import Sample
-from quart_waffle.supervisor.config import default_control_socket
+from quart_waffle.supervisor.config import control_socket_beside
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [str(Path(sys.executable).with_name("quart-waffle"))]
@@ -66,7 +66,7 @@ class ServerProcess:
         if via_pid_file:
             target = ["--pid-file", self.pid_file]
         else:
-            target = ["--control-socket", default_control_socket(self.process.pid)]
+            target = ["--control-socket", control_socket_beside(self.pid_file)]
         process = await asyncio.create_subprocess_exec(
             *COMMAND,
             "reload",
@@ -94,7 +94,7 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
-        Path(default_control_socket(self.process.pid)).unlink(missing_ok=True)
+        Path(control_socket_beside(self.pid_file)).unlink(missing_ok=True)
         self._log.close()
 
 
