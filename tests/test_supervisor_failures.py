@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -53,7 +54,7 @@ async def _get(port: int, path: str) -> tuple[bytes, bytes]:
 
 async def _pids_answering(port: int, requests: int = 20) -> set[int]:
     bodies = await asyncio.gather(*(_get(port, "/whoami") for _ in range(requests)))
-    return {int(body.split(b":")[1].strip(b"}\n")) for _, body in bodies}
+    return {int(json.loads(body)["pid"]) for _, body in bodies}
 
 
 async def _every_worker(port: int, workers: int = 2) -> set[int]:

@@ -1,12 +1,14 @@
 """The pool's rules in-process, with fake workers: batches, the floor of accepting workers,
-merged reload requests, failed reloads, replacement of dead workers and its backoff, and of
-workers whose event loop falls silent."""
+merged reload requests, failed reloads and their rollback, replacement of dead workers and its
+backoff, and of workers whose event loop falls silent."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -128,6 +130,21 @@ async def running(config: ServeConfig, spawner: FakeSpawner, delays: list[float]
     return pool
 
 
+@contextlib.asynccontextmanager
+async def maintained(
+    spawner: FakeSpawner, delays: list[float], **options: Any
+) -> AsyncIterator[Pool]:
+    """A started pool of `ServeConfig(app="a:app", **options)`, maintained meanwhile."""
+    pool = await running(ServeConfig(app="a:app", **options), spawner, delays)
+    task = asyncio.create_task(pool.maintain())
+    try:
+        yield pool
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.stop()
+
+
 @pytest.fixture(name="pool")
 async def _pool(spawner: FakeSpawner, delays: list[float]) -> AsyncIterator[Pool]:
     pool = await running(ServeConfig(app="a:app", workers=4), spawner, delays)
@@ -190,6 +207,48 @@ async def test_a_failed_reload_leaves_the_old_workers_exactly(
     assert not set(pool.serving) & set(before)
 
 
+@pytest.mark.parametrize(("min_active", "healthy"), [(None, 2), (2, 3)])
+async def test_a_reload_failing_midway_returns_the_replaced_slots_to_the_old_generation(
+    spawner: FakeSpawner, delays: list[float], min_active: int | None, healthy: int
+) -> None:
+    messages: list[str] = []
+    async with maintained(spawner, delays, workers=4, min_active=min_active) as pool:
+        before = pool.serving
+        spawner.healthy_starts[1] = healthy  # the next start of generation 1 fails
+        spawner.accepting_counts.clear()
+        with pytest.raises(
+            ReloadFailed,
+            match=rf"RuntimeError: broken; rolled back {healthy} replaced worker\(s\) to "
+            rf"generation 0; 4 workers keep serving",
+        ):
+            await pool.reload(messages.append)
+        assert [spawner.by_pid(pid).generation for pid in pool.serving] == [0] * 4
+        # The old workers the reload had not reached yet serve on untouched.
+        untouched = [pid for pid in before if not spawner.by_pid(pid).stopped]
+        assert untouched == pool.serving[: 4 - healthy]
+        # Every replacement, forward and back, was ready before the worker it replaced drained.
+        assert min(spawner.accepting_counts) >= 4
+
+    replaced = [w for w in spawner.workers if w.generation == 1 and not w.fails]
+    assert len(replaced) == healthy
+    assert all(w.stopped for w in replaced)
+    assert f"rolling back {healthy} replaced worker(s) to generation 0" in messages
+
+
+async def test_a_rollback_that_cannot_start_old_workers_says_which_stay_new(
+    spawner: FakeSpawner, delays: list[float]
+) -> None:
+    async with maintained(spawner, delays, workers=4) as pool:
+        spawner.healthy_starts.update({0: 4, 1: 2})  # no further worker of either one starts
+        with pytest.raises(ReloadFailed, match="rollback incomplete") as error:
+            await pool.reload(lambda _message: None)
+
+        new = [w.pid for w in spawner.workers if w.generation == 1 and not w.fails]
+        assert f"workers {new} still run generation 1" in str(error.value)
+        # The new workers keep serving rather than leave a gap.
+        assert [spawner.by_pid(pid).generation for pid in pool.serving] == [0, 0, 1, 1]
+
+
 async def test_requests_made_during_a_reload_share_the_next_one(
     pool: Pool, spawner: FakeSpawner
 ) -> None:
@@ -236,26 +295,22 @@ async def test_a_failed_first_start_raises(spawner: FakeSpawner, delays: list[fl
 async def test_a_worker_whose_loop_falls_silent_is_killed_and_replaced(
     spawner: FakeSpawner, delays: list[float], silence: float
 ) -> None:
-    pool = await running(ServeConfig(app="a:app", workers=3, timeout=silence), spawner, delays)
-    task = asyncio.create_task(pool.maintain())
-    hung = spawner.by_pid(pool.serving[0])
-    hung.silent = 0.03  # within the timeout: left alone
-    await asyncio.sleep(0.1)
-    assert not hung.killed
-    hung.silent = 1.0
-    if silence:
-        await _until(lambda: len(pool.serving) == 3 and hung.pid not in pool.serving)
-        assert hung.killed
-        assert not hung.stopped  # a blocked loop cannot drain: no drain is asked
-        assert len(spawner.workers) == 4
-        assert not any(w.killed for w in spawner.workers if w is not hung)
-    else:
-        await asyncio.sleep(0.1)  # 0 turns the check off
+    async with maintained(spawner, delays, workers=3, timeout=silence) as pool:
+        hung = spawner.by_pid(pool.serving[0])
+        hung.silent = 0.03  # within the timeout: left alone
+        await asyncio.sleep(0.1)
         assert not hung.killed
-        assert hung.pid in pool.serving
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await pool.stop()
+        hung.silent = 1.0
+        if silence:
+            await _until(lambda: len(pool.serving) == 3 and hung.pid not in pool.serving)
+            assert hung.killed
+            assert not hung.stopped  # a blocked loop cannot drain: no drain is asked
+            assert len(spawner.workers) == 4
+            assert not any(w.killed for w in spawner.workers if w is not hung)
+        else:
+            await asyncio.sleep(0.1)  # 0 turns the check off
+            assert not hung.killed
+            assert hung.pid in pool.serving
 
 
 async def _crash_and_wait(pool: Pool, spawner: FakeSpawner) -> None:

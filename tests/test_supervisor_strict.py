@@ -1,15 +1,18 @@
 """Rolling reloads, strictly, on real processes: the accepting floor with the default
 `--min-active`, exactly N new workers after a reload, exactly the old ones after a failed one,
+the old generation in the slots replaced before a reload failed,
 SIGHUP, the startup timeout, a worker that ignores the graceful timeout, a worker whose event
 loop blocks past `--timeout`, crash-loop backoff."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +33,12 @@ pytestmark = pytest.mark.timeout(120)
 def _flags(tmp_path: Path) -> dict[str, Path]:
     return {
         name: tmp_path / name.lower()
-        for name in ("WAFFLE_TEST_BROKEN", "WAFFLE_TEST_STARTUP_HANGS", "WAFFLE_TEST_CRASHES")
+        for name in (
+            "WAFFLE_TEST_BROKEN",
+            "WAFFLE_TEST_STARTUP_HANGS",
+            "WAFFLE_TEST_CRASHES",
+            "WAFFLE_TEST_STARTUPS",
+        )
     }
 
 
@@ -131,6 +139,44 @@ async def test_a_failed_reload_leaves_exactly_the_old_workers(
     assert reloaded.returncode == 1
     assert "this version is broken" in reloaded.output
     assert await pool_of(server) == before
+
+
+async def test_a_reload_failing_midway_returns_the_replaced_slot_to_the_old_generation(
+    tmp_path: Path, flags: dict[str, Path]
+) -> None:
+    server = serve(tmp_path, flags, workers=3)  # the default --min-active: one at a time
+    try:
+        before = await pool_of(server)
+        flags["WAFFLE_TEST_STARTUPS"].write_text("ok fail")  # the second replacement fails
+        reloaded = await server.reload()
+
+        assert reloaded.returncode == 1, reloaded.output
+        assert "this start fails on purpose" in reloaded.output
+        assert "rolled back 1 replaced worker(s) to generation 0" in reloaded.output
+        replaced = re.search(r"worker (\d+) ready; draining worker", reloaded.output)
+        assert replaced, reloaded.output
+        after = await pool_of(server)
+        assert len(after) == 3
+        assert int(replaced.group(1)) not in after
+        assert len(after & before) == 2
+        assert await generations(server, after) == {"0"}
+    finally:
+        server.close()
+
+
+async def generations(server: ServerProcess, pids: set[int]) -> set[str]:
+    """The generations the workers `pids` report, asking on fresh connections until each did."""
+    seen: dict[int, str] = {}
+    for _ in range(200):
+        if set(seen) >= pids:
+            break
+        answer = await asyncio.to_thread(
+            urllib.request.urlopen, f"http://127.0.0.1:{server.port}/whoami", timeout=10
+        )
+        body = json.loads(answer.read())
+        seen[body["pid"]] = body["generation"]
+    assert set(seen) == pids, (seen, pids)
+    return set(seen.values())
 
 
 async def test_sighup_starts_a_reload(server: ServerProcess) -> None:

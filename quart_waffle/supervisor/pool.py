@@ -108,7 +108,8 @@ class Pool:
         self._drains: dict[Worker, asyncio.Task[None]] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._starting = 0
-        self._generation = 0
+        self._generation = 0  # the last reload's
+        self._current = 0  # the generation of the last reload that succeeded
         self._failures = 0
         self._pool_changed = asyncio.Event()
         self._reload_wanted = asyncio.Event()
@@ -214,18 +215,8 @@ class Pool:
             : self.config.batch_size
         ]:
             report(f"starting {len(batch)} new worker(s)")
-            results = await asyncio.gather(
-                *(self._start_worker(generation) for _ in batch), return_exceptions=True
-            )
-            started = [result for result in results if not isinstance(result, BaseException)]
-            for new, old in zip(started, batch, strict=False):
-                if old in self._serving:
-                    report(f"worker {new.pid} ready; draining worker {old.pid}")
-                    drains.append(self._retire(old))
-            failures = [result for result in results if isinstance(result, BaseException)]
-            for failure in failures:
-                if not isinstance(failure, Exception):
-                    raise failure
+            drained, failures = await self._replace(batch, generation, report)
+            drains += drained
             if failures:
                 self._pool_changed.set()
                 for failure in failures:
@@ -233,18 +224,68 @@ class Pool:
                         tell(f"worker {failure.pid} reported:")
                         for line in failure.details.splitlines():
                             tell(f"  {line}")
-                raise ReloadFailed(
-                    f"{describe(failures[0])}; {len(self._serving)} workers keep serving "
-                    f"{self.serving}"
-                )
+                outcome = await self._roll_back(generation, report)
+                raise ReloadFailed(f"{describe(failures[0])}; {outcome}")
         if drains:
             await asyncio.wait(drains)
+        self._current = generation
         return f"reload {generation} done: workers {self.serving}"
+
+    async def _replace(
+        self, batch: list[Worker], generation: int, report: Progress
+    ) -> tuple[list[asyncio.Task[None]], list[Exception]]:
+        """Start one worker of `generation` per worker of `batch` and drain one of those per
+        new worker that is ready; returns the drains and the failed starts."""
+        results = await asyncio.gather(
+            *(self._start_worker(generation) for _ in batch), return_exceptions=True
+        )
+        started = [result for result in results if not isinstance(result, BaseException)]
+        drains: list[asyncio.Task[None]] = []
+        for new, old in zip(started, batch, strict=False):
+            if old in self._serving:
+                report(f"worker {new.pid} ready; draining worker {old.pid}")
+                drains.append(self._retire(old))
+        failures: list[Exception] = []
+        for result in results:
+            if isinstance(result, Exception):
+                failures.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+        return drains, failures
+
+    async def _roll_back(self, generation: int, report: Progress) -> str:
+        """Return the slots a failed reload to `generation` replaced to the generation serving
+        before it, a batch at a time (old workers start before new ones drain), so the pool
+        runs one generation again; says how that ended."""
+        replaced = [w for w in self._serving if w.generation == generation]
+        if not replaced:
+            return f"{len(self._serving)} workers keep serving {self.serving}"
+        report(f"rolling back {len(replaced)} replaced worker(s) to generation {self._current}")
+        drains: list[asyncio.Task[None]] = []
+        failures: list[Exception] = []
+        for first in range(0, len(replaced), self.config.batch_size):
+            batch = replaced[first : first + self.config.batch_size]
+            drained, failures = await self._replace(batch, self._current, report)
+            drains += drained
+            if failures:
+                break
+        if drains:
+            await asyncio.wait(drains)
+        if failures:
+            left = [w.pid for w in self._serving if w.generation == generation]
+            return (
+                f"rollback incomplete ({describe(failures[0])}): workers {left} still run "
+                f"generation {generation}; {len(self._serving)} workers serve {self.serving}"
+            )
+        return (
+            f"rolled back {len(replaced)} replaced worker(s) to generation {self._current}; "
+            f"{len(self._serving)} workers keep serving {self.serving}"
+        )
 
     async def _start_worker(self, generation: int | None = None) -> Worker:
         self._starting += 1
         try:
-            worker = await self._spawn(self._generation if generation is None else generation)
+            worker = await self._spawn(self._current if generation is None else generation)
             self._workers.add(worker)
             try:
                 await worker.wait_ready(self.config.startup_timeout)

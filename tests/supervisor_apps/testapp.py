@@ -6,6 +6,10 @@ Environment:
     WAFFLE_TEST_RELEASE: a file; `GET /hold` answers once it exists (30 s at most).
     WAFFLE_TEST_STARTUP_HANGS: a file; while it exists, lifespan startup never finishes.
     WAFFLE_TEST_CRASHES: a file; while it exists, a worker exits 0.2 s after its startup.
+    WAFFLE_TEST_STARTUPS: a file of words, one taken by each lifespan startup: ``fail`` fails
+        it, ``ok`` (or nothing left) lets it start. Meant for starts one after another.
+
+`GET /whoami` answers the worker's pid and generation (from ``QUART_WAFFLE_GENERATION``).
 """
 
 from __future__ import annotations
@@ -28,8 +32,22 @@ if _flagged("WAFFLE_TEST_BROKEN"):
 app = Quart(__name__)
 
 
+def _next_startup() -> str:
+    """Take the first word of the WAFFLE_TEST_STARTUPS file, if any."""
+    flag = os.environ.get("WAFFLE_TEST_STARTUPS")
+    if flag is None or not os.path.exists(flag):
+        return "ok"
+    with open(flag) as file:
+        words = file.read().split()
+    with open(flag, "w") as file:
+        file.write(" ".join(words[1:]))
+    return words[0] if words else "ok"
+
+
 @app.before_serving
 async def _startup() -> None:
+    if _next_startup() == "fail":
+        raise RuntimeError("this start fails on purpose")
     if _flagged("WAFFLE_TEST_STARTUP_FAILS"):
         raise RuntimeError("startup failed on purpose")
     if _flagged("WAFFLE_TEST_STARTUP_HANGS"):
@@ -39,8 +57,8 @@ async def _startup() -> None:
 
 
 @app.get("/whoami")
-async def whoami() -> dict[str, int]:
-    return {"pid": os.getpid()}
+async def whoami() -> dict[str, int | str]:
+    return {"pid": os.getpid(), "generation": os.environ.get("QUART_WAFFLE_GENERATION", "")}
 
 
 @app.get("/slow/<float:seconds>")
