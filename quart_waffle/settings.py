@@ -128,12 +128,16 @@ class Setting(Generic[T]):
         if self.choices is not None and _canonical(value) not in map(_canonical, self.choices):
             raise InvalidValueError({self.key: self._choices_reason()})
         if self.min is not None and value < self.min:
-            raise InvalidValueError({self.key: f"must be at least {self.min:g}"})
+            raise InvalidValueError({self.key: self._range_reason(f"at least {self.min:g}")})
         if self.max is not None and value > self.max:
-            raise InvalidValueError({self.key: f"must be at most {self.max:g}"})
+            raise InvalidValueError({self.key: self._range_reason(f"at most {self.max:g}")})
         if self.kind != "bool" and len(self.encode(value).encode()) > MAX_VALUE_BYTES:
             raise InvalidValueError({self.key: f"must be at most {MAX_VALUE_BYTES} bytes of JSON"})
         return cast(T, value)
+
+    def _range_reason(self, bound: str) -> str:
+        # a secret's bounds would narrow it down as its choices would
+        return "must be within the allowed range" if self.secret else f"must be {bound}"
 
     def _choices_reason(self) -> str:
         if self.secret:  # a secret's choices would tell much of it
@@ -178,9 +182,11 @@ class Setting(Generic[T]):
         return self._kind.format_text(value)
 
     def json_schema(self) -> dict[str, Any]:
-        """The JSON Schema of this setting's values (choices left out when secret)."""
+        """The JSON Schema of this setting's values (choices and bounds left out when secret)."""
         schema: dict[str, Any] = dict(self._kind.json_schema)
-        if self.choices is not None and not self.secret:
+        if self.secret:
+            return schema | ({"description": self.description} if self.description else {})
+        if self.choices is not None:
             schema["enum"] = list(self.choices)
         if self.min is not None:
             schema["minimum"] = self.min
@@ -206,15 +212,15 @@ class Setting(Generic[T]):
         return SECRET_MASK if self.secret else value
 
     def describe(self) -> dict[str, Any]:
-        """The declaration as JSON-ready data (default and choices masked when secret)."""
+        """The declaration as JSON-ready data (default, choices and bounds masked when secret)."""
         return {
             "key": self.key,
             "type": self.kind,
             "description": self.description,
             "default": self.display(self.default),
             "choices": None if self.choices is None or self.secret else list(self.choices),
-            "min": self.min,
-            "max": self.max,
+            "min": None if self.secret else self.min,
+            "max": None if self.secret else self.max,
             "secret": self.secret,
             "group": self.group,
         }

@@ -159,3 +159,57 @@ async def test_the_mask_written_back_is_refused_and_the_secret_kept(sqlite_url: 
         assert "the mask is not a value" in await saved.get_data(as_text=True)
         assert waffle.snapshot.values["API_KEY"] == "s3cret"
         assert waffle.snapshot.values["THEME"] == "light"
+
+
+def pin_schemas(document: Any) -> Any:
+    """Every schema of PIN in an OpenAPI document."""
+    if isinstance(document, dict):
+        for name, member in document.items():
+            if name == "properties" and isinstance(member, dict) and "PIN" in member:
+                yield member["PIN"]
+            yield from pin_schemas(member)
+    elif isinstance(document, list):
+        for member in document:
+            yield from pin_schemas(member)
+
+
+async def test_a_secrets_choices_and_bounds_have_no_oracle(sqlite_url: str) -> None:
+    pin = {"default": 4242, "min": 1000, "max": 9999, "secret": True}
+    waffle = secret_waffle(sqlite_url, confs={**SECRET_CONFS, "PIN": pin})
+    assert waffle.app is not None
+    async with serving(waffle):
+        client: Client = waffle.app.test_client()
+        # the bounds are not shown: API, OpenAPI, the page, the reason of a refusal
+        item = (await (await client.get("/waffle/api/settings/PIN", headers=AUTH)).get_json())[
+            "setting"
+        ]
+        assert (item["min"], item["max"]) == (None, None)
+        openapi = await (await client.get("/waffle/openapi.json", headers=AUTH)).get_json()
+        schemas = list(pin_schemas(openapi))
+        assert schemas
+        assert all("minimum" not in schema and "maximum" not in schema for schema in schemas)
+        refused = await client.put("/waffle/api/settings/PIN", json={"value": 1}, headers=AUTH)
+        assert (await refused.get_json())["error"]["fields"] == {
+            "PIN": "must be within the allowed range"
+        }
+        # a stale If-Match is answered 409 whether or not the value is among the choices
+        stale = (await client.get("/waffle/api/settings/PLAN", headers=AUTH)).headers["ETag"]
+        await waffle.update({"PLAN": "silver-plan-y"}, actor="ops")
+        for value in ("gold-plan-x", "bronze", 7):
+            for method, path, body in (
+                ("PUT", "/waffle/api/settings/PLAN", {"value": value}),
+                ("PATCH", "/waffle/api/settings", {"values": {"PLAN": value}}),
+            ):
+                response = await client.open(
+                    path, method=method, json=body, headers={**AUTH, "If-Match": stale}
+                )
+                assert response.status_code == 409, (method, value)
+                assert (await response.get_json())["error"]["current"] == {"PLAN": "********"}
+        assert waffle.snapshot.values["PLAN"] == "silver-plan-y"
+        page = await client.get("/waffle/")
+        login = re.search(r'name="csrf" value="([^"]+)"', await page.get_data(as_text=True))
+        assert login is not None
+        await client.post("/waffle/login", form={"csrf": login.group(1), "token": ADMIN_TOKEN})
+        text = await (await client.get("/waffle/")).get_data(as_text=True)
+        assert "1000" not in text
+        assert "9999" not in text

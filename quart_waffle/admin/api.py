@@ -129,6 +129,7 @@ async def _write(
     try:
         if isinstance(values, list):
             return await waffle.reset(values, expected_revision=expected, actor=actor)
+        await _refuse_stale_secrets(waffle, values, expected)
         for key, value in values.items():
             if key in waffle.declarations:
                 refuse_mask(waffle.declarations[key], value)
@@ -141,6 +142,29 @@ async def _write(
         raise conflict(error, current) from None
     except InvalidValueError as error:
         raise invalid(error) from None
+
+
+async def _refuse_stale_secrets(
+    waffle: QuartWaffle, values: Mapping[str, Any], expected: int | None
+) -> None:
+    """Raise :class:`ConflictError` for a stale ``If-Match`` on a write of a
+    secret before its values are validated: otherwise 409 for a value among
+    the secret's choices and 422 for one outside them would tell them apart
+    without changing anything."""
+    declarations = waffle.declarations
+    if expected is None or not any(
+        key in declarations and declarations[key].secret for key in values
+    ):
+        return
+    await waffle.refresh()
+    snapshot = waffle.snapshot
+    stale = {
+        key: snapshot.revisions[key]
+        for key in values
+        if key in declarations and snapshot.revisions.get(key, 0) > expected
+    }
+    if stale:
+        raise ConflictError(expected, {key: snapshot.values[key] for key in stale}, stale)
 
 
 def _declared(key: str) -> Setting[Any]:
