@@ -375,14 +375,13 @@ _warned: set[str] = set()
 
 
 def _refuse_unknown_keys(config: Mapping[str, Any], environ: Mapping[str, str]) -> None:
-    """A ``WAFFLE_*`` key in ``app.config`` that is no option is refused; an
-    environment variable that looks like a misspelt option is warned about once
-    (the environment holds other programs' ``WAFFLE_*`` variables too)."""
+    """A ``WAFFLE_*`` key that looks like a misspelt option is refused in
+    ``app.config`` and warned about once in the environment. Others are left
+    alone: ``from_prefixed_env`` brings, say, the supervisor's
+    ``QUART_WAFFLE_GENERATION`` into ``app.config``."""
     for key in config:
-        if key.startswith("WAFFLE_") and key not in DEFAULTS:
-            raise ConfigurationError(
-                f"{key} in app.config is not a quart-waffle option{_near(key)}"
-            )
+        if key.startswith("WAFFLE_") and key not in DEFAULTS and (hint := _near(key)):
+            raise ConfigurationError(f"{key} in app.config is not a quart-waffle option{hint}")
     for key in environ:
         unknown = key.startswith("WAFFLE_") and key not in DEFAULTS and key not in _warned
         if unknown and (hint := _near(key)):
