@@ -14,7 +14,14 @@ from quart.typing import TestClientProtocol as Client
 from quart_waffle import ConfigurationError, QuartWaffle
 from quart_waffle.admin import sessions, throttle
 from quart_waffle.admin.sessions import SESSION_LIFETIME
-from quart_waffle.admin.throttle import MAX_FAILURES, WINDOW, LoginThrottle
+from quart_waffle.admin.throttle import (
+    MAX_FAILURES,
+    MAX_WORKER_FAILURES,
+    WINDOW,
+    LimitReached,
+    LoginThrottle,
+    client_bucket,
+)
 from tests.helpers import ADMIN_TOKEN, make_waffle, serving
 
 TOKEN = ADMIN_TOKEN
@@ -110,19 +117,33 @@ async def test_rotating_the_token_logs_page_sessions_out(sqlite_url: str) -> Non
         assert not await sees_settings(client_of(rotated), cookie)
 
 
-@pytest.mark.parametrize("token", ["   ", " \t\n ", "short", "x" * 15, f" {TOKEN}", f"{TOKEN}\n"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "   ",
+        " \t\n ",
+        "short",
+        "x" * 15,
+        f" {TOKEN}",
+        f"{TOKEN}\n",
+        "x" * 64,
+        "12" * 20,
+        "abcdefg" * 5,
+    ],
+)
 def test_guessable_or_padded_tokens_are_refused_at_start_up(sqlite_url: str, token: str) -> None:
     with pytest.raises(ConfigurationError, match="WAFFLE_ADMIN_TOKEN") as caught:
         make_waffle(sqlite_url, admin_token=token)
     message = str(caught.value)
     assert "16 characters" in message
+    assert "8 different" in message
     assert "secrets.token_urlsafe" in message
     if token.strip():
         assert token.strip() not in message
 
 
-def test_a_sixteen_character_token_is_accepted(sqlite_url: str) -> None:
-    make_waffle(sqlite_url, admin_token="x" * 16)
+def test_a_sixteen_character_token_of_eight_characters_is_accepted(sqlite_url: str) -> None:
+    make_waffle(sqlite_url, admin_token="abcdefgh" * 2)
 
 
 async def test_failed_logins_are_logged_and_throttled(
@@ -176,10 +197,10 @@ def test_throttle_counts_per_address_within_a_window() -> None:
         limiter.failed("10.0.0.1")
     assert limiter.retry_after("10.0.0.1") is None
     limiter.failed("10.0.0.1")
-    assert limiter.retry_after("10.0.0.1") == WINDOW
+    assert limiter.retry_after("10.0.0.1") == (WINDOW, LimitReached.CLIENT)
     assert limiter.retry_after("10.0.0.2") is None  # another address is not affected
     now[0] += WINDOW / 2
-    assert limiter.retry_after("10.0.0.1") == WINDOW / 2
+    assert limiter.retry_after("10.0.0.1") == (WINDOW / 2, LimitReached.CLIENT)
     now[0] += WINDOW / 2
     assert limiter.retry_after("10.0.0.1") is None  # the oldest failure left the window
     limiter.failed("10.0.0.1")
@@ -286,3 +307,58 @@ async def test_page_refuses_while_sessions_cannot_be_checked(
         assert 'id="settings-form"' not in page
         api = await client.get("/waffle/api/settings", headers={"Authorization": f"Bearer {TOKEN}"})
         assert api.status_code == 200
+
+
+def test_ipv6_clients_are_counted_by_their_64_network() -> None:
+    limiter = LoginThrottle()
+    for host in range(MAX_FAILURES):  # one host rotating through its /64
+        limiter.failed(f"2001:db8:1:2::{host + 1:x}")
+    assert limiter.retry_after("2001:db8:1:2:ffff::9") is not None
+    assert limiter.retry_after("2001:db8:1:3::1") is None  # the next /64 is another client
+    assert client_bucket("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_bucket("::ffff:10.0.0.1") == "10.0.0.1"
+    assert client_bucket("10.0.0.1") == "10.0.0.1"
+    assert client_bucket("unix-socket") == "unix-socket"
+
+
+def test_a_worker_refuses_every_token_login_after_many_failures_from_everyone() -> None:
+    now = [1000.0]
+    limiter = LoginThrottle(clock=lambda: now[0])
+    reached = [limiter.failed(f"10.0.{n // 250}.{n % 250}") for n in range(MAX_WORKER_FAILURES)]
+    assert reached[:-1] == [None] * (MAX_WORKER_FAILURES - 1)
+    assert reached[-1] is LimitReached.WORKER
+    assert limiter.retry_after("192.0.2.1") == (WINDOW, LimitReached.WORKER)  # a new address too
+    now[0] += WINDOW
+    assert limiter.retry_after("192.0.2.1") is None
+
+
+async def test_failed_logins_beyond_the_limits_are_summed_up_in_one_line(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="quart_waffle")
+    monkeypatch.setattr(throttle, "MAX_WORKER_FAILURES", MAX_FAILURES * 2)
+    waffle = page_waffle(sqlite_url)
+    async with serving(waffle):
+        client = client_of(waffle)
+        wrong = {"Authorization": "Bearer not-the-token"}
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        statuses = [
+            (
+                await client.get("/waffle/api/settings", headers=wrong, scope_base={"client": peer})
+            ).status_code
+            for peer in [("2001:db8::1", 1)] * (MAX_FAILURES + 3)
+            + [("198.51.100.7", 1)] * (MAX_FAILURES + 3)
+        ]
+        assert statuses == ([401] * MAX_FAILURES + [429] * 3) * 2
+        # the worker's limit is reached: even the right token waits, from a new address
+        response = await client.get(
+            "/waffle/api/settings", headers=right, scope_base={"client": ("192.0.2.9", 1)}
+        )
+        assert response.status_code == 429
+        assert "on this server" in (await response.get_json())["error"]["message"]
+    lines = [record.getMessage() for record in caplog.records if "admin:" in record.getMessage()]
+    assert len([line for line in lines if "failed login" in line]) == MAX_FAILURES * 2
+    assert len([line for line in lines if "refusing logins from 2001:db8::1" in line]) == 1
+    assert "network 2001:db8::/64" in caplog.text
+    assert len([line for line in lines if "refusing every token login" in line]) == 1
+    assert len(lines) == MAX_FAILURES * 2 + 2

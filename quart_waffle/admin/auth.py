@@ -27,6 +27,7 @@ from .cookies import PageSession, fingerprint, load_session
 from .errors import AdminError
 from .origin import check_same_origin
 from .sessions import page_sessions
+from .throttle import MAX_FAILURES, MAX_WORKER_FAILURES, WINDOW, LimitReached, client_bucket
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("quart_waffle.admin")
 
 MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_VARIETY = 8
 TOKEN_ACTOR = "token"
 CALLBACK_ACTOR = "authorize"
 
@@ -46,18 +48,22 @@ NOT_CONFIGURED_MESSAGE = (
 
 def check_token(token: str | None) -> None:
     """Refuse, when the app is created, a ``WAFFLE_ADMIN_TOKEN`` that is short
-    enough to guess or that has spaces around it (a header never carries them)."""
+    enough to guess, made of very few different characters (``aaaa...``,
+    ``1212...``), or that has spaces around it (a header never carries them)."""
     if not token:
         return
     if token != token.strip():
         problem = "has spaces around it"
     elif len(token) < MIN_TOKEN_LENGTH:
         problem = f"has {len(token)} characters"
+    elif len(set(token)) < MIN_TOKEN_VARIETY:
+        problem = f"has only {len(set(token))} different characters"
     else:
         return
     raise ConfigurationError(
-        f"WAFFLE_ADMIN_TOKEN must be at least {MIN_TOKEN_LENGTH} characters with no spaces"
-        f" around it; the one configured {problem}. Generate one with:"
+        f"WAFFLE_ADMIN_TOKEN must be at least {MIN_TOKEN_LENGTH} characters, of at least"
+        f" {MIN_TOKEN_VARIETY} different ones, with no spaces around it; the one configured"
+        f" {problem}. Generate one with:"
         ' python -c "import secrets; print(secrets.token_urlsafe(32))"'
     )
 
@@ -90,22 +96,41 @@ def _bearer(request: Request) -> str | None:
 
 
 def client_address(request: Request) -> str:
-    """Whom failed logins are counted against: the peer's address."""
+    """The peer's address, as failed logins are logged (counted by its network)."""
     return request.remote_addr or "unknown"
 
 
+_LIMIT_LOGS = {
+    LimitReached.CLIENT: (
+        "admin: refusing logins from %s (network %s) for a minute after %s wrong tokens"
+        " within %s seconds; its further attempts are not logged"
+    ),
+    LimitReached.WORKER: (
+        "admin: refusing every token login on this worker for a minute after %s wrong tokens"
+        " within %s seconds (the last from %s); further attempts are not logged"
+    ),
+}
+_THROTTLED = {
+    LimitReached.CLIENT: "Too many wrong tokens from this address",
+    LimitReached.WORKER: "Too many wrong tokens on this server",
+}
+
+
 def token_login(request: Request, presented: str, token: str, *, where: str) -> bool:
-    """Whether ``presented`` is the token. While the client's address has
-    failed too often: 429 with ``Retry-After``, right token or not. A wrong
-    token is logged in one line (never the token) and counted; a right one
-    clears the address's count."""
+    """Whether ``presented`` is the token. While the client's network, or
+    this worker as a whole, has failed too often (:mod:`.throttle`): 429 with
+    ``Retry-After``, right token or not. A wrong token is logged in one line
+    (never the token) and counted; the failure that reaches a limit logs one
+    more line, and refused attempts none. A right token clears the network's
+    count."""
     address = client_address(request)
-    retry_after = login_throttle().retry_after(address)
-    if retry_after is not None:
+    throttled = login_throttle().retry_after(address)
+    if throttled is not None:
+        retry_after, limit = throttled
         raise AdminError(
             429,
             "too_many_failed_logins",
-            f"Too many wrong tokens from this address: try again in {retry_after} seconds.",
+            f"{_THROTTLED[limit]}: try again in {retry_after} seconds.",
             {"Authorization": "too many wrong tokens"},
             headers={"Retry-After": str(retry_after)},
         )
@@ -113,7 +138,13 @@ def token_login(request: Request, presented: str, token: str, *, where: str) -> 
         login_throttle().succeeded(address)
         return True
     logger.warning("admin: failed login from %s (wrong token in %s)", address, where)
-    login_throttle().failed(address)
+    reached = login_throttle().failed(address)
+    if reached is LimitReached.CLIENT:
+        logger.warning(
+            _LIMIT_LOGS[reached], address, client_bucket(address), MAX_FAILURES, int(WINDOW)
+        )
+    elif reached is LimitReached.WORKER:
+        logger.warning(_LIMIT_LOGS[reached], MAX_WORKER_FAILURES, int(WINDOW), address)
     return False
 
 
