@@ -162,7 +162,7 @@ def test_a_control_socket_in_use_stops_serve(socket_path: str) -> None:
         listening.bind(socket_path)
         listening.listen()
         result = quart_waffle("serve", APP, "-b", "127.0.0.1:0", "--control-socket", socket_path)
-    assert_one_line_error(result, "another supervisor listens on it")
+    assert_one_line_error(result, "address in use (another process listens on it)")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own a socket as another user")

@@ -132,3 +132,55 @@ def test_a_control_socket_path_too_long_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(served, "the path is too long for a unix socket")
     reloaded = quart_waffle("reload", "--control-socket", long_path)
     assert_one_line_error(reloaded, "the path is too long for a unix socket")
+
+
+def _get_over_unix(path: str) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(path)
+        client.sendall(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := client.recv(4096):
+            response += chunk
+    return response
+
+
+def test_a_second_serve_never_takes_a_live_unix_bind(tmp_path: Path) -> None:
+    path = str(tmp_path / "http.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(path)  # left by a server that died: replaced
+    server = ServerProcess(tmp_path, APP, ["-b", f"unix:{path}"], {})
+    try:
+        inode = os.lstat(path).st_ino
+        second = quart_waffle("serve", APP, "-b", f"unix:{path}", "--control-socket", f"{path}.c")
+        assert_one_line_error(
+            second, f"cannot listen on unix:{path}: address in use (another process listens on it)"
+        )
+        assert os.lstat(path).st_ino == inode
+        assert _get_over_unix(path).startswith(b"HTTP/1.1 200")
+    finally:
+        server.close()
+
+
+@as_root
+def test_a_unix_bind_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "http.sock")
+    _squat_socket(path)
+    result = quart_waffle("serve", APP, "-b", f"unix:{path}")
+    assert_one_line_error(result, f"unix:{path}: belongs to uid {NOBODY}, not to this user")
+    assert os.lstat(path).st_uid == NOBODY
+
+
+@pytest.mark.parametrize("kind", ["file", "link to a socket"])
+def test_a_unix_bind_on_something_else_is_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "http.sock"
+    if kind == "file":
+        path.write_text("keep me\n")
+    else:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as target:
+            target.bind(str(tmp_path / "target.sock"))
+        path.symlink_to(tmp_path / "target.sock")
+    result = quart_waffle("serve", APP, "-b", f"unix:{path}")
+    assert_one_line_error(result, f"unix:{path}: exists and is not a socket")
+    assert os.path.lexists(path)
+    assert (tmp_path / "target.sock").exists() or path.read_text() == "keep me\n"

@@ -10,15 +10,14 @@ import asyncio
 import contextlib
 import os
 import socket
-import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from .config import check_unix_path
 from .errors import ReloadFailed, ServeError
 from .pool import Progress
+from .unixsocket import check_length, clear_for_bind
 
 Reload = Callable[[Progress], Awaitable[str]]
 
@@ -65,32 +64,7 @@ def _bind_private(path: str) -> socket.socket:
     A stale socket of ours (nobody listening) is replaced; anything else at `path`, a socket
     someone listens on or one owned by another user, stops `serve` with a `ServeError`.
     """
-    try:
-        check_unix_path(path)
-    except ValueError as error:
-        raise ServeError(f"cannot create the control socket {path}: {error}") from None
-    try:
-        existing = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(existing.st_mode):
-            raise ServeError(f"control socket {path} exists and is not a socket: remove it")
-        if existing.st_uid != os.geteuid():
-            raise ServeError(
-                f"control socket {path} belongs to uid {existing.st_uid}, not to this user:"
-                " refusing it (give --control-socket a path in a private directory)"
-            )
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(path)
-            except ConnectionRefusedError:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # stale: its supervisor is gone
-            except FileNotFoundError:
-                pass  # removed meanwhile
-            else:
-                raise ServeError(f"control socket {path}: another supervisor listens on it")
+    clear_for_bind(path, f"control socket {path}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous = os.umask(0o177)  # created 0600: no moment where others may connect
     try:
@@ -110,7 +84,7 @@ def request_reload(path: str, timeout: float, out: TextIO) -> str:
     reason when the reload fails, and `OSError` (`ValueError` for a path too long for a unix
     socket) when the supervisor cannot be reached.
     """
-    check_unix_path(path)
+    check_length(path)
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)

@@ -9,6 +9,7 @@ from hypercorn.config import Config
 
 from .config import ServeConfig
 from .errors import ServeError
+from .unixsocket import clear_for_bind
 
 
 @dataclass
@@ -20,7 +21,14 @@ class Listeners:
 
     @classmethod
     def bind(cls, config: ServeConfig) -> Listeners:
-        """Bind and listen on every address of `config`."""
+        """Bind and listen on every address of `config`.
+
+        A ``unix:`` path is bound only when free or left stale by this user: Hypercorn would
+        remove the socket of a live server there and take its address.
+        """
+        for bind in (*config.binds, *config.insecure_binds):
+            if bind.startswith("unix:"):
+                clear_for_bind(bind.removeprefix("unix:"), f"cannot listen on {bind}")
         # One worker in this Config: Hypercorn then leaves SO_REUSEPORT off, so every process
         # shares a single accept queue per address and a draining worker strands nothing.
         hypercorn_config = Config.from_mapping(
