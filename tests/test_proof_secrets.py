@@ -5,10 +5,12 @@ export), logs and health."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,11 @@ import pytest
 from click.testing import Result
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 
 from quart_waffle import QuartWaffle
-from quart_waffle.store import SettingsStore
+from quart_waffle.store import SettingsStore, create_engine, history_table
 from tests.helpers import ADMIN_TOKEN, serving
 from tests.test_admin_page import csrf_of
 
@@ -29,8 +31,16 @@ DEFAULT_SECRET = "default-secret-7Qx"
 NEW_SECRET = "typed-secret-9Zk"
 HIDDEN_CHOICES = ["plan-hidden-alpha", "plan-hidden-beta"]
 RETIRED_SECRET = "retired-secret-4Jw"
+LEGACY_SECRET = "legacy-secret-2Hd"
 MISFIT_SECRET = "misfit-secret-8Vq"
-SECRETS = [DEFAULT_SECRET, NEW_SECRET, *HIDDEN_CHOICES, RETIRED_SECRET, MISFIT_SECRET]
+SECRETS = [
+    DEFAULT_SECRET,
+    NEW_SECRET,
+    *HIDDEN_CHOICES,
+    RETIRED_SECRET,
+    LEGACY_SECRET,
+    MISFIT_SECRET,
+]
 
 CONFS: dict[str, dict[str, Any]] = {
     "GREETING": {"default": "Hello"},
@@ -52,9 +62,29 @@ def app_with(database_url: str, confs: dict[str, dict[str, Any]]) -> QuartWaffle
     return QuartWaffle(app, database_url=database_url, watchtype="none", admin_token=ADMIN_TOKEN)
 
 
-def assert_no_secret(surface: str, content: str | bytes) -> None:
+async def legacy_history(database_url: str) -> None:
+    """A history row as an older version wrote it: a secret's value in clear,
+    of a key this version no longer declares (so nothing can know it was one)."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(history_table).values(
+                    revision=1,
+                    key="LEGACY_TOKEN",
+                    old_value=None,
+                    new_value=json.dumps(LEGACY_SECRET),
+                    changed_at=datetime.now(UTC),
+                    actor="",
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+def assert_no_secret(surface: str, content: str | bytes, secrets: Sequence[str] = ()) -> None:
     shown = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-    for secret in SECRETS:
+    for secret in secrets or SECRETS:
         assert secret not in shown, f"{secret!r} in clear in {surface}: {shown[:2000]}"
 
 
@@ -66,6 +96,7 @@ async def _waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
     async with serving(previous):
         await previous.update({"RETIRED_KEY": RETIRED_SECRET})
         await previous.update({"RETIRED_KEY": "rotated-away"})
+    await legacy_history(sqlite_url)
     waffle = app_with(sqlite_url, CONFS)
     async with serving(waffle):
         await waffle.update({"API_KEY": NEW_SECRET, "PLAN": HIDDEN_CHOICES[1]})
@@ -112,9 +143,10 @@ async def test_api_bodies_never_show_a_secret(waffle: QuartWaffle) -> None:
     for surface, content in seen.items():
         assert_no_secret(surface, content)
     history = json.loads(seen["history"])["entries"]
-    retired = [entry for entry in history if entry["key"] == "RETIRED_KEY"]
-    assert retired, "the retired key's history must be listed (masked), not dropped"
-    assert {entry["new_value"] for entry in retired} == {"********"}
+    for key in ("RETIRED_KEY", "LEGACY_TOKEN"):
+        entries = [entry for entry in history if entry["key"] == key]
+        assert entries, f"the history of {key} must be listed (masked), not dropped"
+        assert {entry["new_value"] for entry in entries} == {"********"}
     assert json.loads(seen["409"])["error"]["current"]["API_KEY"] == "********"
 
 
@@ -200,10 +232,12 @@ async def test_logs_never_show_a_secret(sqlite_url: str, caplog: pytest.LogCaptu
 
 
 async def test_the_stored_history_holds_no_secret_in_clear(waffle: QuartWaffle) -> None:
+    """Except the legacy row: nothing can tell that an undeclared key was secret."""
     store = waffle._connected().store
     async with store.engine.connect() as connection:
         rows = (await connection.execute(text("SELECT * FROM waffle_history"))).all()
-    assert_no_secret("the waffle_history table", repr(rows))
+    declared = [secret for secret in SECRETS if secret != LEGACY_SECRET]
+    assert_no_secret("the waffle_history table", repr(rows), declared)
 
 
 def cli(waffle: QuartWaffle, *args: str) -> Result:
@@ -218,6 +252,7 @@ def _cli_waffle(sqlite_url: str) -> QuartWaffle:
     """For the CLI, which runs its own event loop: the previous version stored
     a retired secret; this one set new secrets."""
     cli(app_with(sqlite_url, {**CONFS, **RETIRED}), "set", f"RETIRED_KEY={RETIRED_SECRET}")
+    asyncio.run(legacy_history(sqlite_url))
     waffle = app_with(sqlite_url, CONFS)
     cli(waffle, "set", f"API_KEY={NEW_SECRET}", f"PLAN={HIDDEN_CHOICES[1]}")
     return waffle
@@ -234,7 +269,9 @@ def test_cli_never_shows_a_secret_unasked(cli_waffle: QuartWaffle, tmp_path: Pat
     ):
         output = cli(cli_waffle, *args).output
         assert_no_secret(f"quart waffle {' '.join(args)}", output)
-    assert "RETIRED_KEY" in cli(cli_waffle, "history").output
+    history = cli(cli_waffle, "history").output
+    assert "RETIRED_KEY" in history
+    assert "LEGACY_TOKEN" in history
     export = tmp_path / "settings.json"
     cli(cli_waffle, "export", str(export))
     assert_no_secret("an export without --include-secrets", export.read_text())
