@@ -309,8 +309,8 @@ OPTIONS: tuple[Option, ...] = (
         "admin_token",
         "str",
         None,
-        "Bearer token for the admin: 16 characters or more, no spaces around it. Without"
-        " it (and without `authorize`) the admin refuses everyone.",
+        "Bearer token for the admin: 16 characters or more, of 8 different ones or more, no"
+        " spaces around it. Without it (and without `authorize`) the admin refuses everyone.",
         _text,
     ),
 )
