@@ -4,10 +4,13 @@ in any body or header."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Any
 
+import quart_waffle.admin
 from quart_waffle import QuartWaffle
 from tests.helpers import ADMIN_TOKEN, CONFS, make_waffle, serving
 
@@ -73,3 +76,28 @@ async def _learns_nothing(
     assert "dark" not in shown, where
     for word in ("channel", "applied", "last_sync", "connected"):
         assert word not in shown, (where, word)
+
+
+async def test_static_files_tell_nothing_of_the_install(sqlite_url: str) -> None:
+    waffle = make_waffle(sqlite_url, admin_token=ADMIN_TOKEN)
+    assert waffle.app is not None
+    folder = Path(quart_waffle.admin.__file__).parent / "static" / "waffle"
+    async with serving(waffle):
+        client = waffle.app.test_client()
+        for name, mimetype in (("admin.css", "text/css"), ("admin.js", "javascript")):
+            data = (folder / name).read_bytes()
+            response = await client.get(f"/waffle/static/waffle/{name}")
+            assert response.status_code == 200
+            assert mimetype in response.headers["Content-Type"]
+            assert await response.get_data() == data
+            # the ETag is the content's digest: not the path, mtime or size Werkzeug's holds
+            assert response.headers["ETag"] == f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+            assert "Last-Modified" not in response.headers
+            again = await client.get(
+                f"/waffle/static/waffle/{name}",
+                headers={"If-None-Match": response.headers["ETag"]},
+            )
+            assert again.status_code == 304
+            assert await again.get_data() == b""
+        assert (await client.get("/waffle/static/waffle/nothing.js")).status_code == 404
+        assert (await client.get("/waffle/static/waffle/../__init__.py")).status_code == 404

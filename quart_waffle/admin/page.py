@@ -34,14 +34,9 @@ from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
 from .sessions import page_sessions
+from .static_files import static_file
 
-page = Blueprint(
-    "waffle_page",
-    __name__,
-    template_folder="templates",
-    static_folder="static",
-    static_url_path="/static",
-)
+page = Blueprint("waffle_page", __name__, template_folder="templates")
 
 HISTORY_PAGE_SIZE = 50
 NO_SECRET_KEY_MESSAGE = (
@@ -116,6 +111,12 @@ async def _checked_form() -> MultiDict[str, str]:
             403, "csrf", "This form has expired or did not come from this page: reload and retry."
         )
     return form
+
+
+@page.get("/static/waffle/<name>")
+async def static(name: str) -> Response:
+    """The page's CSS and script (no login needed: the login page uses them)."""
+    return static_file(name)
 
 
 @page.get("/")
