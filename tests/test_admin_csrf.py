@@ -27,6 +27,10 @@ FORGERIES: list[tuple[str, dict[str, str], str]] = [
     # (name, headers besides the cookie, header named in the refusal)
     ("origin null", {**SAME_ORIGIN, "Origin": "null"}, "Origin"),
     ("foreign origin", {**SAME_ORIGIN, "Origin": "https://evil.example"}, "Origin"),
+    ("same host, other scheme", {**SAME_ORIGIN, "Origin": "https://localhost"}, "Origin"),
+    ("same host, other port", {**SAME_ORIGIN, "Origin": "http://localhost:8080"}, "Origin"),
+    ("not an origin", {**SAME_ORIGIN, "Origin": "localhost"}, "Origin"),
+    ("bad port", {**SAME_ORIGIN, "Origin": "http://localhost:99999"}, "Origin"),
     ("cross-site", {**SAME_ORIGIN, "Sec-Fetch-Site": "cross-site"}, "Sec-Fetch-Site"),
     ("same-site", {**SAME_ORIGIN, "Sec-Fetch-Site": "same-site"}, "Sec-Fetch-Site"),
     ("no sec-fetch-site", {"Origin": "http://localhost"}, "Sec-Fetch-Site"),
@@ -100,6 +104,19 @@ async def test_cookie_authorized_api_serves_its_own_origin(sqlite_url: str) -> N
             headers={**COOKIE, "Sec-Fetch-Site": "same-origin"},
         )
         assert response.status_code == 200
+        # the same scheme, host and port, written with or without the default port
+        for scheme, origin in (
+            ("http", "http://localhost:80"),
+            ("https", "https://localhost"),
+            ("https", "HTTPS://LOCALHOST:443"),
+        ):
+            response = await client.put(
+                "/waffle/api/settings/THEME",
+                json={"value": "light"},
+                headers={**COOKIE, "Sec-Fetch-Site": "same-origin", "Origin": origin},
+                scheme=scheme,
+            )
+            assert response.status_code == 200, origin
         assert {entry.actor for entry in await waffle.history()} == {"alice"}
 
 
@@ -117,8 +134,13 @@ async def test_bearer_token_needs_no_browser_headers(sqlite_url: str) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Origin": "null"}, {"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}],
-    ids=["origin null", "foreign origin", "cross-site"],
+    [
+        {"Origin": "null"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "https://localhost"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+    ids=["origin null", "foreign origin", "other scheme", "cross-site"],
 )
 async def test_page_forms_refuse_forgeries(sqlite_url: str, headers: dict[str, str]) -> None:
     waffle = make_waffle(sqlite_url, admin_token=ADMIN_TOKEN)

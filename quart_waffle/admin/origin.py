@@ -23,6 +23,23 @@ def csrf_matches(session: PageSession | None, submitted: str | None) -> bool:
     return hmac.compare_digest(session.csrf.encode("utf-8"), submitted.encode("utf-8"))
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(url: str) -> tuple[str, str, int | None] | None:
+    """An origin's scheme, host and port (the default port filled in), or
+    None when ``url`` is not one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.hostname:
+        return None
+    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
 def _cross_site(reason: str, header: str, problem: str) -> AdminError:
     return AdminError(
         403, "cross_site", f"Refused as a possible cross-site request: {reason}.", {header: problem}
@@ -36,8 +53,9 @@ def check_same_origin(request: Request, *, ambient_credentials: bool = False) ->
     Always refused: ``Sec-Fetch-Site`` of ``cross-site`` or ``same-site``;
     ``Origin: null`` (a sandboxed frame, a ``data:`` or ``file:`` page; the
     admin's ``Referrer-Policy: same-origin`` makes browsers send its own
-    origin); an ``Origin`` of another host. With ``ambient_credentials`` (the
-    API let in by an ``authorize`` callback, which may read cookies) also: a
+    origin); an ``Origin`` whose scheme, host or port differs from the
+    request's. With ``ambient_credentials`` (the API let in by an
+    ``authorize`` callback, which may read cookies) also: a
     request with cookies but without ``Sec-Fetch-Site`` (every current
     browser sends it), and the content types a cross-site form can send
     without asking (form data and ``text/plain``), whatever the body.
@@ -54,8 +72,16 @@ def check_same_origin(request: Request, *, ambient_credentials: bool = False) ->
             "Origin",
             "null",
         )
-    if origin is not None and urlsplit(origin.strip()).netloc != request.host:
-        raise _cross_site("it comes from another origin", "Origin", "not this host")
+    if origin is not None and (
+        (sent := _origin_of(origin.strip())) is None
+        or sent != _origin_of(f"{request.scheme}://{request.host}")
+    ):
+        raise _cross_site(
+            "it comes from another origin (scheme, host and port must all match; behind a"
+            " TLS proxy, let the server trust X-Forwarded-Proto)",
+            "Origin",
+            "not this scheme, host and port",
+        )
     if not ambient_credentials:
         return
     if site is None and "Cookie" in request.headers:
