@@ -52,9 +52,12 @@ def _busy_port() -> Iterator[int]:
         (["-b", "127.0.0.1:99999"], "bind '127.0.0.1:99999': the port must be a number"),
         (["-b", "127.0.0.1:http"], "bind '127.0.0.1:http': the port must be a number"),
         (["-b", "no-such-host.invalid:80"], "cannot listen on no-such-host.invalid:80"),
-        (["-w", "0"], "workers must be at least 1"),
-        (["-w", "many"], "invalid int value: 'many'"),
+        (["-w", "0"], "argument -w/--workers: must be from 1 to 1024, got 0"),
+        (["-w", "many"], "argument -w/--workers: must be an integer"),
         (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["--max-surge", "0"], "a reload could replace no worker"),
+        (["--max-surge", "-1"], "max_surge must be 0 or more"),
+        (["--timeout", "-1"], "argument --timeout: must be from 0 to"),
     ],
 )
 def test_serve_errors_are_one_line(args: list[str], message: str) -> None:

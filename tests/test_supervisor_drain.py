@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from quart_waffle.supervisor.config import ServeConfig
 from quart_waffle.supervisor.drain import Drain, DrainMiddleware, Message, Receive, Scope, Send
 
@@ -74,7 +76,13 @@ async def test_settle_never_passes_its_deadline() -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_min_active_sets_how_many_workers_are_replaced_at_once() -> None:
-    assert ServeConfig(app="a:app", workers=4).batch_size == 1
-    assert ServeConfig(app="a:app", workers=4, min_active=2).batch_size == 2
-    assert ServeConfig(app="a:app", workers=1).batch_size == 1
+def test_min_active_and_max_surge_set_how_many_workers_are_replaced_at_once() -> None:
+    assert ServeConfig(app="a:app", workers=4).reload_step == 1
+    assert ServeConfig(app="a:app", workers=4, min_active=2).reload_step == 3
+    assert ServeConfig(app="a:app", workers=4, max_surge=2).reload_step == 2
+    assert ServeConfig(app="a:app", workers=4, min_active=3, max_surge=0).reload_step == 1
+    assert ServeConfig(app="a:app", workers=1).reload_step == 1
+    with pytest.raises(ValueError, match="a reload could replace no worker"):
+        ServeConfig(app="a:app", workers=4, max_surge=0)
+    with pytest.raises(ValueError, match="max_surge must be 0 or more"):
+        ServeConfig(app="a:app", workers=4, max_surge=-1)

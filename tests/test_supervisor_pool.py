@@ -88,6 +88,7 @@ class FakeSpawner:
         self.fail_next = 0
         self.accepting_counts: list[int] = []
         self.concurrent_starts: list[int] = []
+        self.live_counts: list[int] = []  # workers neither draining nor gone, at each spawn
 
     async def __call__(self, generation: int) -> FakeWorker:
         earlier = sum(w.generation == generation for w in self.workers)
@@ -101,6 +102,9 @@ class FakeSpawner:
         self.workers.append(worker)
         starting = [w for w in self.workers if not w.accepting and not w.exited.done()]
         self.concurrent_starts.append(len([w for w in starting if not w.stopped]))
+        self.live_counts.append(
+            len([w for w in self.workers if not w.stopped and not w.exited.done()])
+        )
         return worker
 
     def sample(self) -> None:
@@ -172,22 +176,36 @@ async def test_a_reload_replaces_every_worker_and_never_thins_the_pool(
     assert min(spawner.accepting_counts) >= 4
 
 
-@pytest.mark.parametrize(("min_active", "batch"), [(None, 1), (3, 1), (2, 2), (1, 3), (0, 4)])
-async def test_min_active_sets_the_batch(
-    spawner: FakeSpawner, delays: list[float], min_active: int | None, batch: int
+@pytest.mark.parametrize(
+    ("min_active", "max_surge", "step"),
+    [(None, 1, 1), (None, 2, 2), (3, 0, 1), (3, 1, 2), (2, 1, 3), (0, 0, 4), (0, 1, 4)],
+)
+async def test_min_active_and_max_surge_set_the_steps_the_floor_and_the_surge(
+    spawner: FakeSpawner,
+    delays: list[float],
+    min_active: int | None,
+    max_surge: int,
+    step: int,
 ) -> None:
-    config = ServeConfig(app="a:app", workers=4, min_active=min_active)
-    pool = await running(config, spawner, delays)
-    task = asyncio.create_task(pool.maintain())
-    spawner.concurrent_starts.clear()
     messages: list[str] = []
-    await pool.reload(messages.append)
-    task.cancel()
-    await pool.stop()
+    options = {"workers": 4, "min_active": min_active, "max_surge": max_surge}
+    async with maintained(spawner, delays, **options) as pool:
+        config = pool.config
+        spawner.concurrent_starts.clear()
+        spawner.accepting_counts.clear()
+        spawner.live_counts.clear()
+        await pool.reload(messages.append)
+        assert len(pool.serving) == 4
+        assert min(spawner.accepting_counts) >= config.active_floor
+        # Each step drains as many old workers first as the floor allows, never more.
+        assert min(spawner.accepting_counts) == max(4 - config.unavailable, 0)
+        # Beyond the pool, at most the surge (a started worker is live until it drains).
+        assert max(spawner.live_counts) <= 4 + max_surge
 
-    assert max(spawner.concurrent_starts) == batch
-    assert messages.count(f"starting {batch} new worker(s)") == 4 // batch
-    assert f"{batch} at a time, keeping {config.active_floor} serving" in messages[0]
+    assert max(spawner.concurrent_starts) == step
+    assert any(message.startswith(f"starting {step} new worker(s)") for message in messages)
+    header = f"{config.reload_step} at a time, at most {max_surge} extra, keeping"
+    assert f"{header} {config.active_floor} serving" in messages[0]
 
 
 async def test_a_failed_reload_leaves_the_old_workers_exactly(
@@ -207,12 +225,12 @@ async def test_a_failed_reload_leaves_the_old_workers_exactly(
     assert not set(pool.serving) & set(before)
 
 
-@pytest.mark.parametrize(("min_active", "healthy"), [(None, 2), (2, 3)])
+@pytest.mark.parametrize(("max_surge", "healthy"), [(1, 2), (2, 3)])
 async def test_a_reload_failing_midway_returns_the_replaced_slots_to_the_old_generation(
-    spawner: FakeSpawner, delays: list[float], min_active: int | None, healthy: int
+    spawner: FakeSpawner, delays: list[float], max_surge: int, healthy: int
 ) -> None:
     messages: list[str] = []
-    async with maintained(spawner, delays, workers=4, min_active=min_active) as pool:
+    async with maintained(spawner, delays, workers=4, max_surge=max_surge) as pool:
         before = pool.serving
         spawner.healthy_starts[1] = healthy  # the next start of generation 1 fails
         spawner.accepting_counts.clear()

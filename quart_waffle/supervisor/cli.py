@@ -16,6 +16,7 @@ from . import pidfile
 from .config import ServeConfig, control_socket_beside
 from .control import request_reload
 from .errors import ReloadFailed, ServeError
+from .options import MIN_ACTIVE, RANGES, RELOAD_TIMEOUT, integer_option, number_option
 from .supervisor import Supervisor
 from .worker import parse_app
 
@@ -70,37 +71,51 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="plain HTTP address next to TLS ones; repeatable",
     )
-    serve.add_argument("-w", "--workers", type=int, default=1, help="worker processes")
+    serve.add_argument(
+        "-w",
+        "--workers",
+        type=integer_option(RANGES["workers"]),
+        default=1,
+        help="worker processes",
+    )
     serve.add_argument(
         "--min-active",
-        type=int,
+        type=integer_option(MIN_ACTIVE),
         metavar="N",
-        help="workers accepting throughout a reload (default: workers - 1, at least 1)",
+        help="workers accepting throughout a reload; the others may drain before their "
+        "replacement is ready (default: all workers)",
+    )
+    serve.add_argument(
+        "--max-surge",
+        type=int,
+        default=1,
+        metavar="N",
+        help="replacements a reload starts ahead of drains, beyond --workers",
     )
     serve.add_argument(
         "--graceful-timeout",
-        type=float,
+        type=number_option(RANGES["graceful_timeout"]),
         default=10.0,
         metavar="SECONDS",
         help="time a draining worker has to answer what it accepted before it is killed",
     )
     serve.add_argument(
         "--keep-alive-timeout",
-        type=float,
+        type=number_option(RANGES["keep_alive_timeout"]),
         default=5.0,
         metavar="SECONDS",
         help="time an idle keep-alive connection stays open",
     )
     serve.add_argument(
         "--startup-timeout",
-        type=float,
+        type=number_option(RANGES["startup_timeout"]),
         default=60.0,
         metavar="SECONDS",
         help="time a new worker has to import the app and finish lifespan startup",
     )
     serve.add_argument(
         "--timeout",
-        type=float,
+        type=number_option(RANGES["timeout"]),
         default=30.0,
         metavar="SECONDS",
         help="kill and replace a worker whose event loop is silent this long; 0 disables",
@@ -117,7 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error", "critical"],
         help="level of the supervisor's and the workers' logs",
     )
-    serve.add_argument("--backlog", type=int, default=1024, help="the kernel's accept queue")
+    serve.add_argument(
+        "--backlog",
+        type=integer_option(RANGES["backlog"]),
+        default=1024,
+        help="the kernel's accept queue",
+    )
     serve.add_argument(
         "--pid-file",
         metavar="PATH",
@@ -142,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     reload.add_argument(
         "--timeout",
-        type=float,
+        type=number_option(RELOAD_TIMEOUT),
         default=600.0,
         metavar="SECONDS",
         help="give up waiting after this long (the reload itself carries on)",
@@ -158,6 +178,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         insecure_binds=args.insecure_bind,
         workers=args.workers,
         min_active=args.min_active,
+        max_surge=args.max_surge,
         graceful_timeout=args.graceful_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
         startup_timeout=args.startup_timeout,

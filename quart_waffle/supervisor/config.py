@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .options import RANGES, out_of_range
+
 
 def control_socket_beside(pid_file: str) -> str:
     """The control socket of a supervisor started with `pid_file` and no control socket."""
@@ -62,8 +64,10 @@ class ServeConfig:
             certificate is given.
         insecure_binds: Addresses that stay plain HTTP even when a certificate is given.
         workers: Number of worker processes.
-        min_active: Workers that must be accepting at every moment of a reload; the
-            ``workers - min_active`` others are replaced in parallel (at least one at a time).
+        min_active: Workers that must be accepting at every moment of a reload (all of them
+            by default); ``workers - min_active`` old workers may drain before their
+            replacement is ready.
+        max_surge: Replacements a reload starts ahead of drains, beyond ``workers``.
         graceful_timeout: Seconds a stopping worker has to answer what it accepted before it is
             killed.
         keep_alive_timeout: Seconds an idle keep-alive connection stays open.
@@ -89,6 +93,7 @@ class ServeConfig:
     insecure_binds: list[str] = field(default_factory=list)
     workers: int = 1
     min_active: int | None = None
+    max_surge: int = 1
     graceful_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
     startup_timeout: float = 60.0
@@ -102,24 +107,25 @@ class ServeConfig:
     control_socket: str | None = None
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError("workers must be at least 1")
+        for name, bounds in RANGES.items():
+            if problem := out_of_range(getattr(self, name), bounds):
+                raise ValueError(f"{name} {problem}")
         if not 0 <= self.active_floor <= self.workers:
             raise ValueError("min_active must be between 0 and the number of workers")
-        for name in ("graceful_timeout", "keep_alive_timeout", "startup_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.timeout < 0:
-            raise ValueError("timeout must be 0 (no liveness check) or positive")
+        if self.max_surge < 0:
+            raise ValueError("max_surge must be 0 or more")
+        if self.reload_step == 0:
+            raise ValueError(
+                "max_surge is 0 and min_active is the number of workers: a reload could "
+                "replace no worker"
+            )
         for bind in (*self.binds, *self.insecure_binds):
             _check_bind(bind)
 
     @property
     def active_floor(self) -> int:
-        """`min_active`, defaulting to one worker fewer than the pool (at least one)."""
-        if self.min_active is None:
-            return max(self.workers - 1, 1)
-        return self.min_active
+        """`min_active`, defaulting to every worker."""
+        return self.workers if self.min_active is None else self.min_active
 
     @property
     def heartbeat_interval(self) -> float:
@@ -128,9 +134,14 @@ class ServeConfig:
         return min(self.timeout / 4, 1.0)
 
     @property
-    def batch_size(self) -> int:
-        """How many workers a reload replaces in parallel."""
-        return max(self.workers - self.active_floor, 1)
+    def unavailable(self) -> int:
+        """How many old workers a reload may drain before their replacements are ready."""
+        return self.workers - self.active_floor
+
+    @property
+    def reload_step(self) -> int:
+        """How many workers a reload replaces at once: the surge plus those drained first."""
+        return self.max_surge + self.unavailable
 
     def hypercorn_settings(self, secure_fds: list[int], insecure_fds: list[int]) -> dict[str, Any]:
         """The `hypercorn.config.Config.from_mapping` settings of a worker serving these sockets."""

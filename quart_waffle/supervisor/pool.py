@@ -201,21 +201,19 @@ class Pool:
                     request.finish(summary)
 
     async def _roll(self, report: Progress, tell: Progress) -> str:
-        """Replace every worker, a batch at a time; `report` logs a step and tells the
+        """Replace every worker, a step at a time; `report` logs a step and tells the
         requesters, `tell` only tells them (a failed worker's traceback, which its own stderr
         already shows in the log)."""
         self._generation += 1
         generation = self._generation
         report(
             f"reload {generation}: replacing workers {self.serving}, "
-            f"{self.config.batch_size} at a time, keeping {self.config.active_floor} serving"
+            f"{self.config.reload_step} at a time, at most {self.config.max_surge} extra, "
+            f"keeping {self.config.active_floor} serving"
         )
         drains: list[asyncio.Task[None]] = []
-        while batch := [w for w in self._serving if w.generation < generation][
-            : self.config.batch_size
-        ]:
-            report(f"starting {len(batch)} new worker(s)")
-            drained, failures = await self._replace(batch, generation, report)
+        while olds := [w for w in self._serving if w.generation < generation]:
+            drained, failures = await self._replace(olds, generation, report)
             drains += drained
             if failures:
                 self._pool_changed.set()
@@ -232,16 +230,25 @@ class Pool:
         return f"reload {generation} done: workers {self.serving}"
 
     async def _replace(
-        self, batch: list[Worker], generation: int, report: Progress
+        self, olds: list[Worker], generation: int, report: Progress
     ) -> tuple[list[asyncio.Task[None]], list[Exception]]:
-        """Start one worker of `generation` per worker of `batch` and drain one of those per
-        new worker that is ready; returns the drains and the failed starts."""
+        """Replace the first of `olds` by workers of `generation`: drain as many as the floor
+        allows at once, start as many new workers plus the surge, and drain one more old
+        worker per new one that is ready. Returns the drains and the failed starts."""
+        slack = len(self._serving) - self.config.active_floor
+        early = olds[: max(min(self.config.unavailable, slack), 0)]
+        # A pool already at its floor still moves, one worker beyond the surge at a time.
+        batch = olds[: max(self.config.max_surge + len(early), 1)]
+        report(
+            f"starting {len(batch)} new worker(s)"
+            + (f"; draining workers {[w.pid for w in early]} first" if early else "")
+        )
+        drains = [self._retire(old) for old in early]
         results = await asyncio.gather(
             *(self._start_worker(generation) for _ in batch), return_exceptions=True
         )
         started = [result for result in results if not isinstance(result, BaseException)]
-        drains: list[asyncio.Task[None]] = []
-        for new, old in zip(started, batch, strict=False):
+        for new, old in zip(started[len(early) :], batch[len(early) :], strict=False):
             if old in self._serving:
                 report(f"worker {new.pid} ready; draining worker {old.pid}")
                 drains.append(self._retire(old))
@@ -255,26 +262,23 @@ class Pool:
 
     async def _roll_back(self, generation: int, report: Progress) -> str:
         """Return the slots a failed reload to `generation` replaced to the generation serving
-        before it, a batch at a time (old workers start before new ones drain), so the pool
-        runs one generation again; says how that ended."""
+        before it, by the same rules as the reload, so the pool runs one generation again;
+        says how that ended."""
         replaced = [w for w in self._serving if w.generation == generation]
         if not replaced:
             return f"{len(self._serving)} workers keep serving {self.serving}"
         report(f"rolling back {len(replaced)} replaced worker(s) to generation {self._current}")
         drains: list[asyncio.Task[None]] = []
         failures: list[Exception] = []
-        for first in range(0, len(replaced), self.config.batch_size):
-            batch = replaced[first : first + self.config.batch_size]
-            drained, failures = await self._replace(batch, self._current, report)
+        while not failures and (left := [w for w in replaced if w in self._serving]):
+            drained, failures = await self._replace(left, self._current, report)
             drains += drained
-            if failures:
-                break
         if drains:
             await asyncio.wait(drains)
         if failures:
-            left = [w.pid for w in self._serving if w.generation == generation]
+            stuck = [w.pid for w in self._serving if w.generation == generation]
             return (
-                f"rollback incomplete ({describe(failures[0])}): workers {left} still run "
+                f"rollback incomplete ({describe(failures[0])}): workers {stuck} still run "
                 f"generation {generation}; {len(self._serving)} workers serve {self.serving}"
             )
         return (
