@@ -3,6 +3,7 @@ cannot be squatted, a live unix bind is never stolen, numbers are checked."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -13,10 +14,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from quart_waffle.supervisor.config import control_socket_beside, private_control_socket
+from quart_waffle.supervisor.config import (
+    ServeConfig,
+    control_socket_beside,
+    private_control_socket,
+)
 from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
 from tests.test_supervisor_cli import APP, assert_one_line_error, quart_waffle
 
@@ -184,3 +190,58 @@ def test_a_unix_bind_on_something_else_is_refused(tmp_path: Path, kind: str) -> 
     assert_one_line_error(result, f"unix:{path}: exists and is not a socket")
     assert os.path.lexists(path)
     assert (tmp_path / "target.sock").exists() or path.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--graceful-timeout", "inf"], "argument --graceful-timeout: must be a number"),
+        (["--graceful-timeout", "1e308"], "argument --graceful-timeout: must be from 0.001 to"),
+        (["--startup-timeout", "nan"], "argument --startup-timeout: must be a number"),
+        (["--keep-alive-timeout", "0"], "argument --keep-alive-timeout: must be from 0.001 to"),
+        (["--timeout", "-1"], "argument --timeout: must be from 0 to 86400, got -1"),
+        (["--backlog", "99999999999"], "argument --backlog: must be from 1 to 65535"),
+        (["--backlog", "0"], "argument --backlog: must be from 1 to 65535, got 0"),
+        (["-w", "1_0"], "argument -w/--workers: must be an integer"),
+        (["-w", "\u0663"], "argument -w/--workers: must be an integer"),  # an Arabic-Indic 3
+        (["--min-active", "-1"], "argument --min-active: must be from 0 to 1024"),
+    ],
+)
+def test_serve_numbers_out_of_bounds_are_one_line(args: list[str], message: str) -> None:
+    assert_one_line_error(quart_waffle("serve", APP, "-b", "127.0.0.1:0", *args), message)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "message"),
+    [
+        ("inf", "must be a number"),
+        ("1e308", "must be from 0.001 to 86400, got 1e+308"),
+        ("nan", "must be a number"),
+        ("-1", "must be from 0.001 to 86400, got -1.0"),
+        ("0", "must be from 0.001 to 86400, got 0.0"),
+    ],
+)
+def test_reload_timeouts_out_of_bounds_are_one_line(
+    tmp_path: Path, timeout: str, message: str
+) -> None:
+    path = str(tmp_path / "control.sock")
+    result = quart_waffle("reload", "--control-socket", path, "--timeout", timeout)
+    assert_one_line_error(result, f"argument --timeout: {message}")
+    assert "reach" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("graceful_timeout", math.inf),
+        ("startup_timeout", math.nan),
+        ("keep_alive_timeout", -1.0),
+        ("timeout", math.nan),
+        ("backlog", 2**40),
+        ("workers", 0),
+    ],
+)
+def test_serve_config_refuses_numbers_out_of_bounds(option: str, value: float) -> None:
+    changed: dict[str, Any] = {option: value}
+    with pytest.raises(ValueError, match=f"^{option} must be from "):
+        ServeConfig(app=APP, **changed)
