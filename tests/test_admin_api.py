@@ -202,7 +202,9 @@ async def test_routing_errors_under_the_prefix_have_the_admin_answer(client: Cli
     """Wrong methods and unknown paths never reach a view, yet answer as the admin does."""
     for method, path, status, code in [
         ("POST", "/waffle/openapi.json", 405, "method_not_allowed"),
-        ("DELETE", "/waffle/api/settings", 404, "not_found"),
+        ("DELETE", "/waffle/api/settings", 405, "method_not_allowed"),
+        ("TRACE", "/waffle/api/settings", 405, "method_not_allowed"),
+        ("POST", "/waffle/api/nothing/here", 404, "not_found"),
         ("POST", "/waffle/history/THEME", 405, None),
         ("PUT", "/waffle/", 405, None),
         ("GET", "/waffle/nothing/here", 404, None),
@@ -282,6 +284,23 @@ async def test_unknown_route_is_json_404(client: Client) -> None:
     response = await client.get("/waffle/api/nothing/here", headers=AUTH)
     assert response.status_code == 404
     assert (await body_of(response))["error"]["code"] == "not_found"
+
+
+async def test_routing_errors_wait_for_authentication(client: Client) -> None:
+    """Before authentication a wrong method or an unknown path is answered as
+    any other request: 401, with no Allow header listing the route's methods."""
+    for method, path in [
+        ("TRACE", "/waffle/api/settings"),
+        ("DELETE", "/waffle/api/settings"),
+        ("POST", "/waffle/openapi.json"),
+        ("GET", "/waffle/api/nothing/here"),
+        ("PUT", "/waffle/api/nothing"),
+    ]:
+        for headers in ({}, {"Authorization": "Bearer wrong-but-long-enough"}):
+            response = await client.open(path, method=method, headers=headers)
+            assert response.status_code == 401, (method, path, headers)
+            assert "Allow" not in response.headers, (method, path)
+            assert (await body_of(response))["error"]["code"] in ("unauthorized", "invalid_token")
 
 
 async def test_conflicting_writes_one_wins(client: Client, waffle: QuartWaffle) -> None:

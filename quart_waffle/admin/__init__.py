@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 from quart import Quart, Response, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from .auth import NOT_CONFIGURED_MESSAGE, check_token
-from .context import attach_state, mount_path
-from .errors import AdminError, error_response
+from ..errors import InvalidValueError
+from .auth import NOT_CONFIGURED_MESSAGE, authenticate, check_token
+from .context import attach_state, current_waffle, mount_path
+from .errors import AdminError, error_response, invalid
 from .headers import add_security_headers
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ def _under(prefix: str, path: str) -> bool:
 
 def _routing_errors_under(prefix: str) -> Callable[[], Awaitable[Response | None]]:
     async def answer_routing_error() -> Response | None:
-        """404 and 405 under the prefix: JSON for the API, the page's message otherwise."""
+        """404 and 405 under the prefix: JSON for the API once authenticated (before,
+        the refusal, without ``Allow``), the page's message otherwise."""
         error = request.routing_exception
         if not isinstance(error, NotFound | MethodNotAllowed) or not _under(prefix, request.path):
             return None
@@ -55,6 +57,9 @@ def _routing_errors_under(prefix: str) -> Callable[[], Awaitable[Response | None
         status = error.code or 404
         description = error.description or error.name
         if _under(f"{prefix}/api", request.path) or request.path == f"{prefix}/openapi.json":
+            refusal = await _refusal()
+            if refusal is not None:
+                return refusal
             code = error.name.lower().replace(" ", "_")
             return error_response(AdminError(status, code, description, headers=headers))
         from .page import message_page
@@ -64,6 +69,19 @@ def _routing_errors_under(prefix: str) -> Callable[[], Awaitable[Response | None
         return response
 
     return answer_routing_error
+
+
+async def _refusal() -> Response | None:
+    """The API's answer to a request that is not authenticated (401, 403,
+    429), checked before a routing error: the methods of a route and
+    whether a path exists are for authenticated clients only."""
+    try:
+        await authenticate(current_waffle(), request, page=False)
+    except AdminError as error:
+        return error_response(error)
+    except InvalidValueError as error:  # the authorize callback's actor name
+        return error_response(invalid(error))
+    return None
 
 
 def _security_headers_under(prefix: str) -> Callable[[Response], Awaitable[Response]]:

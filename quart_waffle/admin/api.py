@@ -295,9 +295,3 @@ async def health() -> Response:
 async def openapi() -> Response:
     """The OpenAPI 3.1 document of this API, built from the declarations."""
     return jsonify(openapi_document(current_waffle().declarations, admin_prefix()))
-
-
-@api.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-async def not_found(rest: str) -> Response:
-    """Unknown API paths answer in JSON like the rest."""
-    raise AdminError(404, "not_found", f"No admin API route at /api/{rest}.")
