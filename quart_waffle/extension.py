@@ -45,6 +45,7 @@ class _Connection:
     app: Quart
     config: WaffleConfig
     store: SettingsStore
+    identity: str  # of the store's database: sync messages name it
     sync: SyncRunner
     refresh_lock: asyncio.Lock  # bound to the loop that serves
     announce: bool  # send settings_changed: only while serving
@@ -328,6 +329,7 @@ class QuartWaffle:
                 if config.create_tables:
                     await store.create_tables()
                 await store.ensure_head()
+                identity = await store.identity()
                 await store.forget_secrets()
             sync = SyncRunner(
                 make_channel(config, engine),
@@ -336,13 +338,14 @@ class QuartWaffle:
                 config.check_interval,
                 apply=self._apply_carried,
                 key=_message_key(config.sync_key or app.config.get("SECRET_KEY")),
+                store=identity,
             )
         except BaseException:
             if self._engine is None:
                 await engine.dispose()
             raise
         self._connection = _Connection(
-            app, config, store, sync, asyncio.Lock(), announce, self._engine is None
+            app, config, store, identity, sync, asyncio.Lock(), announce, self._engine is None
         )
         try:
             await sync.start(watch=watch)

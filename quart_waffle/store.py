@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -70,6 +71,14 @@ settings_table = Table(
     Column("revision", BigInteger, nullable=False, index=True),
     Column("updated_at", DateTime(timezone=True), nullable=True),
 )
+store_table = Table(
+    "waffle_store",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("identity", String(64), nullable=False),
+)
+"""One row: a random identity made once per database, which sync messages
+name so that a worker applies only changes made to its own store."""
 history_table = Table(
     "waffle_history",
     metadata,
@@ -306,6 +315,20 @@ class SettingsStore:
                 .values(id=_HEAD_ID, revision=0)
                 .on_conflict_do_nothing(index_elements=["id"])
             )
+
+    async def identity(self) -> str:
+        """This database's identity, created on first use: an upsert then a
+        read, so workers starting together all get the one that won."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                _insert_for(connection)(store_table)
+                .values(id=_HEAD_ID, identity=secrets.token_hex(16))
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            identity = await connection.scalar(
+                select(store_table.c.identity).where(store_table.c.id == _HEAD_ID)
+            )
+        return str(identity)
 
     async def forget_secrets(self) -> None:
         """Replace the values of secret settings kept in history by earlier

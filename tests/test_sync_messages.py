@@ -33,6 +33,7 @@ from tests.helpers import CONFS, make_waffle
 
 KEY = derive_key("fleet-secret-key")
 SYNC_KEY = "fleet-secret-key"
+STORE = "0123456789abcdef0123456789abcdef"
 
 
 async def until(predicate: Callable[[], bool], within: float, message: str = "") -> None:
@@ -67,14 +68,23 @@ def reads(waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_a_carried_change_round_trips_in_order() -> None:
     changes = {"THEME": '"dark"', "GREETING": '"Grüß dich"', "MAX_ITEMS": None}
-    payload = encode_message(Hint(7, "a1"), changes, key=KEY, max_payload=65536)
+    payload = encode_message(Hint(7, "a1"), changes, key=KEY, store=STORE, max_payload=65536)
     assert payload.isascii()
-    message = decode_message(payload, KEY)
-    assert message == Carried(7, "a1", 6, tuple(changes.items()))
+    message = decode_message(payload, KEY, STORE)
+    assert message == Carried(7, "a1", 6, tuple(changes.items()), STORE)
+
+
+def test_a_change_to_another_store_reads_as_the_hint_alone() -> None:
+    payload = encode_message(
+        Hint(7, "a1"), {"THEME": '"x"'}, key=KEY, store=STORE, max_payload=9999
+    )
+    assert decode_message(payload, KEY, "another store's identity") == Hint(7, "a1")
 
 
 def test_the_first_line_is_the_bare_hint_every_older_reader_takes() -> None:
-    payload = encode_message(Hint(7, "a1"), {"THEME": '"dark"'}, key=KEY, max_payload=65536)
+    payload = encode_message(
+        Hint(7, "a1"), {"THEME": '"dark"'}, key=KEY, store=STORE, max_payload=65536
+    )
     line = payload.split(b"\n")[0]
     assert decode_hint(line) == Hint(7, "a1")
     # quart-waffle 0.1 read a payload as int(first word) and the rest as the sender
@@ -83,7 +93,7 @@ def test_the_first_line_is_the_bare_hint_every_older_reader_takes() -> None:
     assert int(revision) == 7
     assert sender != "a1"
     # without the key, a new reader takes it as a hint too
-    assert decode_message(payload, None) == Hint(7, "a1")
+    assert decode_message(payload, None, STORE) == Hint(7, "a1")
 
 
 @pytest.mark.parametrize(
@@ -98,7 +108,7 @@ def test_the_first_line_is_the_bare_hint_every_older_reader_takes() -> None:
 def test_without_a_key_or_room_the_message_is_the_bare_hint(
     changes: dict[str, str | None] | None, key: bytes | None, max_payload: int
 ) -> None:
-    payload = encode_message(Hint(7, "a1"), changes, key=key, max_payload=max_payload)
+    payload = encode_message(Hint(7, "a1"), changes, key=key, store=STORE, max_payload=max_payload)
     assert payload == encode_hint(Hint(7, "a1"))
 
 
@@ -110,7 +120,12 @@ def forged(body: dict[str, Any], key: bytes, line: bytes = b"7 a1") -> bytes:
 
 
 def genuine_body(**overrides: Any) -> dict[str, Any]:
-    return {"base": 6, "at": int(time.time() * 1000), "changes": [["THEME", '"dark"']]} | overrides
+    return {
+        "base": 6,
+        "at": int(time.time() * 1000),
+        "store": STORE,
+        "changes": [["THEME", '"dark"']],
+    } | overrides
 
 
 @pytest.mark.parametrize(
@@ -125,11 +140,14 @@ def genuine_body(**overrides: Any) -> dict[str, Any]:
         forged(genuine_body(changes=[["THEME", 5]]), KEY),  # not stored text
         forged(genuine_body(changes=[]), KEY),
         forged(genuine_body(changes="THEME"), KEY),
+        forged(genuine_body(store="another store"), KEY),  # committed elsewhere
+        forged(genuine_body(store=None), KEY),
+        forged({k: v for k, v in genuine_body().items() if k != "store"}, KEY),
         b"7 a1\nw1 " + b"0" * 64 + b" {}",  # unsigned
     ],
 )
 def test_any_doubt_reads_as_the_hint_alone(payload: bytes) -> None:
-    message = decode_message(payload, KEY)
+    message = decode_message(payload, KEY, STORE)
     assert message is not None
     assert not isinstance(message, Carried)
 
@@ -143,13 +161,13 @@ def test_a_message_is_good_for_max_age_seconds_either_way() -> None:
         (now - window - 1000, False),  # a replay
         (now + window + 1000, False),
     ]:
-        message = decode_message(forged(genuine_body(at=at), KEY), KEY)
+        message = decode_message(forged(genuine_body(at=at), KEY), KEY, STORE)
         assert isinstance(message, Carried) is carried
 
 
 def test_oversized_or_garbled_payloads_are_not_hints() -> None:
-    assert decode_message(b"7 a1\n" + b"x" * (message_module.MAX_MESSAGE), KEY) is None
-    assert decode_message(b"-7 a1\nw1 x {}", KEY) is None
+    assert decode_message(b"7 a1\n" + b"x" * (message_module.MAX_MESSAGE), KEY, STORE) is None
+    assert decode_message(b"-7 a1\nw1 x {}", KEY, STORE) is None
 
 
 # Workers on real channels.
@@ -369,3 +387,57 @@ async def test_a_secret_never_travels_on_the_wire(
     assert b"with a secret" not in payloads[1]
     assert payloads[1] == encode_hint(Hint(revision, a._connected().sync.sender))
     assert calls == [1]  # the change holding a secret was read from the store
+
+
+# Another database on the same channel.
+
+
+@pytest.fixture(name="shared_channel")
+def _shared_channel() -> dict[str, Any]:
+    """Options of a Redis channel shared with another deployment, same key."""
+    require("Redis")
+    return {
+        "watchtype": "redis",
+        "redis_url": REDIS_URL,
+        "redis_channel": f"waffle-test-{os.urandom(6).hex()}",
+        "check_interval": 60.0,
+        "sync_key": SYNC_KEY,
+    }
+
+
+async def test_a_write_to_another_database_on_the_channel_changes_no_served_value(
+    database_url: str, tmp_path: Path, shared_channel: dict[str, Any]
+) -> None:
+    """A command pointed at the wrong database, announcing on the workers'
+    channel with their key: its change is a hint at most, and the real write
+    that follows with the same revision number still reaches the workers."""
+    a, b = make_waffle(database_url, **shared_channel), make_waffle(database_url, **shared_channel)
+    stray = make_waffle(f"sqlite:///{tmp_path / 'other.db'}", **shared_channel)
+    operator = make_waffle(database_url, **shared_channel)
+    assert a.app is not None
+    assert b.app is not None
+    async with a.app.test_app(), b.app.test_app():
+        assert a._connected().identity == b._connected().identity
+        async with stray.connected():
+            assert stray._connected().identity != a._connected().identity
+            assert await stray.update({"MAX_ITEMS": 499}) == 1
+        await asyncio.sleep(0.3)
+        assert (a.get("MAX_ITEMS"), b.get("MAX_ITEMS")) == (20, 20)
+        assert (a.revision, b.revision) == (0, 0)
+        async with operator.connected():
+            assert await operator.update({"MAX_ITEMS": 42}) == 1
+        await reaches(a, 1)
+        await reaches(b, 1)
+        assert (a.get("MAX_ITEMS"), b.get("MAX_ITEMS")) == (42, 42)
+
+
+async def test_workers_starting_together_agree_on_the_store_identity(database_url: str) -> None:
+    waffles = [make_waffle(database_url) for _ in range(4)]
+
+    async def identity(waffle: QuartWaffle) -> str:
+        async with waffle.connected():
+            return waffle._connected().identity
+
+    identities = await asyncio.gather(*(identity(waffle) for waffle in waffles))
+    assert len(set(identities)) == 1
+    assert await identity(make_waffle(database_url)) == identities[0]

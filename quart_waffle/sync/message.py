@@ -7,9 +7,12 @@ base), so a worker serving the base applies it without a database round
 trip::
 
     <revision> <sender>\\n
-    w1 <HMAC-SHA256 hex> {"base": B, "at": <ms since the epoch>, "changes": [[key, text], ...]}
+    w1 <HMAC-SHA256 hex> {"base": B, "at": <ms since the epoch>, "store": <identity>,
+                          "changes": [[key, text], ...]}
 
-``text`` is the stored JSON text, or null for "back to the declared default".
+``text`` is the stored JSON text, or null for "back to the declared default";
+``store`` the identity of the database the change was committed to: a
+receiver whose store is another one reads the message as its hint alone.
 The first line is an ordinary hint, so a worker that does not read
 envelopes (quart-waffle 0.1 takes the first word as the revision) still
 catches up from the store.
@@ -59,10 +62,12 @@ class Hint:
 @dataclass(frozen=True)
 class Carried(Hint):
     """A hint that carries, authenticated, what ``revision`` changed over
-    ``base``: key to stored JSON text, None meaning "back to the default"."""
+    ``base``: key to stored JSON text, None meaning "back to the default";
+    ``store`` is the identity of the database it was committed to."""
 
     base: int
     changes: tuple[tuple[str, str | None], ...]
+    store: str
 
 
 def derive_key(secret: str | bytes) -> bytes:
@@ -82,11 +87,13 @@ def encode_message(
     changes: Mapping[str, str | None] | None,
     *,
     key: bytes | None,
+    store: str,
     max_payload: int,
 ) -> bytes:
     """The payload announcing ``hint``: carrying ``changes`` (what the
-    revision changed over the one before) when there is a ``key`` and they fit
-    in ``max_payload`` bytes, else the bare hint."""
+    revision changed over the one before in the database whose identity is
+    ``store``) when there is a ``key`` and they fit in ``max_payload`` bytes,
+    else the bare hint."""
     line = encode_hint(hint)
     if key is None or not changes:
         return line
@@ -94,6 +101,7 @@ def encode_message(
         {
             "base": hint.revision - 1,
             "at": int(time.time() * 1000),
+            "store": store,
             "changes": [[name, text] for name, text in changes.items()],
         },
         separators=(",", ":"),
@@ -121,9 +129,10 @@ def decode_hint(payload: bytes) -> Hint | None:
     return Hint(revision, match[2].decode("ascii"))
 
 
-def decode_message(payload: bytes, key: bytes | None) -> Hint | None:
+def decode_message(payload: bytes, key: bytes | None, store: str) -> Hint | None:
     """What ``payload`` says: a :class:`Carried` change when it holds an
-    envelope authenticated by ``key``, fresh and well formed; else its hint
+    envelope authenticated by ``key``, fresh, well formed and committed to the
+    database whose identity is ``store`` (the receiver's own); else its hint
     line alone (any doubt means "look in the store"); None when it is not
     even a hint."""
     if len(payload) > MAX_MESSAGE:
@@ -138,7 +147,8 @@ def decode_message(payload: bytes, key: bytes | None) -> Hint | None:
         return hint
     if not hmac.compare_digest(mac, _mac(key, line, body).encode("ascii")):
         return hint
-    return _carried(hint, body) or hint
+    carried = _carried(hint, body)
+    return carried if carried is not None and carried.store == store else hint
 
 
 def _mac(key: bytes, line: bytes, body: bytes) -> str:
@@ -149,7 +159,7 @@ def _carried(hint: Hint, body: bytes) -> Carried | None:
     """The envelope's changes, or None if anything in it is off."""
     try:
         data: Any = json.loads(body)
-        base, sent_at, changes = data["base"], data["at"], data["changes"]
+        base, sent_at, store, changes = data["base"], data["at"], data["store"], data["changes"]
     except (ValueError, TypeError, KeyError):
         return None
     if (
@@ -157,6 +167,7 @@ def _carried(hint: Hint, body: bytes) -> Carried | None:
         or base != hint.revision - 1
         or type(sent_at) is not int
         or abs(time.time() - sent_at / 1000) > MAX_AGE
+        or not isinstance(store, str)
         or not isinstance(changes, list)
         or not changes
     ):
@@ -171,4 +182,4 @@ def _carried(hint: Hint, body: bytes) -> Carried | None:
         ):
             return None
         pairs.append((change[0], change[1]))
-    return Carried(hint.revision, hint.sender, base, tuple(pairs))
+    return Carried(hint.revision, hint.sender, base, tuple(pairs), store)

@@ -85,6 +85,10 @@ class SyncRunner:
         apply: Applies a carried change; without it every hint means a catch-up.
         key: The message key (:func:`derive_key`): changes are sent and
             accepted only when signed with it; without it, bare hints only.
+        store: The identity of this worker's database
+            (:meth:`SettingsStore.identity`): changes are accepted only when
+            committed to it; a change made to another database sharing the
+            channel and the key is a bare hint.
         spacing, burst: Catch-ups caused by hints: ``burst`` at once, then one
             per ``spacing`` seconds however many hints come.
     """
@@ -98,6 +102,7 @@ class SyncRunner:
         *,
         apply: Apply | None = None,
         key: bytes | None = None,
+        store: str = "",
         spacing: float = CATCH_UP_SPACING,
         burst: int = CATCH_UP_BURST,
     ) -> None:
@@ -107,6 +112,7 @@ class SyncRunner:
         self._applied = applied
         self._apply = apply
         self._key = key
+        self._store = store
         self._check_interval = check_interval
         self._pacing = Pacing(spacing, burst)
         self._task: asyncio.Task[None] | None = None
@@ -147,7 +153,11 @@ class SyncRunner:
         and the other workers' checks carry it meanwhile."""
         notifier = self.channel.notifier
         payload = encode_message(
-            Hint(revision, self.sender), changes, key=self._key, max_payload=notifier.max_payload
+            Hint(revision, self.sender),
+            changes,
+            key=self._key,
+            store=self._store,
+            max_payload=notifier.max_payload,
         )
         try:
             await notifier.send(payload)
@@ -233,7 +243,7 @@ class SyncRunner:
         hinted = -1
         carried: list[Carried] = []
         for payload in payloads:
-            message = decode_message(payload, self._key)
+            message = decode_message(payload, self._key, self._store)
             if message is None:
                 self._ignore(payload)
                 owed = True
