@@ -213,3 +213,11 @@ async def test_a_secrets_choices_and_bounds_have_no_oracle(sqlite_url: str) -> N
         text = await (await client.get("/waffle/")).get_data(as_text=True)
         assert "1000" not in text
         assert "9999" not in text
+        # the page alike: a form older than the secret's change is 409 whatever it holds
+        csrf = re.search(r'name="csrf" value="([^"]+)"', text)
+        assert csrf is not None
+        for value in ("gold-plan-x", "bronze"):
+            form = {"csrf": csrf.group(1), "revision": stale.strip('"'), "value-PLAN": value}
+            saved = await client.post("/waffle/save", form=form)
+            assert saved.status_code == 409, value
+        assert waffle.snapshot.values["PLAN"] == "silver-plan-y"

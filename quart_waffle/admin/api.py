@@ -129,7 +129,7 @@ async def _write(
     try:
         if isinstance(values, list):
             return await waffle.reset(values, expected_revision=expected, actor=actor)
-        await _refuse_stale_secrets(waffle, values, expected)
+        await refuse_stale_secrets(waffle, values, expected)
         for key, value in values.items():
             if key in waffle.declarations:
                 refuse_mask(waffle.declarations[key], value)
@@ -144,7 +144,7 @@ async def _write(
         raise invalid(error) from None
 
 
-async def _refuse_stale_secrets(
+async def refuse_stale_secrets(
     waffle: QuartWaffle, values: Mapping[str, Any], expected: int | None
 ) -> None:
     """Raise :class:`ConflictError` for a stale ``If-Match`` on a write of a

@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
-from .api import history_item
+from .api import history_item, refuse_stale_secrets
 from .auth import NOT_CONFIGURED_MESSAGE, authenticate, is_configured, token_login
 from .context import admin_prefix, current_waffle
 from .cookies import (
@@ -198,8 +198,12 @@ async def save() -> Response:
     waffle = current_waffle()
     texts, originals = submitted(waffle.declarations, form)
     edited = edited_texts(waffle.declarations, waffle.snapshot, texts, originals)
-    changes, errors = parsed_changes(waffle.declarations, waffle.snapshot, edited)
     expected = natural_number(form.get("revision"))
+    try:
+        await refuse_stale_secrets(waffle, edited, expected)
+    except ConflictError as error:
+        return await _conflict(session, edited, error)
+    changes, errors = parsed_changes(waffle.declarations, waffle.snapshot, edited)
     if errors or expected is None:
         # What the form showed and its revision are kept, so a save after
         # fixing the errors still detects changes made meanwhile.
@@ -220,20 +224,7 @@ async def save() -> Response:
     try:
         revision = await waffle.update(changes, expected_revision=expected, actor=actor)
     except ConflictError as error:
-        await waffle.refresh()
-        names = ", ".join(sorted(error.current))
-        return await _render(
-            "settings.html",
-            409,
-            session,
-            groups=grouped_fields(waffle.declarations, waffle.snapshot, edited),
-            form_revision=waffle.revision,
-            notice=None,
-            problem=f"Nothing was saved: someone else changed {names} meanwhile. Your edits"
-            " are kept, with their current values under them and in the fields you did not"
-            " edit; save again to overwrite theirs with yours.",
-            signed_in=True,
-        )
+        return await _conflict(session, edited, error)
     except InvalidValueError as error:
         return await _render(
             "settings.html",
@@ -248,6 +239,25 @@ async def save() -> Response:
             signed_in=True,
         )
     return _redirect_home(f"?saved={revision}")
+
+
+async def _conflict(session: PageSession, edited: dict[str, str], error: ConflictError) -> Response:
+    """409: the form was older than a change to a key it edits; the edits are kept."""
+    waffle = current_waffle()
+    await waffle.refresh()
+    names = ", ".join(sorted(error.current))
+    return await _render(
+        "settings.html",
+        409,
+        session,
+        groups=grouped_fields(waffle.declarations, waffle.snapshot, edited),
+        form_revision=waffle.revision,
+        notice=None,
+        problem=f"Nothing was saved: someone else changed {names} meanwhile. Your edits"
+        " are kept, with their current values under them and in the fields you did not"
+        " edit; save again to overwrite theirs with yours.",
+        signed_in=True,
+    )
 
 
 @page.post("/reset")
