@@ -297,7 +297,8 @@ async def test_routing_errors_wait_for_authentication(client: Client) -> None:
         ("PUT", "/waffle/api/nothing"),
     ]:
         for headers in ({}, {"Authorization": "Bearer wrong-but-long-enough"}):
-            response = await client.open(path, method=method, headers=headers)
+            options: dict[str, Any] = {"method": method, "headers": headers}
+            response = await client.open(path, **options)
             assert response.status_code == 401, (method, path, headers)
             assert "Allow" not in response.headers, (method, path)
             assert (await body_of(response))["error"]["code"] in ("unauthorized", "invalid_token")
