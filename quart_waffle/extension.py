@@ -136,12 +136,7 @@ class QuartWaffle:
         _refuse_shadowing(app, declarations, mirror_config=config.mirror_config)
         self._config = config
         self.declarations = declarations
-        self._snapshot = Snapshot.of(
-            -1,
-            {key: setting.default for key, setting in declarations.items()},
-            dict.fromkeys(declarations, 0),
-            declarations,
-        )
+        self._snapshot = self._defaults()
         self.app = app
         if config.mirror_config:
             app.config.update(self._snapshot.values)
@@ -459,16 +454,42 @@ class QuartWaffle:
 
     async def _catch_up(self, connection: _Connection) -> dict[str, tuple[Any, Any]]:
         """Apply what changed in the store after :attr:`revision`; return key
-        to (old, new) for the values that changed."""
+        to (old, new) for the values that changed. When the store's newest
+        revision is below the one served (a database restored from a backup),
+        reload every key from the store instead."""
+        store = connection.store
         async with connection.refresh_lock:
+            served = self._snapshot.revision
             with unavailable_as_error():
-                rows = await connection.store.changes_since(self._snapshot.revision)
-            return self._apply(connection, rows)
+                rows = await store.changes_since(served)
+                # a write in between can only raise the newest revision: no false alarm
+                behind = not rows and served > 0 and await store.latest_revision() < served
+                if behind:
+                    rows = await store.changes_since(-1)
+            if behind:
+                logger.warning(
+                    "the store's newest revision is below revision %d, which this worker"
+                    " served (a database restored from a backup?): reloaded every setting"
+                    " from the store",
+                    served,
+                )
+            return self._apply(connection, rows, reload=behind)
+
+    def _defaults(self) -> Snapshot:
+        """The snapshot before any load: every key at its declared default."""
+        return Snapshot.of(
+            -1,
+            {key: setting.default for key, setting in self.declarations.items()},
+            dict.fromkeys(self.declarations, 0),
+            self.declarations,
+        )
 
     def _apply(
-        self, connection: _Connection, rows: list[StoredValue]
+        self, connection: _Connection, rows: list[StoredValue], *, reload: bool = False
     ) -> dict[str, tuple[Any, Any]]:
-        """Swap in a snapshot with ``rows`` applied; return key to (old, new)."""
+        """Swap in a snapshot with ``rows`` applied (with ``reload``, ``rows``
+        are every stored key and replace the whole snapshot); return key to
+        (old, new)."""
         old = self._snapshot
         values: dict[str, Any] = {}
         revisions: dict[str, int] = {}
@@ -496,14 +517,16 @@ class QuartWaffle:
             defaults.add(row.key)
         # a store that holds nothing yet is at revision 0
         revision = max([0, *(row.revision for row in rows)])
-        self._snapshot = old.merged(revision, values, revisions, defaults, rejected)
+        base = self._defaults() if reload else old
+        self._snapshot = new = base.merged(revision, values, revisions, defaults, rejected)
+        touched = new.values if reload else values
         changes = {
-            key: (old.values[key], value)
-            for key, value in values.items()
-            if old.values[key] != value
+            key: (old.values[key], new.values[key])
+            for key in touched
+            if old.values[key] != new.values[key]
         }
         if connection.config.mirror_config:
-            connection.app.config.update(values)
+            connection.app.config.update({key: new.values[key] for key in touched})
         return changes
 
 

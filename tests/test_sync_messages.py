@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import text
 
 from harness import REDIS_URL
 from quart_waffle import QuartWaffle, settings_changed
+from quart_waffle.store import create_engine
 from quart_waffle.sync import (
     Carried,
     Hint,
@@ -441,3 +444,47 @@ async def test_workers_starting_together_agree_on_the_store_identity(database_ur
     identities = await asyncio.gather(*(identity(waffle) for waffle in waffles))
     assert len(set(identities)) == 1
     assert await identity(make_waffle(database_url)) == identities[0]
+
+
+# A store behind the worker.
+
+
+async def test_a_store_restored_to_an_older_revision_is_reloaded_whole(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's newest revision below the one served (a backup restored,
+    or a foreign message that slipped through): the worker reloads every key
+    and follows the writes made from there on."""
+    a, b = make_waffle(database_url), make_waffle(database_url)
+    assert a.app is not None
+    assert b.app is not None
+    async with a.app.test_app(), b.app.test_app():
+        await a.update({"MAX_ITEMS": 30})
+        await a.update({"GREETING": "from the lost revisions"})
+        assert await a.update({"MAX_ITEMS": 40}) == 3
+        assert await b.refresh() == 3
+        engine = create_engine(database_url)
+        try:
+            async with engine.begin() as connection:  # the backup taken at revision 1
+                await connection.execute(text("DELETE FROM waffle_settings WHERE key = 'GREETING'"))
+                await connection.execute(
+                    text("UPDATE waffle_settings SET value = '30', revision = 1")
+                )
+                await connection.execute(text("UPDATE waffle_head SET revision = 1"))
+        finally:
+            await engine.dispose()
+        with caplog.at_level(logging.WARNING, logger="quart_waffle"):
+            assert await b.refresh() == 1
+            assert await b.refresh() == 1
+        assert b.get("MAX_ITEMS") == 30
+        assert b.get("GREETING") == "Hello"
+        assert b.is_default("GREETING")
+        assert b.app.config["GREETING"] == "Hello"
+        warnings = [record.getMessage() for record in caplog.records]
+        assert len(warnings) == 1, warnings
+        assert "below revision 3" in warnings[0]
+        # the writes made from the restored revision on reach every worker
+        assert await a.update({"MAX_ITEMS": 55}) == 2
+        assert a.get("MAX_ITEMS") == 55
+        assert await b.refresh() == 2
+        assert b.get("MAX_ITEMS") == 55
