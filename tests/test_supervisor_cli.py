@@ -56,7 +56,7 @@ def _busy_port() -> Iterator[int]:
         (["-w", "many"], "argument -w/--workers: must be an integer"),
         (["--no-such-option"], "unrecognized arguments: --no-such-option"),
         (["--max-surge", "0"], "a reload could replace no worker"),
-        (["--max-surge", "-1"], "max_surge must be 0 or more"),
+        (["--max-surge", "-1"], "argument --max-surge: must be from 0 to 1024, got -1"),
         (["--timeout", "-1"], "argument --timeout: must be from 0 to"),
     ],
 )

@@ -205,6 +205,7 @@ def test_a_unix_bind_on_something_else_is_refused(tmp_path: Path, kind: str) -> 
         (["-w", "1_0"], "argument -w/--workers: must be an integer"),
         (["-w", "\u0663"], "argument -w/--workers: must be an integer"),  # an Arabic-Indic 3
         (["--min-active", "-1"], "argument --min-active: must be from 0 to 1024"),
+        (["--max-surge", "99999999999"], "argument --max-surge: must be from 0 to 1024"),
     ],
 )
 def test_serve_numbers_out_of_bounds_are_one_line(args: list[str], message: str) -> None:
@@ -239,6 +240,7 @@ def test_reload_timeouts_out_of_bounds_are_one_line(
         ("timeout", math.nan),
         ("backlog", 2**40),
         ("workers", 0),
+        ("max_surge", -1),
     ],
 )
 def test_serve_config_refuses_numbers_out_of_bounds(option: str, value: float) -> None:

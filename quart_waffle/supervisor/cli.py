@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-surge",
-        type=int,
+        type=integer_option(RANGES["max_surge"]),
         default=1,
         metavar="N",
         help="replacements a reload starts ahead of drains, beyond --workers",

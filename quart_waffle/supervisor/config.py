@@ -112,8 +112,6 @@ class ServeConfig:
                 raise ValueError(f"{name} {problem}")
         if not 0 <= self.active_floor <= self.workers:
             raise ValueError("min_active must be between 0 and the number of workers")
-        if self.max_surge < 0:
-            raise ValueError("max_surge must be 0 or more")
         if self.reload_step == 0:
             raise ValueError(
                 "max_surge is 0 and min_active is the number of workers: a reload could "

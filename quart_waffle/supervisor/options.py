@@ -21,6 +21,7 @@ WORKERS: Bounds = (1, 1024)
 
 RANGES: dict[str, Bounds] = {
     "workers": WORKERS,
+    "max_surge": (0, WORKERS[1]),
     "graceful_timeout": SECONDS,
     "keep_alive_timeout": SECONDS,
     "startup_timeout": SECONDS,
