@@ -135,13 +135,17 @@ async def test_own_hints_are_skipped_by_the_runner(options: dict[str, Any]) -> N
     config = worker(options).config
     engine = create_engine(config.database_url)
     catch_ups = {"a": 0, "b": 0}
+    served = {"a": 0, "b": 0}
 
     def runner(name: str) -> SyncRunner:
         async def catch_up() -> int:
             catch_ups[name] += 1
-            return 0
+            served[name] = 1  # the store holds revision 1
+            return 1
 
-        return SyncRunner(make_channel(config, engine), catch_up, lambda: 0, check_interval=60.0)
+        return SyncRunner(
+            make_channel(config, engine), catch_up, lambda: served[name], check_interval=60.0
+        )
 
     a, b = runner("a"), runner("b")
     await a.start(watch=True)

@@ -488,3 +488,25 @@ async def test_a_store_restored_to_an_older_revision_is_reloaded_whole(
         assert a.get("MAX_ITEMS") == 55
         assert await b.refresh() == 2
         assert b.get("MAX_ITEMS") == 55
+
+
+async def test_a_forged_hint_never_shows_in_health(
+    redis_pair: tuple[QuartWaffle, QuartWaffle, Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Health records a hinted revision only once the store confirmed it."""
+    a, b, raw = redis_pair
+    channel = a.config.redis_channel
+    first = await a.update({"GREETING": "genuine"})
+    await until(lambda: b.health().hinted_revision == first, 2.0, "genuine hint not recorded")
+    calls = reads(b, monkeypatch)
+    await raw.publish(channel, b"9223372036854775807 evil")
+    await until(lambda: len(calls) == 1, 2.0, "the forged hint cost no catch-up")
+    await asyncio.sleep(0.1)
+    assert b.health().hinted_revision == first
+    await raw.publish(channel, b"%d evil" % (first + 1))  # the next revision, not made yet
+    await until(lambda: len(calls) == 2, 2.0, "the forged hint cost no catch-up")
+    await asyncio.sleep(0.1)
+    assert b.health().hinted_revision == first
+    second = await a.update({"API_KEY": "a secret: a bare hint, confirmed by a catch-up"})
+    await until(lambda: b.health().hinted_revision == second, 2.0, "real hint not recorded")
+    assert b.revision == second

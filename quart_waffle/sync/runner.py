@@ -43,7 +43,9 @@ class SyncHealth:
     ``connected`` is the channel state; ``last_sync`` the wall-clock time of
     the last successful catch-up or check; ``last_error`` is None when the
     channel and the store are healthy; ``hinted_revision`` the revision
-    in the last hint from another worker.
+    in the last hint from another worker that the store confirmed (a change
+    applied from its message, or a revision a catch-up found): a hint for a
+    revision the store does not hold is never recorded.
     """
 
     channel: str
@@ -119,7 +121,8 @@ class SyncRunner:
         self._connected = False
         self._last_sync: float | None = None
         self._last_error: str | None = None
-        self._hinted: int | None = None
+        self._hinted: int | None = None  # confirmed by the store
+        self._unconfirmed: int | None = None  # hinted, newer than served: awaits a catch-up
         self._checks = 0  # periodic checks so far
         self._unannounced = -1  # the newest revision whose message failed
         self._ignored = 0  # payloads that were not hints, since the last warning
@@ -248,15 +251,32 @@ class SyncRunner:
                 self._ignore(payload)
                 owed = True
             elif message.sender != self.sender:
-                self._hinted = message.revision
                 if isinstance(message, Carried) and self._apply is not None:
                     carried.append(message)
                 else:
                     hinted = max(hinted, message.revision)
+                    self._heard(message.revision)
         for change in sorted(carried, key=lambda change: change.revision):
             if change.revision > self._applied() and not await self._apply_carried(change):
                 hinted = max(hinted, change.revision)
+            self._heard(change.revision)
         return owed or hinted > self._applied()
+
+    def _heard(self, revision: int) -> None:
+        """Record a hinted revision once the store confirms it: at once when
+        this worker serves it already, else after the next catch-up
+        (:meth:`_confirm`), so a forged hint is never shown in health."""
+        if revision <= self._applied():
+            self._hinted = revision
+        else:
+            self._unconfirmed = revision
+
+    def _confirm(self) -> None:
+        """After a catch-up: the hint awaiting it is recorded if the store
+        held its revision, dropped if not (it named a revision never made)."""
+        if self._unconfirmed is not None and self._unconfirmed <= self._applied():
+            self._hinted = self._unconfirmed
+        self._unconfirmed = None
 
     async def _apply_carried(self, change: Carried) -> bool:
         if self._apply is None or change.base != self._applied():
@@ -326,6 +346,7 @@ class SyncRunner:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             owed = False
+            self._confirm()
             next_check = loop.time() + self._check_interval
             self._last_sync = time.time()
             if self._connected:
