@@ -351,9 +351,14 @@ class QuartWaffle:
 
     async def stop(self) -> None:
         """Stop the sync task, close the channel and (our own) engine."""
-        connection, self._connection = self._connection, None
+        connection = self._connection
         if connection is not None:
-            await connection.close()
+            # still connected while the sync task winds down: a catch-up it
+            # is finishing must not fail with "not connected"
+            try:
+                await connection.close()
+            finally:
+                self._connection = None
 
     async def _before_serving(self) -> None:
         _ensure_log_format()
