@@ -84,5 +84,7 @@ def test_min_active_and_max_surge_set_how_many_workers_are_replaced_at_once() ->
     assert ServeConfig(app="a:app", workers=1).reload_step == 1
     with pytest.raises(ValueError, match="a reload could replace no worker"):
         ServeConfig(app="a:app", workers=4, max_surge=0)
-    with pytest.raises(ValueError, match="max_surge must be 0 or more"):
+    with pytest.raises(ValueError, match="max_surge must be"):
         ServeConfig(app="a:app", workers=4, max_surge=-1)
+    with pytest.raises(ValueError, match="max_requests must be from 0"):
+        ServeConfig(app="a:app", max_requests=-1)

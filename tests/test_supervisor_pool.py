@@ -1,6 +1,6 @@
 """The pool's rules in-process, with fake workers: batches, the floor of accepting workers,
 merged reload requests, failed reloads and their rollback, replacement of dead workers and its
-backoff, and of workers whose event loop falls silent."""
+backoff, of workers whose event loop falls silent and of those that ask to be recycled."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ class FakeWorker:
         self.killed = False
         self.silent = 0.0
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.recycle: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.exited.add_done_callback(self._gone)
+
+    def _gone(self, _exited: asyncio.Future[int]) -> None:
+        if not self.recycle.done():
+            self.recycle.set_result(False)
 
     def uptime(self) -> float:
         return self.age
@@ -48,6 +54,9 @@ class FakeWorker:
             raise WorkerFailed(self.pid, "RuntimeError: broken", "Traceback ...\nRuntimeError")
         self.accepting = True
         self.spawner.sample()
+
+    async def wait_recycle(self) -> bool:
+        return await asyncio.shield(self.recycle)
 
     async def wait_exit(self) -> int:
         return await asyncio.shield(self.exited)
@@ -329,6 +338,29 @@ async def test_a_worker_whose_loop_falls_silent_is_killed_and_replaced(
             await asyncio.sleep(0.1)  # 0 turns the check off
             assert not hung.killed
             assert hung.pid in pool.serving
+
+
+@pytest.mark.parametrize(("min_active", "max_surge"), [(None, 1), (3, 0)])
+async def test_workers_asking_to_be_recycled_are_replaced_one_at_a_time_by_the_reload_rules(
+    spawner: FakeSpawner, delays: list[float], min_active: int | None, max_surge: int
+) -> None:
+    options = {"workers": 4, "min_active": min_active, "max_surge": max_surge}
+    async with maintained(spawner, delays, **options) as pool:
+        spawner.accepting_counts.clear()
+        spawner.live_counts.clear()
+        spawner.concurrent_starts.clear()
+        tired = [spawner.by_pid(pid) for pid in pool.serving[:3]]
+        for worker in tired:
+            worker.recycle.set_result(True)  # served its max requests
+        await _until(
+            lambda: len(pool.serving) == 4 and not {w.pid for w in tired} & set(pool.serving)
+        )
+        assert all(worker.stopped for worker in tired)
+        assert min(spawner.accepting_counts) >= pool.config.active_floor
+        assert max(spawner.live_counts) <= 4 + max_surge
+        assert max(spawner.concurrent_starts) == 1
+        assert len(spawner.workers) == 4 + 3
+        assert {spawner.by_pid(pid).generation for pid in pool.serving} == {0}
 
 
 async def _crash_and_wait(pool: Pool, spawner: FakeSpawner) -> None:

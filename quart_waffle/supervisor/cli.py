@@ -114,6 +114,20 @@ def _parser() -> argparse.ArgumentParser:
         help="time a new worker has to import the app and finish lifespan startup",
     )
     serve.add_argument(
+        "--max-requests",
+        type=integer_option(RANGES["max_requests"]),
+        default=0,
+        metavar="N",
+        help="replace a worker after N requests, rolling, never below --min-active; 0 never",
+    )
+    serve.add_argument(
+        "--max-requests-jitter",
+        type=integer_option(RANGES["max_requests_jitter"]),
+        default=0,
+        metavar="N",
+        help="add up to N requests, drawn per worker, to --max-requests",
+    )
+    serve.add_argument(
         "--timeout",
         type=number_option(RANGES["timeout"]),
         default=30.0,
@@ -183,6 +197,8 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         keep_alive_timeout=args.keep_alive_timeout,
         startup_timeout=args.startup_timeout,
         timeout=args.timeout,
+        max_requests=args.max_requests,
+        max_requests_jitter=args.max_requests_jitter,
         certfile=args.certfile,
         keyfile=args.keyfile,
         access_logfile=args.access_logfile,

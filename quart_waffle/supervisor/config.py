@@ -72,6 +72,10 @@ class ServeConfig:
             killed.
         keep_alive_timeout: Seconds an idle keep-alive connection stays open.
         startup_timeout: Seconds a new worker has to import the app and finish lifespan startup.
+        max_requests: Requests after which a worker asks to be replaced (a rolling
+            replacement, by the reload rules); 0 never.
+        max_requests_jitter: Up to this many more requests, drawn per worker, so that workers
+            started together are not replaced together.
         timeout: Seconds a serving worker's event loop may stay silent (no heartbeat) before the
             worker is killed and replaced; 0 disables the check.
         certfile: TLS certificate (PEM).
@@ -98,6 +102,8 @@ class ServeConfig:
     keep_alive_timeout: float = 5.0
     startup_timeout: float = 60.0
     timeout: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
     certfile: str | None = None
     keyfile: str | None = None
     access_logfile: str | None = None

@@ -27,6 +27,8 @@ RANGES: dict[str, Bounds] = {
     "startup_timeout": SECONDS,
     "timeout": (0.0, MAX_SECONDS),  # 0: no liveness check
     "backlog": (1, 65535),
+    "max_requests": (0, 999_999),  # 0: never
+    "max_requests_jitter": (0, 999_999),
 }
 """`ServeConfig` fields and their bounds, both ends included."""
 

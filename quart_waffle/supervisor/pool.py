@@ -53,9 +53,17 @@ class Worker(Protocol):
     async def kill(self) -> None:
         """Kill the worker at once and wait until it has exited."""
 
+    async def wait_recycle(self) -> bool:
+        """True once the worker asks to be replaced (``max_requests``); False if it goes
+        first."""
+
 
 Spawner = Callable[[int], Awaitable[Worker]]
 """Starts a worker of the given generation (it need not be ready yet)."""
+
+
+def _log_step(message: str) -> None:
+    log.info("%s", message)
 
 
 def backoff(failures: int) -> float:
@@ -114,6 +122,7 @@ class Pool:
         self._pool_changed = asyncio.Event()
         self._reload_wanted = asyncio.Event()
         self._reload_requests: list[_ReloadRequest] = []
+        self._rolling = asyncio.Lock()  # one reload or recycling at a time
 
     @property
     def serving(self) -> list[int]:
@@ -182,7 +191,8 @@ class Pool:
                 tell(message)
 
             try:
-                summary = await self._roll(report, tell)
+                async with self._rolling:
+                    summary = await self._roll(report, tell)
             except Exception as error:
                 if not isinstance(error, ReloadFailed):
                     log.exception("Reload %d stopped by an unexpected error", self._generation)
@@ -300,6 +310,7 @@ class Pool:
             self._starting -= 1
         self._serving.append(worker)
         self._background(self._watch(worker))
+        self._background(self._recycle_when_asked(worker))
         return worker
 
     def _retire(self, worker: Worker) -> asyncio.Task[None]:
@@ -328,6 +339,22 @@ class Pool:
         self._workers.discard(worker)
         log.warning("Worker %d died (exit code %d); replacing it", worker.pid, code)
         self._lost(worker)
+
+    async def _recycle_when_asked(self, worker: Worker) -> None:
+        """Replace a worker that asks for it, by the reload rules (`min_active`,
+        `max_surge`), one at a time."""
+        if not await worker.wait_recycle():
+            return
+        async with self._rolling:
+            if worker not in self._serving:
+                return  # a reload replaced it meanwhile, or it died
+            log.info("Worker %d served its max requests; replacing it", worker.pid)
+            drains, failures = await self._replace([worker], self._current, _log_step)
+            if failures:
+                log.error("Cannot replace worker %d: %s", worker.pid, describe(failures[0]))
+                self._pool_changed.set()
+            if drains:
+                await asyncio.wait(drains)
 
     def _lost(self, worker: Worker) -> None:
         """Take a dead or hung worker out of service and have it replaced."""

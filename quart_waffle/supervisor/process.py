@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
-from .worker import DRAIN, FAILED, GENERATION, READY, WorkerSpec
+from .worker import DRAIN, FAILED, GENERATION, READY, RECYCLE, WorkerSpec
 
 # A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
 # timeout; past this margin it is killed.
@@ -41,6 +42,7 @@ class WorkerProcess:
         self._reader = reader
         self._writer = writer
         self._listener: asyncio.Task[None] | None = None
+        self._recycle: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def spawn(
@@ -56,6 +58,8 @@ class WorkerProcess:
             insecure_fds=insecure,
             hypercorn=config.hypercorn_settings(secure, insecure),
             heartbeat=config.heartbeat_interval,
+            max_requests=config.max_requests
+            and config.max_requests + random.randint(0, config.max_requests_jitter),
         )
         try:
             process = await asyncio.create_subprocess_exec(
@@ -111,11 +115,22 @@ class WorkerProcess:
             raise WorkerFailed(self.pid, line.removeprefix(FAILED).strip(), details)
         raise WorkerFailed(self.pid, f"exited with code {self.process.returncode}")
 
+    async def wait_recycle(self) -> bool:
+        """True once the worker asks to be replaced; False if it goes first."""
+        return await asyncio.shield(self._recycle)
+
     async def _listen(self) -> None:
-        """Note every heartbeat of a serving worker, until its channel closes."""
-        with contextlib.suppress(ConnectionError):
-            while await self._reader.readline():
-                self._heard_at = time.monotonic()
+        """Note every heartbeat of a serving worker and its request to be replaced, until its
+        channel closes."""
+        try:
+            with contextlib.suppress(ConnectionError):
+                while line := await self._reader.readline():
+                    self._heard_at = time.monotonic()
+                    if line.strip() == RECYCLE.encode() and not self._recycle.done():
+                        self._recycle.set_result(True)
+        finally:
+            if not self._recycle.done():
+                self._recycle.set_result(False)
 
     async def _read_details(self) -> str:
         """What a failed worker sends after its ``failed`` line, up to end of file."""

@@ -4,7 +4,8 @@ Started by the supervisor with the JSON of a `WorkerSpec` as its one argument. T
 talks to the supervisor over one socket: it sends ``ready`` once lifespan startup has finished
 and Hypercorn is accepting, or ``failed <reason>`` followed by its traceback. Once ready, a task
 on its event loop sends ``beat`` every `WorkerSpec.heartbeat` seconds until it drains, so a
-blocked loop falls silent. It drains when it reads ``drain``, when that socket closes (the
+blocked loop falls silent. After `WorkerSpec.max_requests` requests it sends ``recycle``
+once, asking to be replaced. It drains when it reads ``drain``, when that socket closes (the
 supervisor is gone) or on SIGTERM. SIGINT is ignored: the supervisor decides when its workers
 stop. Its environment names its generation in ``QUART_WAFFLE_GENERATION``.
 """
@@ -21,6 +22,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -34,6 +36,7 @@ READY = "ready"
 FAILED = "failed"
 DRAIN = "drain"
 BEAT = "beat"
+RECYCLE = "recycle"
 GENERATION = "QUART_WAFFLE_GENERATION"  # the environment variable naming the generation
 
 # Connections accepted just before the worker stopped accepting get this long to send a request.
@@ -50,6 +53,7 @@ class WorkerSpec:
     insecure_fds: list[int]
     hypercorn: dict[str, Any]
     heartbeat: float = 0.0
+    max_requests: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -154,6 +158,8 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
         config.graceful_timeout = max(deadline - time.monotonic(), 0.0)
 
     startup_failures: list[str] = []
+    if spec.max_requests:
+        app = _counting(app, spec.max_requests, lambda: writer.write(f"{RECYCLE}\n".encode()))
     try:
         await serve(
             cast(ASGIFramework, DrainMiddleware(_recording(app, startup_failures), drain)),
@@ -167,6 +173,22 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
         raise
     finally:
         writer.close()
+
+
+def _counting(app: ASGIApp, limit: int, exhausted: Callable[[], None]) -> ASGIApp:
+    """`app`, calling `exhausted` once, when its `limit`-th HTTP or WebSocket connection
+    scope starts."""
+    served = 0
+
+    async def counting_app(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal served
+        if scope["type"] in ("http", "websocket"):
+            served += 1
+            if served == limit:
+                exhausted()
+        await app(scope, receive, send)
+
+    return counting_app
 
 
 async def _beat(writer: asyncio.StreamWriter, interval: float) -> None:
