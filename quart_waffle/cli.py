@@ -21,11 +21,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from .actor import checked_actor, escape_controls
-from .errors import InvalidValueError, StoreUnavailableError, WaffleError
+from .config import WaffleConfig
+from .errors import ConfigurationError, InvalidValueError, StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
 from .kinds import parse_integer
 from .redaction import describe_error, mask_credentials
 from .settings import display_value
+from .sync import channel_options, open_notifier
 
 R = TypeVar("R")
 
@@ -70,6 +72,8 @@ def _run(
         _require_watched(waffle)
 
     async def main() -> R:
+        if notify:
+            await _require_listened(waffle.config)
         async with app.app_context(), waffle.connected():
             return await action(waffle)
 
@@ -115,6 +119,26 @@ def _require_watched(waffle: QuartWaffle) -> None:
         raise click.ClickException(
             f"no worker watches {config.watcher_file} (no worker has created it): run this"
             " command with the workers' WAFFLE_* settings and instance folder, or pass"
+            " --no-channel-check if no worker runs yet"
+        )
+
+
+async def _require_listened(config: WaffleConfig) -> None:
+    """Refuse a write that no worker would be told of on a channel that counts
+    its listeners (``redis``: ``PUBSUB NUMSUB``) and has none. A channel that
+    cannot tell, or cannot be reached, does not stop the write: the workers'
+    periodic checks carry it."""
+    notifier = open_notifier(config.watchtype, channel_options(config))
+    try:
+        listeners = await notifier.listeners()
+    except Exception:
+        listeners = None
+    finally:
+        await notifier.close()
+    if listeners == 0:
+        raise ConfigurationError(
+            f"no worker listens on the {notifier.name} channel {config.redis_channel!r} at"
+            f" {notifier.where}: run this command with the workers' WAFFLE_* settings, or pass"
             " --no-channel-check if no worker runs yet"
         )
 

@@ -15,8 +15,10 @@ from click.testing import Result
 from quart import Quart
 from sqlalchemy import text
 
+from harness import REDIS_URL
 from quart_waffle import QuartWaffle
 from quart_waffle.store import SettingsStore, create_engine
+from tests.conftest import require
 from tests.helpers import make_waffle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,3 +283,43 @@ async def test_a_store_without_its_identity_table_names_the_fix(
     env = {"WAFFLE_DATABASE_URL": database_url, "WAFFLE_CREATE_TABLES": "false"}
     result = await asyncio.to_thread(_quart_in, tmp_path, env, "list")
     _assert_one_line_error(result, "the settings tables do not exist")
+
+
+async def test_a_write_no_redis_subscriber_would_hear_of_is_refused(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """On Redis the command counts the channel's subscribers: with none (the
+    workers listen on another channel, or none runs) it refuses to write."""
+    require("Redis")
+    channel = f"waffle-test-{os.urandom(6).hex()}"
+    env = {
+        "WAFFLE_DATABASE_URL": sqlite_url,
+        "WAFFLE_WATCHTYPE": "redis",
+        "WAFFLE_REDIS_URL": REDIS_URL,
+        "WAFFLE_REDIS_CHANNEL": channel,
+    }
+    refused = await asyncio.to_thread(_quart_in, tmp_path, dict(env), "set", "GREETING=lost")
+    _assert_one_line_error(refused, f"no worker listens on the redis channel '{channel}' at")
+    assert "--no-channel-check" in refused.stderr
+    forced = await asyncio.to_thread(
+        _quart_in, tmp_path, dict(env), "set", "GREETING=first", "--no-channel-check"
+    )
+    assert forced.stdout == "revision 1\n", forced  # the refused write stored nothing
+    app = Quart(__name__)
+    app.config["WAFFLE_CONFS"] = {"GREETING": {"default": "Hello"}}
+    worker = QuartWaffle(
+        app,
+        database_url=sqlite_url,
+        watchtype="redis",
+        redis_url=REDIS_URL,
+        redis_channel=channel,
+        check_interval=60.0,
+    )
+    async with app.test_app():
+        assert worker.get("GREETING") == "first"
+        heard = await asyncio.to_thread(_quart_in, tmp_path, dict(env), "set", "GREETING=heard")
+        assert heard.stdout == "revision 2\n", heard
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while worker.get("GREETING") != "heard":
+            assert asyncio.get_running_loop().time() < deadline, "the worker never heard"
+            await asyncio.sleep(0.01)

@@ -19,6 +19,8 @@ class NotifierABC(ABC):
     """
 
     name: str = ""
+    where: str = ""
+    """The channel's address for messages, credentials masked."""
     max_payload: int = 0
     """Bytes one payload may have: a change whose message would be longer
     is sent as a bare hint (0: bare hints only)."""
@@ -32,6 +34,12 @@ class NotifierABC(ABC):
         channel keeps it (a cheap witness of the latest revision, read by the
         periodic check instead of the store): ``b""`` when nothing was sent
         yet, None when the channel keeps no such line."""
+        return None
+
+    async def listeners(self) -> int | None:
+        """How many listeners the channel has now (a command refuses a write
+        no worker would hear of), or None when the channel cannot tell; raise
+        if it cannot be reached."""
         return None
 
     @abstractmethod

@@ -199,6 +199,12 @@ class RedisNotifier(_RedisEnd, NotifierABC):
         value = await self._run("read the head", lambda client: client.get(f"{self.channel}:head"))
         return value if isinstance(value, bytes) else b""
 
+    async def listeners(self) -> int | None:
+        counts = await self._run(
+            "count the subscribers", lambda client: client.pubsub_numsub(self.channel)
+        )
+        return sum(int(count) for _, count in counts)
+
     async def _run(self, what: str, operation: Callable[[Redis], Awaitable[T]]) -> T:
         if self._client is None:
             self._client = self._new_client()
