@@ -21,7 +21,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from .actor import checked_actor, escape_controls
-from .config import WaffleConfig
 from .errors import ConfigurationError, InvalidValueError, StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
 from .kinds import parse_integer
@@ -72,9 +71,9 @@ def _run(
         _require_watched(waffle)
 
     async def main() -> R:
-        if notify:
-            await _require_listened(waffle.config)
         async with app.app_context(), waffle.connected():
+            if notify:
+                await _require_listened(waffle)
             return await action(waffle)
 
     try:
@@ -123,12 +122,13 @@ def _require_watched(waffle: QuartWaffle) -> None:
         )
 
 
-async def _require_listened(config: WaffleConfig) -> None:
+async def _require_listened(waffle: QuartWaffle) -> None:
     """Refuse a write that no worker would be told of on a channel that counts
     its listeners (``redis``: ``PUBSUB NUMSUB``) and has none. A channel that
     cannot tell, or cannot be reached, does not stop the write: the workers'
     periodic checks carry it."""
-    notifier = open_notifier(config.watchtype, channel_options(config))
+    config = waffle.config
+    notifier = open_notifier(config.watchtype, channel_options(config), waffle.engine)
     try:
         listeners = await notifier.listeners()
     except Exception:
