@@ -32,6 +32,8 @@ STORE_CHECK_EVERY = 12
 """Every this many periodic checks, one goes to the store whatever the
 channel's witness says (a writer may not keep the witness: an older version,
 or one whose message failed after its commit)."""
+CANCEL_RETRY = 0.1
+"""Seconds :meth:`SyncRunner.stop` waits for the task before cancelling it again."""
 IGNORED_WARNING_INTERVAL = 60.0
 """Seconds between two warnings about payloads that are not hints."""
 
@@ -138,12 +140,13 @@ class SyncRunner:
             self._task = asyncio.create_task(self._run(), name="quart-waffle-sync")
 
     async def stop(self) -> None:
-        """Cancel the task, wait for it, and close the channel."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Cancel the task, wait for it, and close the channel. The task is
+        cancelled again until it ends: the Redis client may swallow a
+        cancellation that lands in its own timeout (redis-py issue 2551)."""
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_RETRY)
         await self.channel.close()
         self._connected = False
 
