@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,22 @@ async def test_unavailable_error_carries_no_statement_or_value(tmp_path: Path) -
     waffle = make_waffle(f"sqlite:///{tmp_path}")  # a directory: SQLite cannot open it
     with pytest.raises(StoreUnavailableError) as caught:
         await waffle.start(watch=False)
+    await _failed_sqlite_connects_stopped()
     message = str(caught.value)
     assert message.startswith("settings database unavailable: OperationalError: ")
     assert "\n" not in message
     assert "[SQL" not in message
+
+
+async def _failed_sqlite_connects_stopped() -> None:
+    """aiosqlite stops the thread of a connection that failed to open through a
+    future nobody awaits: let that thread end while this test's event loop is
+    open, or its answer lands on a closed loop (a thread exception in a later
+    test)."""
+    for _ in range(500):  # 5 s at most
+        if not any(
+            thread.name.endswith("(_connection_worker_thread)") and thread.is_alive()
+            for thread in threading.enumerate()
+        ):
+            return
+        await asyncio.sleep(0.01)
