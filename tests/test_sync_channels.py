@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +38,15 @@ from quart_waffle.sync.file import FileListener, FileNotifier
 from quart_waffle.sync.none import NullListener, NullNotifier
 from tests.conftest import require
 from tests.helpers import file_pair, make_waffle, serving, worker_pair
+from tests.sync_helpers import channel_options, until, worker
 
 CHANNELS = ["file", "redis", "postgres"]
 
 
-async def until(predicate: Callable[[], bool], within: float, message: str = "") -> float:
-    """Poll ``predicate`` until true; return the seconds it took, fail after ``within``."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not predicate():
-        if loop.time() - start > within:
-            pytest.fail(f"not within {within} s: {message}")
-        await asyncio.sleep(0.005)
-    return loop.time() - start
-
-
 @pytest.fixture(name="options", params=CHANNELS)
 def _options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """Options for two workers on one store, one per channel (a fresh channel
-    name on the shared Redis so parallel runs never hear each other)."""
-    watchtype: str = request.param
-    options: dict[str, Any] = {"watchtype": watchtype, "check_interval": 60.0}
-    if watchtype == "file":
-        options["database_url"] = request.getfixturevalue("sqlite_url")
-        options["watcher_file"] = str(tmp_path / "run" / "waffle.revision")
-    elif watchtype == "redis":
-        require("Redis")
-        options["database_url"] = request.getfixturevalue("sqlite_url")
-        options["redis_url"] = REDIS_URL
-        options["redis_channel"] = f"waffle-test-{os.urandom(6).hex()}"
-    else:
-        options["database_url"] = request.getfixturevalue("postgres_url")
-    return options
-
-
-def worker(options: dict[str, Any], **overrides: Any) -> QuartWaffle:
-    merged = {**options, **overrides}
-    return make_waffle(merged.pop("database_url"), **merged)
+    """Two workers on one store, one per channel."""
+    return channel_options(request, tmp_path, request.param)
 
 
 @pytest.fixture(name="pair")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,29 +22,7 @@ from quart_waffle import QuartWaffle
 from quart_waffle.sync import runner as runner_module
 from tests.conftest import require
 from tests.helpers import make_waffle
-
-
-async def until(predicate: Callable[[], bool], within: float, message: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"not within {within} s: {message}")
-        await asyncio.sleep(0.005)
-
-
-def reads(waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record every catch-up query ``waffle`` makes from now on."""
-    store = waffle._connected().store
-    original = store.changes_since
-    calls: list[int] = []
-
-    async def counted(revision: int) -> Any:
-        calls.append(revision)
-        return await original(revision)
-
-    monkeypatch.setattr(store, "changes_since", counted)
-    return calls
+from tests.sync_helpers import store_reads, until
 
 
 def deaf(waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +69,7 @@ async def test_idle_checks_read_the_witness_not_the_store(
     a, b = pair
     await a.update({"GREETING": "before"})
     await until(lambda: b.revision == a.revision, 2.0)
-    calls = reads(b, monkeypatch)
+    calls = store_reads(b, monkeypatch)
     await asyncio.sleep(0.8)  # 8 checks of 0.1 s, fewer than STORE_CHECK_EVERY
     assert calls == []
 
@@ -102,7 +80,7 @@ async def test_a_lost_message_is_caught_by_the_witness(
     a, b = pair
     deaf(b, monkeypatch)
     await asyncio.sleep(0.3)  # the wait already running (0.1 s at most) is over
-    calls = reads(b, monkeypatch)
+    calls = store_reads(b, monkeypatch)
     revision = await a.update({"GREETING": "lost on the way"})
     # within a check or two (0.1 s each), long before the 12th check goes to the store
     await until(lambda: b.revision == revision, 0.6, f"B at {b.revision}")

@@ -19,7 +19,8 @@ from quart_waffle.sync.file import FileListener, FileNotifier
 from quart_waffle.sync.none import NullListener, NullNotifier
 from quart_waffle.sync.redis import RedisListener, RedisNotifier
 from tests.helpers import file_pair, serving, worker_pair
-from tests.test_sync_channels import revisions, until
+from tests.sync_helpers import until
+from tests.test_sync_channels import revisions
 
 
 @pytest.fixture(name="redis_server")

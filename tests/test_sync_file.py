@@ -23,7 +23,7 @@ from quart_waffle.sync import (
 )
 from quart_waffle.sync.file import FileListener, FileNotifier, FileThread
 from tests.helpers import make_waffle, serving
-from tests.test_sync_channels import until
+from tests.sync_helpers import until
 
 
 def planted(tmp_path: Path, link: Path) -> Path:

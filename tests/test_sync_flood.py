@@ -18,7 +18,7 @@ from quart_waffle.sync.message import MAX_REVISION
 from quart_waffle.sync.pacing import Pacing
 from quart_waffle.sync.runner import CATCH_UP_BURST, CATCH_UP_SPACING
 from tests.conftest import require
-from tests.test_sync_channels import until
+from tests.sync_helpers import until
 
 SERVED = 10
 ABSURD = [

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +33,15 @@ from quart_waffle.sync import (
 from quart_waffle.sync import message as message_module
 from tests.conftest import require
 from tests.helpers import CONFS, make_waffle
+from tests.sync_helpers import channel_options, store_reads, until, worker
 
 KEY = derive_key("fleet-secret-key")
 SYNC_KEY = "fleet-secret-key"
 STORE = "0123456789abcdef0123456789abcdef"
 
 
-async def until(predicate: Callable[[], bool], within: float, message: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"not within {within} s: {message}")
-        await asyncio.sleep(0.005)
-
-
 async def reaches(waffle: QuartWaffle, revision: int) -> None:
     await until(lambda: waffle.revision == revision, 2.0, f"at {waffle.revision}, not {revision}")
-
-
-def reads(waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record every catch-up query ``waffle`` makes from now on."""
-    store = waffle._connected().store
-    original = store.changes_since
-    calls: list[int] = []
-
-    async def counted(revision: int) -> Any:
-        calls.append(revision)
-        return await original(revision)
-
-    monkeypatch.setattr(store, "changes_since", counted)
-    return calls
 
 
 # The message itself.
@@ -180,28 +158,7 @@ CHANNELS = ["file", "redis", "postgres"]
 
 @pytest.fixture(name="options", params=CHANNELS)
 def _options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    watchtype: str = request.param
-    options: dict[str, Any] = {
-        "watchtype": watchtype,
-        "check_interval": 60.0,
-        "sync_key": SYNC_KEY,
-    }
-    if watchtype == "file":
-        options["database_url"] = request.getfixturevalue("sqlite_url")
-        options["watcher_file"] = str(tmp_path / "run" / "waffle.revision")
-    elif watchtype == "redis":
-        require("Redis")
-        options["database_url"] = request.getfixturevalue("sqlite_url")
-        options["redis_url"] = REDIS_URL
-        options["redis_channel"] = f"waffle-test-{os.urandom(6).hex()}"
-    else:
-        options["database_url"] = request.getfixturevalue("postgres_url")
-    return options
-
-
-def worker(options: dict[str, Any], **overrides: Any) -> QuartWaffle:
-    merged = {**options, **overrides}
-    return make_waffle(merged.pop("database_url"), **merged)
+    return {**channel_options(request, tmp_path, request.param), "sync_key": SYNC_KEY}
 
 
 @pytest.fixture(name="pair")
@@ -217,8 +174,8 @@ async def test_a_change_is_applied_from_the_message_with_no_store_read(
     pair: tuple[QuartWaffle, QuartWaffle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = pair
-    calls = reads(b, monkeypatch)
-    writer_calls = reads(a, monkeypatch)
+    calls = store_reads(b, monkeypatch)
+    writer_calls = store_reads(a, monkeypatch)
     heard: list[dict[str, Any]] = []
 
     async def receiver(_app: Any, **extra: Any) -> None:
@@ -252,7 +209,7 @@ async def test_a_gap_falls_back_to_the_store(
     a, b = pair
     # revision 1 is written without a message (a lost one): B misses it
     await a._connected().store.write({"THEME": '"dark"'})
-    calls = reads(b, monkeypatch)
+    calls = store_reads(b, monkeypatch)
     revision = await a.update({"MAX_ITEMS": 42})  # A catches up itself first, then carries 2
     await reaches(b, revision)
     assert (b.get("THEME"), b.get("MAX_ITEMS")) == ("dark", 42)
@@ -272,7 +229,7 @@ async def test_a_key_not_declared_or_a_value_that_does_not_fit_goes_to_the_store
     assert a.app is not None
     assert b.app is not None
     async with a.app.test_app(), b.app.test_app():
-        calls = reads(b, monkeypatch)
+        calls = store_reads(b, monkeypatch)
         revision = await a.update({"NEW_FLAG": True})
         await reaches(b, revision)
         revision = await a.update({"THEME": "blue"})
@@ -292,7 +249,7 @@ async def test_workers_without_the_same_key_converge_through_the_store(
     assert keyless.app is not None
     assert other_key.app is not None
     async with a.app.test_app(), keyless.app.test_app(), other_key.app.test_app():
-        calls = [reads(keyless, monkeypatch), reads(other_key, monkeypatch)]
+        calls = [store_reads(keyless, monkeypatch), store_reads(other_key, monkeypatch)]
         revision = await a.update({"GREETING": "signed"})
         await until(lambda: keyless.revision == other_key.revision == revision, 2.0)
         assert keyless.get("GREETING") == other_key.get("GREETING") == "signed"
@@ -344,7 +301,7 @@ async def test_forged_tampered_and_replayed_messages_change_no_served_value(
     assert b"genuine" in captured["data"]
     second = await a.update({"GREETING": "current"})
     await reaches(b, second)
-    calls = reads(b, monkeypatch)
+    calls = store_reads(b, monkeypatch)
 
     line = b"%d attacker" % (second + 1)
     body = genuine_body(base=second, changes=[["GREETING", '"pwned"']])
@@ -373,7 +330,7 @@ async def test_a_secret_never_travels_on_the_wire(
     await pubsub.subscribe(a.config.redis_channel)
     while await pubsub.get_message(timeout=1.0) is None:
         pass
-    calls = reads(b, monkeypatch)
+    calls = store_reads(b, monkeypatch)
     await a.update({"GREETING": "in the clear"})
     revision = await a.update({"API_KEY": "hunter2-very-secret", "GREETING": "with a secret"})
     await reaches(b, revision)
@@ -498,7 +455,7 @@ async def test_a_forged_hint_never_shows_in_health(
     channel = a.config.redis_channel
     first = await a.update({"GREETING": "genuine"})
     await until(lambda: b.health().hinted_revision == first, 2.0, "genuine hint not recorded")
-    calls = reads(b, monkeypatch)
+    calls = store_reads(b, monkeypatch)
     await raw.publish(channel, b"9223372036854775807 evil")
     await until(lambda: len(calls) == 1, 2.0, "the forged hint cost no catch-up")
     await asyncio.sleep(0.1)
