@@ -313,6 +313,21 @@ OPTIONS: tuple[Option, ...] = (
         " spaces around it. Without it (and without `authorize`) the admin refuses everyone.",
         _text,
     ),
+    Option(
+        "metrics_token",
+        "str",
+        None,
+        "Bearer token for `<admin_prefix>/metrics` only, for a Prometheus scraper (the admin's"
+        " own credentials work there too); same rules as `admin_token`. See [metrics](metrics.md).",
+        _text,
+    ),
+    Option(
+        "metrics_public",
+        "bool",
+        False,
+        "Serve `<admin_prefix>/metrics` to anyone, without credentials (a private network).",
+        _boolean,
+    ),
 )
 DEFAULTS: Mapping[str, Any] = {option.key: option.default for option in OPTIONS}
 
@@ -344,6 +359,8 @@ class WaffleConfig:
     mirror_config: bool
     admin_prefix: str | None
     admin_token: str | None
+    metrics_token: str | None
+    metrics_public: bool
 
     @classmethod
     def resolve(

@@ -27,6 +27,7 @@ from .store import (
     create_engine,
     unavailable_as_error,
 )
+from .metrics import sync_observer
 from .sync import Carried, SyncHealth, SyncRunner, derive_key, make_channel
 
 T = TypeVar("T")
@@ -103,6 +104,8 @@ class QuartWaffle:
         mirror_config: bool | None = None,
         admin_prefix: str | None = None,
         admin_token: str | None = None,
+        metrics_token: str | None = None,
+        metrics_public: bool | None = None,
     ) -> None:
         self._settings = list(settings)
         self._engine = engine
@@ -334,6 +337,7 @@ class QuartWaffle:
                 apply=self._apply_carried,
                 key=_message_key(config.sync_key or app.config.get("SECRET_KEY")),
                 store=identity,
+                observer=sync_observer(),
             )
         except BaseException:
             if self._engine is None:
@@ -524,6 +528,7 @@ class QuartWaffle:
         revision = max([0, *(row.revision for row in rows)])
         base = self._defaults() if reload else old
         self._snapshot = new = base.merged(revision, values, revisions, defaults, rejected)
+        connection.sync.observer.served(revision)
         touched = new.values if reload else values
         changes = {
             key: (old.values[key], new.values[key])

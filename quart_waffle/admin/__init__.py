@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 def register_admin(app: Quart, waffle: QuartWaffle) -> None:
     """Mount the admin on ``app`` under ``waffle.config.admin_prefix``."""
+    from ..metrics.endpoint import check_metrics_token, metrics
     from .api import api
     from .page import page
 
@@ -31,9 +32,11 @@ def register_admin(app: Quart, waffle: QuartWaffle) -> None:
     assert waffle.config.admin_prefix
     prefix = mount_path(waffle.config.admin_prefix)
     check_token(waffle.config.admin_token)
+    check_metrics_token(waffle.config.metrics_token)
     attach_state(app)
     app.register_blueprint(api, url_prefix=prefix)
     app.register_blueprint(page, url_prefix=prefix)
+    app.register_blueprint(metrics, url_prefix=prefix)
     # App-level, limited to the prefix: a request that matches no route (or
     # not its method) never reaches the blueprints' own hooks.
     app.before_request(_routing_errors_under(prefix))

@@ -26,7 +26,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_PAYLOAD = 256
@@ -63,11 +63,14 @@ class Hint:
 class Carried(Hint):
     """A hint that carries, authenticated, what ``revision`` changed over
     ``base``: key to stored JSON text, None meaning "back to the default";
-    ``store`` is the identity of the database it was committed to."""
+    ``store`` is the identity of the database it was committed to;
+    ``sent_at`` when it was sent (seconds since the epoch, the envelope's
+    ``at``), for the propagation metric."""
 
     base: int
     changes: tuple[tuple[str, str | None], ...]
     store: str
+    sent_at: float = field(default=0.0, compare=False)
 
 
 def derive_key(secret: str | bytes) -> bytes:
@@ -182,4 +185,4 @@ def _carried(hint: Hint, body: bytes) -> Carried | None:
         ):
             return None
         pairs.append((change[0], change[1]))
-    return Carried(hint.revision, hint.sender, base, tuple(pairs), store)
+    return Carried(hint.revision, hint.sender, base, tuple(pairs), store, sent_at / 1000)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..redaction import describe_error
 from .base import Channel
 from .message import Carried, Hint, decode_hint, decode_message, encode_message
+from .observer import SyncObserver
 from .pacing import Backoff, Pacing
 
 logger = logging.getLogger("quart_waffle.sync")
@@ -95,6 +96,7 @@ class SyncRunner:
             channel and the key is a bare hint.
         spacing, burst: Catch-ups caused by hints: ``burst`` at once, then one
             per ``spacing`` seconds however many hints come.
+        observer: Told every sync event (the metrics); by default nobody.
     """
 
     def __init__(
@@ -109,8 +111,10 @@ class SyncRunner:
         store: str = "",
         spacing: float = CATCH_UP_SPACING,
         burst: int = CATCH_UP_BURST,
+        observer: SyncObserver | None = None,
     ) -> None:
         self.channel = channel
+        self.observer = observer or SyncObserver()
         self.sender = secrets.token_hex(8)
         self._catch_up = catch_up
         self._applied = applied
@@ -149,6 +153,7 @@ class SyncRunner:
             await asyncio.wait({task}, timeout=CANCEL_RETRY)
         await self.channel.close()
         self._connected = False
+        self.observer.closed()
 
     async def notify(self, revision: int, changes: Mapping[str, str | None] | None = None) -> None:
         """Tell the other workers that ``revision`` is committed, carrying
@@ -168,6 +173,7 @@ class SyncRunner:
         try:
             await notifier.send(payload)
         except Exception as error:
+            self.observer.error("notify")
             self._unannounced = max(self._unannounced, revision)
             logger.warning(
                 "could not notify revision %d on %s: %s",
@@ -202,14 +208,17 @@ class SyncRunner:
             await self._disconnect()
         else:
             self._connected = True
+            self.observer.channel(True)
 
     async def _disconnect(self) -> None:
         self._connected = False
+        self.observer.channel(False)
         with contextlib.suppress(Exception):
             await self.channel.listener.close()
 
-    def _report(self, message: str) -> None:
-        """Log once per outage, not once per retry."""
+    def _report(self, message: str, kind: str = "channel") -> None:
+        """Log once per outage, not once per retry; count every failure."""
+        self.observer.error(kind)
         if self._last_error is None:
             logger.warning("%s; serving the last known values and retrying", message)
         self._last_error = message
@@ -230,6 +239,8 @@ class SyncRunner:
         if head == b"":
             return True  # nothing announced on this channel yet
         hint = None if head is None else decode_hint(head)
+        if hint is not None:
+            self.observer.heard(hint.revision)
         return hint is not None and hint.revision <= self._applied()
 
     async def _receive(self, payloads: list[bytes]) -> bool:
@@ -269,6 +280,7 @@ class SyncRunner:
         """Record a hinted revision once the store confirms it: at once when
         this worker serves it already, else after the next catch-up
         (:meth:`_confirm`), so a forged hint is never shown in health."""
+        self.observer.heard(revision)
         if revision <= self._applied():
             self._hinted = revision
         else:
@@ -285,8 +297,9 @@ class SyncRunner:
         if self._apply is None or change.base != self._applied():
             return False
         try:
-            return await self._apply(change)
+            applied = await self._apply(change)
         except Exception as error:
+            self.observer.error("apply")
             logger.warning(
                 "could not apply revision %d from the %s channel, catching up from the store: %s",
                 change.revision,
@@ -294,6 +307,9 @@ class SyncRunner:
                 describe_error(error),
             )
             return False
+        if applied:
+            self.observer.applied_directly(change)
+        return applied
 
     def _ignore(self, payload: bytes) -> None:
         """Count a payload that is not a hint; warn at most once a minute."""
@@ -345,11 +361,12 @@ class SyncRunner:
             try:
                 await self._catch_up()
             except Exception as error:
-                self._report(f"catch-up failed: {describe_error(error)}")
+                self._report(f"catch-up failed: {describe_error(error)}", "catch_up")
                 await asyncio.sleep(backoff.next_delay())
                 continue
             owed = False
             self._confirm()
+            self.observer.caught_up()
             next_check = loop.time() + self._check_interval
             self._last_sync = time.time()
             if self._connected:
