@@ -22,7 +22,7 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m harness.services
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -34,6 +34,9 @@ import pytest
 
 from harness import ROOT, ProcessGroup, every_worker, free_port, wait_listening
 
+# every test here shares one built wheel: keep them in one process when the suite runs in several
+pytestmark = pytest.mark.xdist_group("installed-wheel")
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 WORKERS = 2
 SERVERS = ("hypercorn", "quart-waffle")
