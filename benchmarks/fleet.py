@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import statistics
@@ -39,6 +40,9 @@ from .common import BenchConfig, Section, workspace
 CONFS = {"GREETING": {"default": "Hello"}, "MAX_ITEMS": {"default": 20}}
 SYNC_KEY = "fleet-benchmark-key"
 PROCESSES = 8
+MODES = ("carried", "hint")
+PROFILE_VARIABLE = "WAFFLE_FLEET_PROFILE"
+"""A directory: each fleet process writes its cProfile statistics there."""
 GAP = 0.25  # seconds between two updates: every worker has applied the last one
 
 
@@ -75,8 +79,15 @@ async def worker_process(instances: int, database_url: str, channel: str, mode: 
     await asyncio.gather(*(waffle.start(watch=True, announce=True) for waffle in waffles))
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
+    profile_to = os.environ.get(PROFILE_VARIABLE)
+    profiler = cProfile.Profile() if profile_to else None
     cpu = time.process_time()
+    if profiler is not None:
+        profiler.enable()
     await loop.run_in_executor(None, sys.stdin.readline)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(Path(profile_to or ".") / f"fleet-{os.getpid()}.prof")
     cpu = time.process_time() - cpu
     print(json.dumps({"applied": applied, "cpu": cpu}), flush=True)
     await asyncio.gather(*(waffle.stop() for waffle in waffles))
@@ -231,14 +242,18 @@ async def run_fleet(store: str, database_url: str, workers: int, mode: str, upda
 
 
 async def fleets(
-    stores: list[str], sizes: list[int] | None, updates: int, directory: Path
+    stores: list[str],
+    sizes: list[int] | None,
+    updates: int,
+    directory: Path,
+    modes: tuple[str, ...] = MODES,
 ) -> AsyncIterator[Row]:
     """Each fleet, carried then hint, as it is measured."""
     for store in stores:
         if store == "postgres" and missing_reason("PostgreSQL") is not None:
             continue
         for workers in sizes or ([32, 128, 256] if store == "sqlite" else [160]):
-            for mode in ("carried", "hint"):
+            for mode in modes:
                 if store == "sqlite":
                     url = f"sqlite:///{directory / f'{workers}-{mode}.db'}"
                     yield await run_fleet(store, url, workers, mode, updates)
@@ -276,7 +291,11 @@ async def main(arguments: argparse.Namespace) -> None:
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory(prefix="waffle-fleet-") as directory:
         async for row in fleets(
-            arguments.stores, arguments.sizes, arguments.updates, Path(directory)
+            arguments.stores,
+            arguments.sizes,
+            arguments.updates,
+            Path(directory),
+            tuple(arguments.modes),
         ):
             print(row.line(), flush=True)
 
@@ -285,6 +304,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet", description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="workers per fleet")
     parser.add_argument("--updates", type=int, default=20, help="updates per fleet")
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument(
         "--stores",
         nargs="*",

@@ -443,21 +443,26 @@ class QuartWaffle:
         """Apply revision ``base + 1``'s ``changes`` (key to stored JSON text,
         None: back to the default) with no database round trip, if this worker
         serves ``base`` and every key is declared here with a value that fits;
-        return whether it did."""
+        return whether it did. Each value is decoded and validated once."""
+        values: dict[str, Any] = {}
         for key, text in changes.items():
             setting = self.declarations.get(key)
             if setting is None:
                 return False
             if text is not None:
                 try:
-                    setting.decode(text)
+                    values[key] = setting.decode(text)
                 except InvalidValueError:
                     return False
-        rows = [StoredValue(key, text, base + 1) for key, text in changes.items()]
         async with connection.refresh_lock:
-            if not rows or self._snapshot.revision != base:
+            if not changes or self._snapshot.revision != base:
                 return False
-            applied = self._apply(connection, rows)
+            defaults = changes.keys() - values.keys()
+            for key in defaults:
+                values[key] = self.declarations[key].default
+            applied = self._swap(
+                connection, base + 1, values, dict.fromkeys(changes, base + 1), defaults, {}
+            )
         await self._announce(connection, applied)
         return True
 
@@ -499,7 +504,6 @@ class QuartWaffle:
         """Swap in a snapshot with ``rows`` applied (with ``reload``, ``rows``
         are every stored key and replace the whole snapshot); return key to
         (old, new)."""
-        old = self._snapshot
         values: dict[str, Any] = {}
         revisions: dict[str, int] = {}
         defaults: set[str] = set()
@@ -526,6 +530,25 @@ class QuartWaffle:
             defaults.add(row.key)
         # a store that holds nothing yet is at revision 0
         revision = max([0, *(row.revision for row in rows)])
+        return self._swap(
+            connection, revision, values, revisions, defaults, rejected, reload=reload
+        )
+
+    def _swap(
+        self,
+        connection: _Connection,
+        revision: int,
+        values: dict[str, Any],
+        revisions: dict[str, int],
+        defaults: Iterable[str],
+        rejected: dict[str, str],
+        *,
+        reload: bool = False,
+    ) -> dict[str, tuple[Any, Any]]:
+        """Swap in a snapshot at ``revision`` with ``values`` (decoded and
+        validated) laid over the one served (with ``reload``, over the
+        defaults); return key to (old, new) for the values that changed."""
+        old = self._snapshot
         base = self._defaults() if reload else old
         self._snapshot = new = base.merged(revision, values, revisions, defaults, rejected)
         connection.sync.observer.served(revision)

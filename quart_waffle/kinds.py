@@ -81,7 +81,7 @@ def load_json(text: str) -> Any:
     if len(text) > MAX_VALUE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
         raise ValueError(f"must be at most {MAX_VALUE_BYTES} bytes of JSON")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"must be valid JSON ({error.msg})") from None
     except _ConstantError as error:
@@ -159,6 +159,10 @@ class _ConstantError(ValueError):
 
 def _reject_constant(name: str) -> Any:
     raise _ConstantError(f"{name} is not JSON")
+
+
+# one decoder for every value: json.loads would build a new one per call
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _got(value: Any) -> str:

@@ -155,7 +155,8 @@ def decode_message(payload: bytes, key: bytes | None, store: str) -> Hint | None
 
 
 def _mac(key: bytes, line: bytes, body: bytes) -> str:
-    return hmac.new(key, b"%s\n%s %s" % (line, VERSION, body), hashlib.sha256).hexdigest()
+    # the one-shot digest runs in C, several times faster than an hmac object
+    return hmac.digest(key, b"%s\n%s %s" % (line, VERSION, body), "sha256").hex()
 
 
 def _carried(hint: Hint, body: bytes) -> Carried | None:
