@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -117,6 +118,9 @@ class QuartWaffle:
         self.declarations: dict[str, Setting[Any]] = {}
         self._snapshot = Snapshot.of(-1, {}, {})
         self._connection: _Connection | None = None
+        # restart-required key: the value this process started with (see pending_restart)
+        self._started_with: dict[str, Any] = {}
+        self.restart_requested = False
         if app is not None:
             self.init_app(app)
 
@@ -204,6 +208,14 @@ class QuartWaffle:
         """The settings database's engine while connected (the admin keeps
         its page sessions there); :class:`RuntimeError` otherwise."""
         return self._connected().store.engine
+
+    @property
+    def pending_restart(self) -> list[str]:
+        """The settings declared ``restart=True`` whose value changed since
+        this process started: they take effect after a restart. Under
+        ``quart-waffle serve`` the supervisor was asked for a rolling reload
+        (:attr:`restart_requested`), which replaces this worker."""
+        return sorted(self._started_with)
 
     def health(self) -> SyncHealth:
         """This worker's sync state: channel, applied revision, last sync."""
@@ -498,6 +510,27 @@ class QuartWaffle:
             self.declarations,
         )
 
+    def _restart_if_needed(self, changes: Mapping[str, tuple[Any, Any]], revision: int) -> None:
+        """Note the restart-required settings among ``changes`` and, under the
+        supervisor, ask it for a rolling reload (every worker asks; it makes one)."""
+        changed: list[str] = []
+        for key, (old, new) in changes.items():
+            if not self.declarations[key].restart:
+                continue
+            started = self._started_with.setdefault(key, old)
+            if new == started:
+                del self._started_with[key]  # back to what this process runs with
+            else:
+                changed.append(key)
+        if not changed:
+            return
+        reason = f"{', '.join(sorted(changed))} changed at revision {revision}"
+        if _ask_supervisor_restart(reason):
+            self.restart_requested = True
+            logger.info("%s: asked the supervisor for a rolling restart", reason)
+        else:
+            logger.warning("%s: takes effect after a restart", reason)
+
     def _apply(
         self, connection: _Connection, rows: list[StoredValue], *, reload: bool = False
     ) -> dict[str, tuple[Any, Any]]:
@@ -558,9 +591,21 @@ class QuartWaffle:
             for key in touched
             if old.values[key] != new.values[key]
         }
+        if old.revision >= 0:  # the first load is what this process starts with
+            self._restart_if_needed(changes, revision)
         if connection.config.mirror_config:
             connection.app.config.update({key: new.values[key] for key in touched})
         return changes
+
+
+def _ask_supervisor_restart(reason: str) -> bool:
+    """Ask ``quart-waffle serve`` for a rolling reload when this process is
+    one of its workers; False otherwise (the supervisor is imported only then)."""
+    if os.environ.get("QUART_WAFFLE_GENERATION") is None:
+        return False
+    from .supervisor.worker import request_restart
+
+    return request_restart(reason)
 
 
 def _message_key(secret: object) -> bytes | None:

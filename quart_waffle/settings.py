@@ -38,7 +38,18 @@ UNREADABLE_MARK = "<unreadable>"
 
 _KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _CONF_FIELDS = frozenset(
-    {"default", "desc", "description", "type", "choices", "min", "max", "secret", "group"}
+    {
+        "default",
+        "desc",
+        "description",
+        "type",
+        "choices",
+        "min",
+        "max",
+        "secret",
+        "group",
+        "restart",
+    }
 )
 
 
@@ -58,6 +69,10 @@ class Setting(Generic[T]):
         max: Largest allowed number (int and float settings).
         secret: Never echoed by the admin, the history or the logs.
         group: Heading the admin page lists the setting under.
+        restart: The app reads it only at start-up (a log level, a pool size): a
+            change takes effect after a restart. Under ``quart-waffle serve``
+            the workers are then rolled (one rolling reload per change);
+            elsewhere the admin says the change awaits a restart.
 
     Example::
 
@@ -73,6 +88,7 @@ class Setting(Generic[T]):
     max: float | None = None
     secret: bool = False
     group: str = ""
+    restart: bool = False
     kind: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -223,6 +239,7 @@ class Setting(Generic[T]):
             "max": None if self.secret else self.max,
             "secret": self.secret,
             "group": self.group,
+            "restart": self.restart,
         }
 
 
@@ -256,6 +273,7 @@ def setting_from_conf(key: str, conf: Mapping[str, Any]) -> Setting[Any]:
         max=conf.get("max"),
         secret=bool(conf.get("secret", False)),
         group=str(conf.get("group", "")),
+        restart=bool(conf.get("restart", False)),
     )
 
 

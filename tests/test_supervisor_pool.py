@@ -35,11 +35,13 @@ class FakeWorker:
         self.silent = 0.0
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.recycle: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.restarts: asyncio.Queue[str | None] = asyncio.Queue()  # reasons; None: gone
         self.exited.add_done_callback(self._gone)
 
     def _gone(self, _exited: asyncio.Future[int]) -> None:
         if not self.recycle.done():
             self.recycle.set_result(False)
+        self.restarts.put_nowait(None)
 
     def uptime(self) -> float:
         return self.age
@@ -57,6 +59,12 @@ class FakeWorker:
 
     async def wait_recycle(self) -> bool:
         return await asyncio.shield(self.recycle)
+
+    async def wait_restart(self) -> str | None:
+        reason = await self.restarts.get()
+        if reason is None:
+            self.restarts.put_nowait(None)
+        return reason
 
     async def wait_exit(self) -> int:
         return await asyncio.shield(self.exited)

@@ -40,12 +40,14 @@ async def _authenticate() -> None:
 
 def setting_item(setting: Setting[Any], waffle: QuartWaffle) -> dict[str, Any]:
     """One setting as the API shows it: declaration, display value, revision,
-    and whether it serves its declared default."""
+    whether it serves its declared default, and whether a change to it awaits a
+    restart."""
     snapshot = waffle.snapshot
     return {
         **setting.describe(),
         "value": setting.display(snapshot.values[setting.key]),
         "is_default": snapshot.is_default(setting.key),
+        "restart_pending": setting.key in waffle.pending_restart,
         "revision": snapshot.revisions.get(setting.key, 0),
     }
 

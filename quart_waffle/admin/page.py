@@ -63,6 +63,7 @@ async def _render(
         worker=worker,
         can_logout=signed_in and session is not None and session.session_id is not None,
         csrf=session.csrf if session is not None else "",
+        pending_restart=current_waffle().pending_restart if signed_in else [],
         **context,
     )
     response = Response(body, status=status, mimetype="text/html")

@@ -17,6 +17,7 @@ from .config import ServeConfig, control_socket_beside
 from .control import request_reload
 from .errors import ReloadFailed, ServeError
 from .options import MIN_ACTIVE, RANGES, RELOAD_TIMEOUT, integer_option, number_option
+from .reloader import check_available as check_reload_available
 from .supervisor import Supervisor
 from .worker import parse_app
 
@@ -128,6 +129,54 @@ def _parser() -> argparse.ArgumentParser:
         help="add up to N requests, drawn per worker, to --max-requests",
     )
     serve.add_argument(
+        "--max-worker-lifetime",
+        type=number_option(RANGES["max_worker_lifetime"]),
+        default=0.0,
+        metavar="SECONDS",
+        help="replace a worker after it has served this long, rolling, never below "
+        "--min-active; 0 never",
+    )
+    serve.add_argument(
+        "--max-worker-lifetime-jitter",
+        type=number_option(RANGES["max_worker_lifetime_jitter"]),
+        default=0.0,
+        metavar="SECONDS",
+        help="add up to this many seconds, drawn per worker, to --max-worker-lifetime",
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: roll the workers when the code changes; needs the reload extra "
+        "(default: off)",
+    )
+    serve.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory --reload watches instead of the working directory; repeatable",
+    )
+    serve.add_argument(
+        "--reload-include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="file name pattern --reload watches instead of *.py; repeatable",
+    )
+    serve.add_argument(
+        "--reload-exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="file name pattern --reload ignores; repeatable",
+    )
+    serve.add_argument(
+        "--release-link",
+        metavar="PATH",
+        help="a symbolic link to the release directory to run (such as /srv/app/current), "
+        "resolved once per reload: each generation runs the directory it named then",
+    )
+    serve.add_argument(
         "--timeout",
         type=number_option(RANGES["timeout"]),
         default=30.0,
@@ -186,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> ServeConfig:
     parse_app(args.app)
+    if args.reload:
+        check_reload_available()
     return ServeConfig(
         app=args.app,
         binds=args.bind or ["127.0.0.1:8000"],
@@ -199,6 +250,13 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         timeout=args.timeout,
         max_requests=args.max_requests,
         max_requests_jitter=args.max_requests_jitter,
+        max_worker_lifetime=args.max_worker_lifetime,
+        max_worker_lifetime_jitter=args.max_worker_lifetime_jitter,
+        reload=args.reload,
+        reload_dirs=args.reload_dir,
+        reload_includes=args.reload_include,
+        reload_excludes=args.reload_exclude,
+        release_link=args.release_link,
         certfile=args.certfile,
         keyfile=args.keyfile,
         access_logfile=args.access_logfile,

@@ -78,6 +78,17 @@ class ServeConfig:
             started together are not replaced together.
         timeout: Seconds a serving worker's event loop may stay silent (no heartbeat) before the
             worker is killed and replaced; 0 disables the check.
+        max_worker_lifetime: Seconds after which a serving worker is replaced (a rolling
+            replacement, by the reload rules); 0 never.
+        max_worker_lifetime_jitter: Up to this many more seconds, drawn per worker.
+        reload: Watch the code and roll the workers when a file changes (development; needs
+            the ``reload`` extra, watchfiles).
+        reload_dirs: Directories `reload` watches (the working directory by default).
+        reload_includes: File name patterns `reload` watches (``*.py`` by default).
+        reload_excludes: File name patterns `reload` ignores.
+        release_link: A symbolic link to the release directory to run (``/srv/app/current``):
+            resolved once per reload, each generation's workers run in the directory it named
+            then.
         certfile: TLS certificate (PEM).
         keyfile: TLS private key (PEM).
         access_logfile: Access log target (``-`` for stderr), none by default.
@@ -104,6 +115,13 @@ class ServeConfig:
     timeout: float = 30.0
     max_requests: int = 0
     max_requests_jitter: int = 0
+    max_worker_lifetime: float = 0.0
+    max_worker_lifetime_jitter: float = 0.0
+    reload: bool = False
+    reload_dirs: list[str] = field(default_factory=list)
+    reload_includes: list[str] = field(default_factory=list)
+    reload_excludes: list[str] = field(default_factory=list)
+    release_link: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
     access_logfile: str | None = None

@@ -18,6 +18,7 @@ N = TypeVar("N", int, float)
 MAX_SECONDS = 86400.0  # a day: longer waits are typing mistakes
 SECONDS: Bounds = (0.001, MAX_SECONDS)
 WORKERS: Bounds = (1, 1024)
+MAX_LIFETIME = 30 * MAX_SECONDS  # a worker may live for a month
 
 RANGES: dict[str, Bounds] = {
     "workers": WORKERS,
@@ -29,6 +30,8 @@ RANGES: dict[str, Bounds] = {
     "backlog": (1, 65535),
     "max_requests": (0, 999_999),  # 0: never
     "max_requests_jitter": (0, 999_999),
+    "max_worker_lifetime": (0.0, MAX_LIFETIME),  # 0: never
+    "max_worker_lifetime_jitter": (0.0, MAX_LIFETIME),
 }
 """`ServeConfig` fields and their bounds, both ends included."""
 

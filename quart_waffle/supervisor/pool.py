@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -57,9 +58,15 @@ class Worker(Protocol):
         """True once the worker asks to be replaced (``max_requests``); False if it goes
         first."""
 
+    async def wait_restart(self) -> str | None:
+        """The reason of the worker's next request for a rolling reload of every worker; None
+        once it is gone."""
+
 
 Spawner = Callable[[int], Awaitable[Worker]]
 """Starts a worker of the given generation (it need not be ready yet)."""
+Origin = Callable[[int], str | None]
+"""Where a generation's code comes from (a release directory), named in reload outcomes."""
 
 
 def _log_step(message: str) -> None:
@@ -97,6 +104,8 @@ class Pool:
         config: The pool size, the reload floor (`min_active`) and the timeouts.
         spawn: Starts one worker of a given generation.
         sleep: Waits out a restart backoff (injected so a test need not wait).
+        origin: Names where a generation's code comes from, for the outcome of a reload
+            (nothing by default).
 
     Example::
 
@@ -107,10 +116,18 @@ class Pool:
             print(await pool.reload(print))
     """
 
-    def __init__(self, config: ServeConfig, spawn: Spawner, *, sleep: Sleep = asyncio.sleep):
+    def __init__(
+        self,
+        config: ServeConfig,
+        spawn: Spawner,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        origin: Origin = lambda _generation: None,
+    ):
         self.config = config
         self._spawn = spawn
         self._sleep = sleep
+        self._origin = origin
         self._workers: set[Worker] = set()  # every live worker
         self._serving: list[Worker] = []  # ready and accepting, oldest first
         self._drains: dict[Worker, asyncio.Task[None]] = {}
@@ -122,6 +139,7 @@ class Pool:
         self._pool_changed = asyncio.Event()
         self._reload_wanted = asyncio.Event()
         self._reload_requests: list[_ReloadRequest] = []
+        self._reloading: int | None = None  # the generation of the reload under way
         self._rolling = asyncio.Lock()  # one reload or recycling at a time
 
     @property
@@ -171,6 +189,35 @@ class Pool:
             watcher.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
 
+    @property
+    def generation(self) -> int:
+        """The generation the pool serves: that of the last reload that succeeded."""
+        return self._current
+
+    def reconfigure(self, config: ServeConfig) -> None:
+        """Use `config` from now on. A new worker count takes effect at once: missing workers
+        start, surplus ones drain, oldest first, once no reload is under way."""
+        self.config = config
+        self._pool_changed.set()
+
+    def states(self) -> list[tuple[Worker, str]]:
+        """Every live worker and what it does: ``serving`` (oldest first), then ``starting``
+        and ``draining`` (a killed worker until it has exited)."""
+        others = [
+            (worker, "draining" if worker in self._drains else "starting")
+            for worker in self._workers
+            if worker not in self._serving
+        ]
+        return [(w, "serving") for w in self._serving] + sorted(others, key=lambda o: o[0].pid)
+
+    def census(self) -> dict[str, int]:
+        """How many workers are starting, serving and draining now."""
+        return {
+            "starting": self._starting,
+            "serving": len(self._serving),
+            "draining": len(self._drains),
+        }
+
     def _abandon_requests(self) -> None:
         for request in self._reload_requests:
             request.finish(ReloadFailed("the supervisor is stopping"))
@@ -181,6 +228,7 @@ class Pool:
             await self._reload_wanted.wait()
             self._reload_wanted.clear()
             requests, self._reload_requests = self._reload_requests, []
+            self._reloading = self._generation + 1  # what `_roll` makes it
 
             def tell(message: str, requests: list[_ReloadRequest] = requests) -> None:
                 for request in requests:
@@ -194,6 +242,7 @@ class Pool:
                 async with self._rolling:
                     summary = await self._roll(report, tell)
             except Exception as error:
+                self._reloading = None
                 if not isinstance(error, ReloadFailed):
                     log.exception("Reload %d stopped by an unexpected error", self._generation)
                     error = ReloadFailed(describe(error))
@@ -202,10 +251,12 @@ class Pool:
                 for request in requests:
                     request.finish(error)
             except asyncio.CancelledError:
+                self._reloading = None
                 for request in requests:
                     request.finish(ReloadFailed("the supervisor is stopping"))
                 raise
             else:
+                self._reloading = None
                 log.info("%s", summary)  # a reload asked by SIGHUP has only the log
                 for request in requests:
                     request.finish(summary)
@@ -217,7 +268,7 @@ class Pool:
         self._generation += 1
         generation = self._generation
         report(
-            f"reload {generation}: replacing workers {self.serving}, "
+            f"reload {generation}{self._from(generation)}: replacing workers {self.serving}, "
             f"{self.config.reload_step} at a time, at most {self.config.max_surge} extra, "
             f"keeping {self.config.active_floor} serving"
         )
@@ -237,7 +288,7 @@ class Pool:
         if drains:
             await asyncio.wait(drains)
         self._current = generation
-        return f"reload {generation} done: workers {self.serving}"
+        return f"reload {generation} done{self._from(generation)}: workers {self.serving}"
 
     async def _replace(
         self, olds: list[Worker], generation: int, report: Progress
@@ -277,7 +328,8 @@ class Pool:
         replaced = [w for w in self._serving if w.generation == generation]
         if not replaced:
             return f"{len(self._serving)} workers keep serving {self.serving}"
-        report(f"rolling back {len(replaced)} replaced worker(s) to generation {self._current}")
+        back = f"generation {self._current}{self._from(self._current)}"
+        report(f"rolling back {len(replaced)} replaced worker(s) to {back}")
         drains: list[asyncio.Task[None]] = []
         failures: list[Exception] = []
         while not failures and (left := [w for w in replaced if w in self._serving]):
@@ -292,7 +344,7 @@ class Pool:
                 f"generation {generation}; {len(self._serving)} workers serve {self.serving}"
             )
         return (
-            f"rolled back {len(replaced)} replaced worker(s) to generation {self._current}; "
+            f"rolled back {len(replaced)} replaced worker(s) to {back}; "
             f"{len(self._serving)} workers keep serving {self.serving}"
         )
 
@@ -310,8 +362,13 @@ class Pool:
             self._starting -= 1
         self._serving.append(worker)
         self._background(self._watch(worker))
-        self._background(self._recycle_when_asked(worker))
+        self._background(self._recycle_when_due(worker))
+        self._background(self._restarts_asked(worker))
         return worker
+
+    def _from(self, generation: int) -> str:
+        origin = self._origin(generation)
+        return f" (code: {origin})" if origin else ""
 
     def _retire(self, worker: Worker) -> asyncio.Task[None]:
         if worker in self._serving:
@@ -340,21 +397,52 @@ class Pool:
         log.warning("Worker %d died (exit code %d); replacing it", worker.pid, code)
         self._lost(worker)
 
-    async def _recycle_when_asked(self, worker: Worker) -> None:
-        """Replace a worker that asks for it, by the reload rules (`min_active`,
-        `max_surge`), one at a time."""
-        if not await worker.wait_recycle():
+    async def _recycle_when_due(self, worker: Worker) -> None:
+        """Replace a worker that asks for it (`max_requests`) or has served its lifetime
+        (`max_worker_lifetime`), by the reload rules (`min_active`, `max_surge`), one at a
+        time."""
+        reason = await self._recycle_reason(worker)
+        if reason is None:
             return
         async with self._rolling:
             if worker not in self._serving:
                 return  # a reload replaced it meanwhile, or it died
-            log.info("Worker %d served its max requests; replacing it", worker.pid)
+            log.info("Worker %d %s; replacing it", worker.pid, reason)
             drains, failures = await self._replace([worker], self._current, _log_step)
             if failures:
                 log.error("Cannot replace worker %d: %s", worker.pid, describe(failures[0]))
                 self._pool_changed.set()
             if drains:
                 await asyncio.wait(drains)
+
+    async def _recycle_reason(self, worker: Worker) -> str | None:
+        """Why `worker` is due for replacement, once it is; None if it goes first."""
+        lifetime = self.config.max_worker_lifetime
+        if lifetime:
+            lifetime += random.uniform(0, self.config.max_worker_lifetime_jitter)
+            try:
+                async with asyncio.timeout(lifetime):
+                    asked = await worker.wait_recycle()
+            except TimeoutError:
+                return f"reached its max lifetime ({lifetime:.1f} s)"
+        else:
+            asked = await worker.wait_recycle()
+        return "served its max requests" if asked else None
+
+    async def _restarts_asked(self, worker: Worker) -> None:
+        """Roll every worker when `worker` asks for it (a setting it applied needs a
+        restart): one reload for a change, however many workers ask."""
+        while (reason := await worker.wait_restart()) is not None:
+            asked = f"Worker {worker.pid} asks for a restart ({reason})"
+            if worker not in self._serving:
+                log.info("%s: it is being replaced already", asked)
+            elif self._reload_requests:
+                log.info("%s: merged into the reload requested", asked)
+            elif self._reloading is not None and self._reloading > worker.generation:
+                log.info("%s: merged into reload %d, under way", asked, self._reloading)
+            else:
+                log.info("%s: rolling reload", asked)
+                self.request_reload().add_done_callback(lambda result: result.exception())
 
     def _lost(self, worker: Worker) -> None:
         """Take a dead or hung worker out of service and have it replaced."""
@@ -392,6 +480,8 @@ class Pool:
             await self._pool_changed.wait()
             self._pool_changed.clear()
             missing = self.config.workers - len(self._serving) - self._starting
+            if missing < 0:
+                await self._drain_surplus()
             if missing <= 0:
                 continue
             if self._failures:
@@ -409,6 +499,20 @@ class Pool:
                     self._pool_changed.set()
                 elif isinstance(result, BaseException):
                     raise result
+
+    async def _drain_surplus(self) -> None:
+        """Drain the oldest workers beyond `config.workers` (the count was lowered), once no
+        reload or recycling is replacing workers."""
+        async with self._rolling:
+            surplus = self._serving[: max(len(self._serving) - self.config.workers, 0)]
+            if surplus:
+                log.info(
+                    "Draining workers %s: %d wanted",
+                    [w.pid for w in surplus],
+                    len(self._serving) - len(surplus),
+                )
+            for worker in surplus:
+                self._retire(worker)
 
     def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

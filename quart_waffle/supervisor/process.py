@@ -14,7 +14,7 @@ import time
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
-from .worker import DRAIN, FAILED, GENERATION, READY, RECYCLE, WorkerSpec
+from .worker import DRAIN, FAILED, GENERATION, READY, RECYCLE, RESTART, WorkerSpec
 
 # A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
 # timeout; past this margin it is killed.
@@ -43,11 +43,14 @@ class WorkerProcess:
         self._writer = writer
         self._listener: asyncio.Task[None] | None = None
         self._recycle: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._restarts: asyncio.Queue[str | None] = asyncio.Queue()
 
     @classmethod
     async def spawn(
-        cls, config: ServeConfig, listeners: Listeners, generation: int
+        cls, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None = None
     ) -> WorkerProcess:
+        """Start a worker of `generation`, in the directory `cwd` (the supervisor's by
+        default), where it imports the app from."""
         parent, child = socket.socketpair()
         secure = [sock.fileno() for sock in listeners.secure]
         insecure = [sock.fileno() for sock in listeners.insecure]
@@ -69,6 +72,7 @@ class WorkerProcess:
                 spec.to_json(),
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, GENERATION: str(generation)},
+                cwd=cwd,
                 pass_fds=(child.fileno(), *secure, *insecure),
             )
         except BaseException:
@@ -119,18 +123,29 @@ class WorkerProcess:
         """True once the worker asks to be replaced; False if it goes first."""
         return await asyncio.shield(self._recycle)
 
+    async def wait_restart(self) -> str | None:
+        """The reason of the worker's next request for a rolling reload; None once it is gone."""
+        reason = await self._restarts.get()
+        if reason is None:
+            self._restarts.put_nowait(None)  # every later call answers None too
+        return reason
+
     async def _listen(self) -> None:
-        """Note every heartbeat of a serving worker and its request to be replaced, until its
-        channel closes."""
+        """Note every heartbeat of a serving worker, its request to be replaced and its
+        requests for a reload, until its channel closes."""
         try:
             with contextlib.suppress(ConnectionError):
                 while line := await self._reader.readline():
                     self._heard_at = time.monotonic()
-                    if line.strip() == RECYCLE.encode() and not self._recycle.done():
+                    message, _, reason = line.decode(errors="replace").strip().partition(" ")
+                    if message == RECYCLE and not self._recycle.done():
                         self._recycle.set_result(True)
+                    elif message == RESTART:
+                        self._restarts.put_nowait(reason[:200] or "no reason given")
         finally:
             if not self._recycle.done():
                 self._recycle.set_result(False)
+            self._restarts.put_nowait(None)
 
     async def _read_details(self) -> str:
         """What a failed worker sends after its ``failed`` line, up to end of file."""

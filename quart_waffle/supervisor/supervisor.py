@@ -14,6 +14,8 @@ from .errors import WorkerFailed
 from .listeners import Listeners
 from .pool import Pool, Progress, Worker
 from .process import WorkerProcess
+from .release import Releases
+from .reloader import CodeWatcher
 
 log = logging.getLogger("quart_waffle.supervisor")
 
@@ -31,7 +33,8 @@ class Supervisor:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.pool = Pool(config, self._spawn)
+        self.releases = Releases(config.release_link)
+        self.pool = Pool(config, self._spawn, origin=self.releases.origin)
         self._listeners: Listeners | None = None
         self._stopping = asyncio.Event()
 
@@ -59,6 +62,7 @@ class Supervisor:
             "Listening on %s (control socket %s)", ", ".join(listeners.addresses()), control_path
         )
         maintain: asyncio.Task[None] | None = None
+        watching: asyncio.Task[None] | None = None
         try:
             try:
                 await self.pool.start()
@@ -67,13 +71,23 @@ class Supervisor:
                 return 1
             log.info("Serving with workers %s", self.pool.serving)
             maintain = asyncio.create_task(self.pool.maintain())
+            if self.config.reload:
+                watcher = CodeWatcher(
+                    self.config.reload_dirs,
+                    self.request_reload,
+                    includes=self.config.reload_includes,
+                    excludes=self.config.reload_excludes,
+                )
+                watcher.start()
+                watching = asyncio.create_task(watcher.stopped())
             await self._stopping.wait()
             log.info("Stopping: draining the workers")
             return 0
         finally:
-            if maintain is not None:
-                maintain.cancel()
-                await asyncio.gather(maintain, return_exceptions=True)
+            for task in (maintain, watching):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await self.pool.stop()
             control.close()
             await control.wait_closed()
@@ -101,4 +115,5 @@ class Supervisor:
 
     async def _spawn(self, generation: int) -> Worker:
         assert self._listeners is not None, "workers are spawned only while running"
-        return await WorkerProcess.spawn(self.config, self._listeners, generation)
+        cwd = self.releases.directory(generation)
+        return await WorkerProcess.spawn(self.config, self._listeners, generation, cwd=cwd)

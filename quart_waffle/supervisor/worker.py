@@ -37,10 +37,61 @@ FAILED = "failed"
 DRAIN = "drain"
 BEAT = "beat"
 RECYCLE = "recycle"
+RESTART = "restart"
 GENERATION = "QUART_WAFFLE_GENERATION"  # the environment variable naming the generation
 
 # Connections accepted just before the worker stopped accepting get this long to send a request.
 ACCEPT_GRACE = 0.5
+
+
+class _Restarts:
+    """The app's requests for a rolling reload (`request_restart`), sent once the supervisor
+    knows this worker is ready (before that, its first line must be ``ready``)."""
+
+    def __init__(self) -> None:
+        self.supervised = False
+        self.pending: list[str] = []
+        self.writer: asyncio.StreamWriter | None = None
+
+    def ask(self, reason: str) -> bool:
+        if not self.supervised:
+            return False
+        reason = " ".join(reason.split())[:200]
+        if self.writer is None:
+            self.pending.append(reason)
+        else:
+            self.writer.write(f"{RESTART} {reason}\n".encode())
+        return True
+
+    def connect(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        for reason in self.pending:
+            self.ask(reason)
+        self.pending.clear()
+
+
+_restarts = _Restarts()
+
+
+def request_restart(reason: str) -> bool:
+    """Ask the supervisor of this worker for a rolling reload of every worker, e.g. because
+    the app applied a setting it reads only at start-up. Requests from several workers, or
+    made while a reload is requested or under way, share one reload.
+
+    Call it from the worker's event loop. Returns False, doing nothing, when this process is
+    not a worker of `quart-waffle serve`.
+
+    Arguments:
+        reason: Logged by the supervisor (one line, at most 200 characters kept).
+
+    Example::
+
+        if os.environ.get("QUART_WAFFLE_GENERATION") is not None:
+            from quart_waffle.supervisor.worker import request_restart
+
+            request_restart("LOG_LEVEL changed")
+    """
+    return _restarts.ask(reason)
 
 
 @dataclass(frozen=True)
@@ -139,6 +190,7 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
         # Hypercorn calls this once its servers accept, after lifespan startup.
         writer.write(f"{READY}\n".encode())
         await writer.drain()
+        _restarts.connect(writer)
         watchers = [asyncio.create_task(watch_channel())]
         if spec.heartbeat:
             watchers.append(asyncio.create_task(_beat(writer, spec.heartbeat)))
@@ -229,6 +281,7 @@ def _failure(error: BaseException, details: str) -> bytes:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = WorkerSpec.from_json(sys.argv[-1])
+    _restarts.supervised = True
     channel = socket.socket(fileno=spec.channel_fd)
     try:
         app = load_app(spec.app)

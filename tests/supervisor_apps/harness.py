@@ -32,14 +32,23 @@ class Reloaded:
 class ServerProcess:
     """`quart-waffle serve` in its own session, logging to a file, on a free loopback port."""
 
-    def __init__(self, directory: Path, app: str, args: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        app: str,
+        args: Sequence[str],
+        env: dict[str, str],
+        *,
+        cwd: Path = ROOT,
+    ) -> None:
+        """`cwd` is where the supervisor runs (and its workers import the app from)."""
         self.log_path = directory / "serve.log"
         self.pid_file = str(directory / "serve.pid")
         self._log = self.log_path.open("wb")
         command = [*COMMAND, "serve", app, "-b", "127.0.0.1:0", "--pid-file", self.pid_file, *args]
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
