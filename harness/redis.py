@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -15,10 +16,12 @@ from harness.processes import ProcessGroup
 
 
 class RedisServer:
-    """``redis-server`` on 127.0.0.1, no persistence; ``url`` stays the same across restarts."""
+    """``redis-server`` on 127.0.0.1, no persistence; ``url`` stays the same across restarts.
+    ``args`` are more options, e.g. ``["--replicaof", "127.0.0.1", "6380"]``."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        self.args = list(args)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._server: ProcessGroup | None = None
         self._log = Path(tempfile.gettempdir()) / f"waffle-redis-{self.port}.log"
@@ -34,7 +37,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no"]
+        argv += ["--save", "", "--appendonly", "no", *self.args]
         self._server = ProcessGroup(argv, env={}, log=self._log, cwd=Path(tempfile.gettempdir()))
         self._server.start()
         try:

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from quart import Quart
 from sqlalchemy.engine import make_url
@@ -22,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 from .errors import ConfigurationError
 from .kinds import parse_bool, parse_integer, parse_number
 from .redaction import mask_credentials
+from .sync.redis_address import parse_redis_url
 
 Watchtype = Literal["file", "redis", "postgres", "none"]
 WATCHTYPES: tuple[Watchtype, ...] = get_args(Watchtype)
@@ -141,20 +141,15 @@ def is_memory_sqlite(database: str | None, query: Mapping[str, Any]) -> bool:
 
 
 def _redis_url(key: str, value: Any) -> str | None:
-    """A ``redis://``, ``rediss://`` or ``unix://`` URL with a valid port."""
+    """A ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+    ``redis+cluster://`` URL, read as the channel will read it."""
     url = _text(key, value)
     if url is None:
         return None
-    shown = f"{key}={mask_credentials(url)}"
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        parse_redis_url(url)
     except ValueError as error:
-        raise ConfigurationError(f"{shown}: {error}; use redis://host:6379/0") from None
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError(
-            f"{shown}: the scheme must be redis://, rediss:// or unix://, e.g. redis://host:6379/0"
-        )
+        raise ConfigurationError(f"{key}={mask_credentials(url)}: {error}") from None
     return url
 
 
@@ -274,8 +269,10 @@ OPTIONS: tuple[Option, ...] = (
         "redis_url",
         "str",
         None,
-        "Redis for the `redis` channel (`redis://`, `rediss://` or `unix://`); wins over"
-        " host and port.",
+        "Redis for the `redis` channel (`redis://`, `rediss://` or `unix://`; behind"
+        " Sentinel `redis+sentinel://host:26379,host2:26379/service/0`; a cluster"
+        " `redis+cluster://node:6379,node2:6379`, see"
+        " [sync](sync.md#highly-available-redis)); wins over host and port.",
         _redis_url,
     ),
     Option("redis_host", "str", "localhost", "Redis host, without `redis_url`.", _name),

@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")
-_PASSWORD_PAIR = re.compile(r"(?i)\b(password|passwd|pwd)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)")
+_PASSWORD_PAIR = re.compile(
+    r"(?i)\b([a-z_]*password|passwd|pwd)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)"
+)
 MAX_SUMMARY = 160
 
 
 def mask_credentials(text: str) -> str:
-    """``text`` with every URL's ``user:password@`` and every ``password=...`` masked.
+    """``text`` with every URL's ``user:password@`` and every ``password=...``
+    (``sentinel_password=...`` too) masked.
 
     The user part goes too (``redis://:pw@`` and passwords that contain ``@``
     are masked whole). Example: ``mask_credentials("redis://:s3cret@host/0")``
