@@ -1,0 +1,79 @@
+"""`--worker-class` on real processes: every server a worker can run is rolled under load, with
+keep-alive clients and clients on a new connection per request, and no request fails."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+from pathlib import Path
+
+import pytest
+
+from harness.load import LoadReport, run_load
+from quart_waffle.supervisor.worker import WORKER_CLASSES
+from tests.supervisor_apps.harness import ServerProcess
+
+APP = "tests.supervisor_apps.testapp:app"
+SERVER_HEADERS = {"hypercorn": "hypercorn", "hypercorn-uvloop": "hypercorn", "uvicorn": "uvicorn"}
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _server_header(port: int) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/whoami")
+        response = connection.getresponse()
+        response.read()
+        return response.getheader("server", "")
+    finally:
+        connection.close()
+
+
+def test_every_worker_class_is_tested() -> None:
+    assert set(SERVER_HEADERS) == set(WORKER_CLASSES)
+
+
+@pytest.mark.parametrize("worker_class", list(WORKER_CLASSES))
+async def test_worker_class_rolls_under_load_with_no_failure(
+    tmp_path: Path, worker_class: str
+) -> None:
+    args = ["-w", "2", "--worker-class", worker_class, "--keep-alive-timeout", "1"]
+    server = ServerProcess(tmp_path, APP, args, {})
+    try:
+        assert _server_header(server.port).startswith(SERVER_HEADERS[worker_class])
+        stop = asyncio.Event()
+        reports = [LoadReport(), LoadReport()]
+        loads = [
+            asyncio.create_task(
+                run_load(
+                    "127.0.0.1",
+                    server.port,
+                    clients=3,
+                    keep_alive=keep_alive,
+                    stop=stop,
+                    report=report,
+                )
+            )
+            for keep_alive, report in zip((True, False), reports, strict=True)
+        ]
+        await asyncio.sleep(0.5)
+        before = {sample.pid for report in reports for sample in report.samples}
+        for _ in range(2):
+            reloaded = await server.reload()
+            assert reloaded.returncode == 0, reloaded.output
+        cut = len(reports[1].samples)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*loads)
+
+        for report in reports:
+            assert report.failures == [], report.failures[:3]
+            assert report.requests > 50
+        # the workers of the last generation answer, none of the first one
+        after = {sample.pid for sample in reports[1].samples[cut:]}
+        assert after
+        assert not after & before
+        assert _server_header(server.port).startswith(SERVER_HEADERS[worker_class])
+    finally:
+        server.close()
