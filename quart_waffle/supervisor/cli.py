@@ -19,7 +19,7 @@ from .errors import ReloadFailed, ServeError
 from .options import MIN_ACTIVE, RANGES, RELOAD_TIMEOUT, integer_option, number_option
 from .reloader import check_available as check_reload_available
 from .supervisor import Supervisor
-from .worker import parse_app
+from .worker import WORKER_CLASSES, parse_app
 
 
 class _Parser(argparse.ArgumentParser):
@@ -183,6 +183,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="kill and replace a worker whose event loop is silent this long; 0 disables",
     )
+    serve.add_argument(
+        "-k",
+        "--worker-class",
+        default="hypercorn",
+        choices=list(WORKER_CLASSES),
+        help="the server each worker runs: hypercorn (asyncio), hypercorn-uvloop, or uvicorn "
+        "(httptools + uvloop); the last two need the uvicorn extra",
+    )
     serve.add_argument("--certfile", metavar="PATH", help="TLS certificate (PEM)")
     serve.add_argument("--keyfile", metavar="PATH", help="TLS private key (PEM)")
     serve.add_argument(
@@ -250,6 +258,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         timeout=args.timeout,
         max_requests=args.max_requests,
         max_requests_jitter=args.max_requests_jitter,
+        worker_class=args.worker_class,
         max_worker_lifetime=args.max_worker_lifetime,
         max_worker_lifetime_jitter=args.max_worker_lifetime_jitter,
         reload=args.reload,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .options import RANGES, out_of_range
+from .worker import WORKER_CLASSES
 
 
 def control_socket_beside(pid_file: str) -> str:
@@ -78,6 +79,8 @@ class ServeConfig:
             started together are not replaced together.
         timeout: Seconds a serving worker's event loop may stay silent (no heartbeat) before the
             worker is killed and replaced; 0 disables the check.
+        worker_class: The server each worker runs: ``hypercorn`` (asyncio), ``hypercorn-uvloop``
+            or ``uvicorn`` (httptools and uvloop; both need the ``uvicorn`` extra).
         max_worker_lifetime: Seconds after which a serving worker is replaced (a rolling
             replacement, by the reload rules); 0 never.
         max_worker_lifetime_jitter: Up to this many more seconds, drawn per worker.
@@ -115,6 +118,7 @@ class ServeConfig:
     timeout: float = 30.0
     max_requests: int = 0
     max_requests_jitter: int = 0
+    worker_class: str = "hypercorn"
     max_worker_lifetime: float = 0.0
     max_worker_lifetime_jitter: float = 0.0
     reload: bool = False
@@ -143,6 +147,11 @@ class ServeConfig:
             )
         for bind in (*self.binds, *self.insecure_binds):
             _check_bind(bind)
+        if self.worker_class not in WORKER_CLASSES:
+            choices = ", ".join(WORKER_CLASSES)
+            raise ValueError(f"worker_class must be one of {choices}, got {self.worker_class!r}")
+        if self.worker_class == "uvicorn" and self.certfile and self.insecure_binds:
+            raise ValueError("worker_class uvicorn serves TLS on every socket: no insecure_binds")
 
     @property
     def active_floor(self) -> int:

@@ -23,6 +23,9 @@ EXIT_MARGIN = 1.0
 # and exit before it is killed.
 FAILED_EXIT_TIMEOUT = 5.0
 MAX_DETAILS = 256 * 1024
+# A new worker runs at SCHED_IDLE, taking only the CPU the serving workers leave idle, until it
+# is ready or for at most this long: on a machine that is never idle it must still start.
+GENTLE_START = 1.0
 
 
 class WorkerProcess:
@@ -43,6 +46,7 @@ class WorkerProcess:
         self._writer = writer
         self._listener: asyncio.Task[None] | None = None
         self._recycle: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._gentle = asyncio.get_running_loop().call_later(GENTLE_START, self._end_gentle_start)
         self._restarts: asyncio.Queue[str | None] = asyncio.Queue()
 
     @classmethod
@@ -63,6 +67,7 @@ class WorkerProcess:
             heartbeat=config.heartbeat_interval,
             max_requests=config.max_requests
             and config.max_requests + random.randint(0, config.max_requests_jitter),
+            worker_class=config.worker_class,
         )
         try:
             process = await asyncio.create_subprocess_exec(
@@ -80,6 +85,7 @@ class WorkerProcess:
             raise
         finally:
             child.close()
+        _set_policy(process.pid, "SCHED_IDLE")
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         return cls(process, reader, writer, generation)
 
@@ -102,6 +108,7 @@ class WorkerProcess:
         except TimeoutError:
             await self.kill()
             raise WorkerFailed(self.pid, f"not ready after {startup_timeout:g} s") from None
+        self._end_gentle_start()
         if line == READY:
             self._heard_at = time.monotonic()
             self._listener = asyncio.create_task(self._listen())
@@ -118,6 +125,19 @@ class WorkerProcess:
         if line.startswith(FAILED):
             raise WorkerFailed(self.pid, line.removeprefix(FAILED).strip(), details)
         raise WorkerFailed(self.pid, f"exited with code {self.process.returncode}")
+
+    def _end_gentle_start(self) -> None:
+        """Give every thread of the worker the normal scheduling policy again. Leaving
+        ``SCHED_IDLE`` for it is allowed without privileges (unlike lowering a nice value)."""
+        self._gentle.cancel()
+        if self.process.returncode is not None:
+            return
+        try:
+            threads = [int(tid) for tid in os.listdir(f"/proc/{self.pid}/task")]
+        except OSError:
+            threads = [self.pid]
+        for thread in threads:
+            _set_policy(thread, "SCHED_OTHER")
 
     async def wait_recycle(self) -> bool:
         """True once the worker asks to be replaced; False if it goes first."""
@@ -181,3 +201,9 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
         await self.wait_exit()
+
+
+def _set_policy(pid: int, policy: str) -> None:
+    """Set the scheduling policy of the process or thread `pid`, where the system has it."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(pid, getattr(os, policy), os.sched_param(0))

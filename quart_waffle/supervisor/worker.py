@@ -1,4 +1,5 @@
-"""A worker process: a fresh interpreter serving the app with Hypercorn on inherited sockets.
+"""A worker process: a fresh interpreter serving the app on inherited sockets with the server
+its worker class names (`WORKER_CLASSES`: Hypercorn by default, or uvicorn).
 
 Started by the supervisor with the JSON of a `WorkerSpec` as its one argument. The worker
 talks to the supervisor over one socket: it sends ``ready`` once lifespan startup has finished
@@ -22,13 +23,9 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, cast
-
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from hypercorn.typing import ASGIFramework
+from typing import Any
 
 from .drain import ASGIApp, Drain, DrainMiddleware, Message, Receive, Scope, Send
 
@@ -39,6 +36,13 @@ BEAT = "beat"
 RECYCLE = "recycle"
 RESTART = "restart"
 GENERATION = "QUART_WAFFLE_GENERATION"  # the environment variable naming the generation
+
+WORKER_CLASSES = {
+    "hypercorn": "Hypercorn on asyncio's own event loop",
+    "hypercorn-uvloop": "Hypercorn on uvloop (the uvicorn extra)",
+    "uvicorn": "uvicorn with httptools and uvloop (the uvicorn extra)",
+}
+"""The servers a worker can run, for ``--worker-class``."""
 
 # Connections accepted just before the worker stopped accepting get this long to send a request.
 ACCEPT_GRACE = 0.5
@@ -103,8 +107,18 @@ class WorkerSpec:
     secure_fds: list[int]
     insecure_fds: list[int]
     hypercorn: dict[str, Any]
+    """The server's settings, in the names of `hypercorn.config.Config`, whatever the class."""
     heartbeat: float = 0.0
     max_requests: int = 0
+    worker_class: str = "hypercorn"
+
+    @property
+    def graceful_timeout(self) -> float:
+        return float(self.hypercorn.get("graceful_timeout", 10.0))
+
+    @property
+    def keep_alive_timeout(self) -> float:
+        return float(self.hypercorn.get("keep_alive_timeout", 5.0))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -174,57 +188,86 @@ def load_app(path: str) -> ASGIApp:
     return app
 
 
-async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    config = Config.from_mapping(spec.hypercorn)
-    reader, writer = await asyncio.open_unix_connection(sock=channel)
-    drain = Drain(config.keep_alive_timeout)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+class Control:
+    """The worker's end of its connection to the supervisor, and its stop signal.
 
-    async def watch_channel() -> None:
-        await reader.readline()  # DRAIN, or end of file if the supervisor died
-        stop.set()
+    A worker class serves the app it is given (which feeds `connections`), calls `ready` once
+    it accepts, awaits `stopping`, then `drain`, and leaves what `drain` returns (seconds) to
+    the requests still running before it stops.
+    """
 
-    async def shutdown_trigger() -> None:
-        # Hypercorn calls this once its servers accept, after lifespan startup.
-        writer.write(f"{READY}\n".encode())
-        await writer.drain()
-        _restarts.connect(writer)
-        watchers = [asyncio.create_task(watch_channel())]
-        if spec.heartbeat:
-            watchers.append(asyncio.create_task(_beat(writer, spec.heartbeat)))
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, spec: WorkerSpec
+    ) -> None:
+        self.spec = spec
+        self.stop = asyncio.Event()
+        self.connections = Drain(spec.keep_alive_timeout)
+        self._reader = reader
+        self._writer = writer
+        self._watchers: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def open(cls, channel: socket.socket, spec: WorkerSpec) -> Control:
+        reader, writer = await asyncio.open_unix_connection(sock=channel)
+        control = cls(reader, writer, spec)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, control.stop.set)
+        return control
+
+    async def ready(self) -> None:
+        """Tell the supervisor this worker accepts; heartbeats start."""
+        self._writer.write(f"{READY}\n".encode())
+        await self._writer.drain()
+        _restarts.connect(self._writer)
+        self._watchers.append(asyncio.create_task(self._watch()))
+        if self.spec.heartbeat:
+            self._watchers.append(asyncio.create_task(_beat(self._writer, self.spec.heartbeat)))
+
+    async def stopping(self) -> None:
+        """Return once the worker must drain: ``drain`` read, the supervisor gone, or SIGTERM."""
         try:
-            await stop.wait()
+            await self.stop.wait()
         finally:
-            for watcher in watchers:
+            for watcher in self._watchers:
                 watcher.cancel()
-        started = time.monotonic()
-        deadline = started + config.graceful_timeout
-        for fd in (*spec.secure_fds, *spec.insecure_fds):
-            # The shared accept queue stays open: the other workers take what is queued.
-            loop.remove_reader(fd)
-        drain.begin()
-        await drain.settle(ACCEPT_GRACE, min(deadline, started + config.keep_alive_timeout))
-        # What is left of the graceful timeout is Hypercorn's to finish requests in flight.
-        config.graceful_timeout = max(deadline - time.monotonic(), 0.0)
 
-    startup_failures: list[str] = []
-    if spec.max_requests:
-        app = _counting(app, spec.max_requests, lambda: writer.write(f"{RECYCLE}\n".encode()))
-    try:
-        await serve(
-            cast(ASGIFramework, DrainMiddleware(_recording(app, startup_failures), drain)),
-            config,
-            shutdown_trigger=shutdown_trigger,
-            mode="asgi",
+    async def drain(self, servers: Iterable[asyncio.AbstractServer]) -> float:
+        """Stop accepting, then wait until no connection may send another request (see
+        `Drain.settle`). Returns what is left of the graceful timeout for requests in flight.
+
+        Closing `servers` closes this process's copies of the listening sockets only: the
+        shared accept queue stays open and the other workers take what is queued.
+        """
+        started = time.monotonic()
+        deadline = started + self.spec.graceful_timeout
+        for server in servers:
+            server.close()
+        self.connections.begin()
+        await self.connections.settle(
+            ACCEPT_GRACE, min(deadline, started + self.spec.keep_alive_timeout)
         )
-    except Exception as error:
-        writer.write(_failure(error, "".join(startup_failures) or traceback.format_exc()))
-        await writer.drain()
-        raise
-    finally:
-        writer.close()
+        return max(deadline - time.monotonic(), 0.0)
+
+    def recycle(self) -> None:
+        self._writer.write(f"{RECYCLE}\n".encode())
+
+    async def failed(self, error: BaseException, details: str) -> None:
+        self._writer.write(_failure(error, details))
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def _watch(self) -> None:
+        await self._reader.readline()  # DRAIN, or end of file if the supervisor died
+        self.stop.set()
+
+
+def _wrap(app: ASGIApp, control: Control, startup_failures: list[str]) -> ASGIApp:
+    """`app` as every worker class serves it: draining, counting requests towards
+    ``max_requests`` and recording a failed lifespan startup's traceback."""
+    if control.spec.max_requests:
+        app = _counting(app, control.spec.max_requests, control.recycle)
+    return DrainMiddleware(_recording(app, startup_failures), control.connections)
 
 
 def _counting(app: ASGIApp, limit: int, exhausted: Callable[[], None]) -> ASGIApp:
@@ -278,15 +321,42 @@ def _failure(error: BaseException, details: str) -> bytes:
     return f"{FAILED} {reason}\n{details}".encode(errors="replace")
 
 
+async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None:
+    control = await Control.open(channel, spec)
+    startup_failures: list[str] = []
+    try:
+        if spec.worker_class == "uvicorn":
+            from .worker_uvicorn import serve
+        else:
+            from .worker_hypercorn import serve
+        await serve(_wrap(app, control, startup_failures), control)
+    except Exception as error:
+        await control.failed(error, "".join(startup_failures) or traceback.format_exc())
+        raise
+    finally:
+        control.close()
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = WorkerSpec.from_json(sys.argv[-1])
     _restarts.supervised = True
     channel = socket.socket(fileno=spec.channel_fd)
     try:
+        if spec.worker_class not in WORKER_CLASSES:
+            raise ValueError(f"unknown worker class {spec.worker_class!r}")
         app = load_app(spec.app)
     except Exception as error:
         channel.sendall(_failure(error, traceback.format_exc()))
         channel.close()
         raise
-    asyncio.run(_serve(app, spec, channel))
+    with asyncio.Runner(loop_factory=_loop_factory(spec.worker_class)) as runner:
+        runner.run(_serve(app, spec, channel))
+
+
+def _loop_factory(worker_class: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if worker_class in ("uvicorn", "hypercorn-uvloop"):
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
