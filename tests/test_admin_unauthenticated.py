@@ -33,6 +33,7 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/waffle/api/nothing", {}),
     ("GET", "/waffle/openapi.json", {}),
     ("POST", "/waffle/openapi.json", {}),
+    ("GET", "/waffle/metrics", {}),
 ]
 WRONG = {"Authorization": "Bearer wrong-but-long-enough"}
 

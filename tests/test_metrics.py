@@ -211,3 +211,19 @@ def test_a_dead_process_live_gauges_are_forgotten(tmp_path: Path) -> None:
     assert forget_dead_workers(str(tmp_path)) == [pid]
     assert not (tmp_path / f"gauge_liveall_{pid}.db").exists()
     assert (tmp_path / f"counter_{pid}.db").exists()  # totals never go down
+
+
+def test_a_worker_that_stops_removes_its_own_gauges(tmp_path: Path) -> None:
+    code = (
+        "import os, pathlib\n"
+        "from quart_waffle.metrics.prometheus import PrometheusObserver\n"
+        "observer = PrometheusObserver()\n"
+        "observer.served(3)\n"
+        "directory = pathlib.Path(os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
+        "mine = f'gauge_liveall_{os.getpid()}.db'\n"
+        "assert (directory / mine).exists()\n"
+        "observer.closed()\n"
+        "assert not (directory / mine).exists()\n"
+    )
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, check=True, timeout=60)
