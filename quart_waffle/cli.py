@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from .actor import checked_actor, escape_controls
 from .errors import ConfigurationError, InvalidValueError, StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
+from .fleet import Fleet, WorkerView
 from .kinds import parse_integer
 from .redaction import describe_error, mask_credentials
 from .settings import display_value
@@ -190,6 +191,68 @@ class _OneLineGroup(click.Group):
 @click.group("waffle", cls=_OneLineGroup)
 def waffle_cli() -> None:
     """Read and change quart-waffle settings."""
+
+
+@waffle_cli.command("status")
+@click.option(
+    "--max-lag",
+    type=click.FloatRange(0, 86400),
+    help="Seconds a worker may go without a heartbeat, or serve a revision below the"
+    " head, before it counts as lagging (default: the fleet's own bounds).",
+)
+@click.option(
+    "--min-workers", type=WholeNumber(0, 10**6), default=0, help="Fewer live workers: exit 3."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the fleet as GET /api/fleet does.")
+@pass_script_info
+def status_command(
+    info: ScriptInfo, max_lag: float | None, min_workers: int, as_json: bool
+) -> None:
+    """The fleet: every worker of every host on this store, what it serves and
+    whether it lags (not the supervisor's `quart-waffle status`). Exit status
+    0 when every live worker keeps up, 3 when one lags or fewer than
+    --min-workers are live, 1 when the fleet cannot be read."""
+
+    async def action(waffle: QuartWaffle) -> Fleet:
+        return await waffle.fleet()
+
+    fleet = _run(info, action)
+    lagging = [view for view in fleet.live if _lags(view, max_lag)]
+    if as_json:
+        click.echo(json.dumps(fleet.as_dict(), indent=2))
+    else:
+        _print_fleet(fleet, lagging)
+    if lagging or len(fleet.live) < min_workers:
+        if len(fleet.live) < min_workers:
+            click.echo(f"only {len(fleet.live)} live worker(s), fewer than {min_workers}", err=True)
+        raise SystemExit(3)
+
+
+def _lags(view: WorkerView, max_lag: float | None) -> bool:
+    """Whether a live worker lags: by the fleet's own judgement, or with
+    ``max_lag``, by its heartbeat's age, its time behind the head and its channel."""
+    if max_lag is None:
+        return view.state == "lagging"
+    return view.age > max_lag or view.behind > max_lag or not view.record.connected
+
+
+def _print_fleet(fleet: Fleet, lagging: list[WorkerView]) -> None:
+    counts = fleet.as_dict()["counts"]
+    click.echo(
+        f"fleet: {counts['workers']} worker(s) on {counts['hosts']} host(s), head revision"
+        f" {fleet.head}: {len(fleet.live) - len(lagging)} keeping up, {len(lagging)} lagging,"
+        f" {counts['gone']} gone"
+    )
+    for view in fleet.workers:
+        record = view.record
+        state = "LAGGING" if view in lagging else view.state
+        channel = f"{record.channel} {'up' if record.connected else 'DOWN'}"
+        why = f"\t{'; '.join(view.reasons)}" if view.reasons else ""
+        click.echo(
+            f"{escape_controls(record.host)}\tpid {record.pid}\trevision {record.revision}"
+            f"\t{state}\t{channel}\theartbeat {view.age:.1f} s ago"
+            f"\tversion {escape_controls(record.version) or '-'}{why}"
+        )
 
 
 @waffle_cli.command("list")

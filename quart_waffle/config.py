@@ -325,6 +325,30 @@ OPTIONS: tuple[Option, ...] = (
         "Serve `<admin_prefix>/metrics` to anyone, without credentials (a private network).",
         _boolean,
     ),
+    Option(
+        "host_id",
+        "str",
+        None,
+        "This host's name in the [fleet](fleet.md) view; default: the machine's host name.",
+        _text,
+    ),
+    Option(
+        "version",
+        "str",
+        None,
+        "The app's code version, shown per worker in the [fleet](fleet.md) view; default: the"
+        " generation `quart-waffle serve` gives its workers, else none.",
+        _text,
+    ),
+    Option(
+        "heartbeat_interval",
+        "float (s)",
+        None,
+        "How often a worker rewrites its [presence](fleet.md) record when nothing changes"
+        " (0.1 to 3600); default: 5 on the `redis` and `file` channels, 60 where records"
+        " live in the database (`postgres`, `none`).",
+        _seconds(0.1, 3600.0),
+    ),
 )
 DEFAULTS: Mapping[str, Any] = {option.key: option.default for option in OPTIONS}
 
@@ -356,6 +380,9 @@ class WaffleConfig:
     mirror_config: bool
     admin_prefix: str | None
     admin_token: str | None
+    host_id: str | None
+    version: str | None
+    heartbeat_interval: float | None
     metrics_token: str | None
     metrics_public: bool
 

@@ -8,9 +8,10 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from quart import Quart, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .actor import checked_actor
 from .config import OPTIONS, WaffleConfig, Watchtype
 from .errors import DeclarationError, InvalidValueError, StoreUnavailableError, UnknownSettingError
+from .fleet import Acknowledgement, Fleet, FleetMember
+from .fleet.member import DEFAULT_WAIT, MAX_WAIT, fleet_member
+from .metrics import sync_observer
+from .redaction import describe_error
 from .settings import Setting, declare, display_value
 from .signals import settings_changed
 from .snapshot import Snapshot
@@ -28,7 +33,6 @@ from .store import (
     create_engine,
     unavailable_as_error,
 )
-from .metrics import sync_observer
 from .sync import Carried, SyncHealth, SyncRunner, derive_key, make_channel
 
 T = TypeVar("T")
@@ -52,9 +56,13 @@ class _Connection:
     refresh_lock: asyncio.Lock  # bound to the loop that serves
     announce: bool  # send settings_changed: only while serving
     owns_engine: bool
+    fleet: FleetMember  # presence: heartbeats while serving, reads the fleet
 
     async def close(self) -> None:
-        await self.sync.stop()
+        try:
+            await self.fleet.stop()  # first: a clean shutdown leaves the fleet view at once
+        finally:
+            await self.sync.stop()
         if self.owns_engine:
             await self.store.engine.dispose()
 
@@ -105,6 +113,9 @@ class QuartWaffle:
         mirror_config: bool | None = None,
         admin_prefix: str | None = None,
         admin_token: str | None = None,
+        host_id: str | None = None,
+        version: str | None = None,
+        heartbeat_interval: float | None = None,
         metrics_token: str | None = None,
         metrics_public: bool | None = None,
     ) -> None:
@@ -225,15 +236,36 @@ class QuartWaffle:
 
     # Writing and catching up.
 
+    @overload
     async def update(
         self,
         values: Mapping[str, Any],
         *,
         expected_revision: int | None = None,
         actor: str = "",
-    ) -> int:
+        wait: Literal[False] | None = None,
+    ) -> int: ...
+    @overload
+    async def update(
+        self,
+        values: Mapping[str, Any],
+        *,
+        expected_revision: int | None = None,
+        actor: str = "",
+        wait: float | Literal[True],
+    ) -> Acknowledgement: ...
+    async def update(
+        self,
+        values: Mapping[str, Any],
+        *,
+        expected_revision: int | None = None,
+        actor: str = "",
+        wait: float | bool | None = None,
+    ) -> int | Acknowledgement:
         """Validate and store ``values`` atomically as one new revision, apply
-        them here and notify every other worker; return the new revision.
+        them here and notify every other worker; return the new revision, or
+        with ``wait`` an :class:`Acknowledgement` once every live worker
+        applied it (or the wait ran out).
 
         Arguments:
             values: Key to new value; every key must be declared. A value equal
@@ -245,16 +277,28 @@ class QuartWaffle:
             actor: Who made the change, recorded in history: at most 200
                 characters are kept; control characters (newline, tab, ESC,
                 NUL, ...) and lone surrogates are refused.
+            wait: Seconds to wait (``True``: :data:`DEFAULT_WAIT`, 10) until
+                every worker of the [fleet](fleet.md) serves the new
+                revision; the answer is then an :class:`Acknowledgement`
+                (``complete``, ``pending`` naming host, pid and revision of
+                those that have not, ``text``), never an error on timeout.
 
         Raises :class:`InvalidValueError` (naming each bad key, or
-        ``actor``) before anything is stored.
+        ``actor`` or ``wait``) before anything is stored.
 
         Example::
 
             await waffle.update({"MAX_ITEMS": 50}, expected_revision=waffle.revision, actor="ops")
+            ack = await waffle.update({"MAX_ITEMS": 60}, wait=5)
+            print(ack.text)  # applied by 40 of 40 workers in 12 ms
         """
+        since = time.monotonic()
+        within = _wait_seconds(wait)
         actor = checked_actor(actor)
-        return await self._write(self._encode(values), expected_revision, actor)
+        revision = await self._write(self._encode(values), expected_revision, actor)
+        if within is None:
+            return revision
+        return await self.acknowledged(revision, within=within, since=since)
 
     async def reset(
         self, keys: Iterable[str], *, expected_revision: int | None = None, actor: str = ""
@@ -306,6 +350,44 @@ class QuartWaffle:
         with unavailable_as_error():
             return await self._connected().store.history(key=key, before_id=before_id, limit=limit)
 
+    # The fleet: every worker of every host on this store (see docs/fleet.md).
+
+    async def fleet(self) -> Fleet:
+        """Every worker's presence record, judged now: ``ok``, ``lagging``
+        (heartbeat late, channel down, or behind the head for too long) or
+        ``gone``; ``head`` is the store's newest revision. Raises
+        :class:`StoreUnavailableError` when the presence store cannot be read.
+
+        Example: ``[view.record.pid for view in (await waffle.fleet()).lagging]``.
+        """
+        connection = self._connected()
+        try:
+            with unavailable_as_error():
+                head: int | None = await connection.store.latest_revision()
+        except StoreUnavailableError:
+            head = None
+        try:
+            return await connection.fleet.fleet(head)
+        except Exception as error:
+            raise StoreUnavailableError(f"presence unreadable: {describe_error(error)}") from None
+
+    async def acknowledged(
+        self, revision: int, *, within: float = DEFAULT_WAIT, since: float | None = None
+    ) -> Acknowledgement:
+        """Wait until every worker live now serves ``revision`` or newer, or
+        ``within`` seconds (counted from ``since``, a ``time.monotonic()``
+        reading, default now); see :class:`Acknowledgement`. Never raises for
+        the presence store: the answer's ``error`` says it could not be read.
+
+        Example (a deploy script)::
+
+            ack = await waffle.acknowledged(128, within=30)
+            if not ack.complete:
+                print(ack.text)  # "applied by 39 of 40 workers in 30000 ms; not yet: ..."
+        """
+        start = time.monotonic() if since is None else since
+        return await self._connected().fleet.wait(revision, within, start)
+
     # Lifecycle.
 
     @contextlib.asynccontextmanager
@@ -355,12 +437,16 @@ class QuartWaffle:
             if self._engine is None:
                 await engine.dispose()
             raise
+        fleet = fleet_member(config, engine, identity, sync.health)
+        owns_engine = self._engine is None
         self._connection = _Connection(
-            app, config, store, identity, sync, asyncio.Lock(), announce, self._engine is None
+            app, config, store, identity, sync, asyncio.Lock(), announce, owns_engine, fleet
         )
         try:
             await sync.start(watch=watch)
             await self._catch_up(self._connection)
+            if watch:
+                fleet.start()
         except BaseException:
             await self.stop()
             raise
@@ -584,6 +670,7 @@ class QuartWaffle:
         old = self._snapshot
         base = self._defaults() if reload else old
         self._snapshot = new = base.merged(revision, values, revisions, defaults, rejected)
+        connection.fleet.changed()
         connection.sync.observer.served(revision)
         touched = new.values if reload else values
         changes = {
@@ -606,6 +693,19 @@ def _ask_supervisor_restart(reason: str) -> bool:
     from .supervisor.worker import request_restart
 
     return request_restart(reason)
+
+
+def _wait_seconds(wait: float | bool | None) -> float | None:
+    """``wait`` of a write as seconds, None for no wait; a number that is no
+    duration (negative, not finite, over an hour) is refused."""
+    if wait is None or wait is False:
+        return None
+    if wait is True:
+        return DEFAULT_WAIT
+    if not isinstance(wait, int | float) or not 0 <= wait <= MAX_WAIT:
+        reason = f"must be true or a number of seconds from 0 to {MAX_WAIT:g}"
+        raise InvalidValueError({"wait": reason})
+    return float(wait)
 
 
 def _message_key(secret: object) -> bytes | None:

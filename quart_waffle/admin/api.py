@@ -8,13 +8,16 @@ other workers.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, g, jsonify, request
 
 from ..errors import ConflictError, InvalidValueError
+from ..fleet.member import DEFAULT_WAIT, MAX_API_WAIT
 from ..limits import MAX_HISTORY_LIMIT
 from ..settings import Setting, display_value
 from .auth import authenticate
@@ -53,6 +56,11 @@ def setting_item(setting: Setting[Any], waffle: QuartWaffle) -> dict[str, Any]:
 
 
 def _with_etag(body: Mapping[str, Any], revision: int) -> Response:
+    """``body`` as JSON with ``revision`` as ETag; after a write that waited,
+    with its ``acknowledgement`` (see :func:`_write`)."""
+    acknowledgement = g.get("waffle_acknowledgement")
+    if acknowledgement is not None:
+        body = {**body, "acknowledgement": acknowledgement.as_dict()}
     response = jsonify(body)
     response.set_etag(str(revision))
     return response
@@ -128,14 +136,22 @@ async def _write(
     expected: int | None,
 ) -> int:
     actor: str = g.waffle_admin_actor
+    within = wait_seconds(request.args)  # refused before anything is stored
+    since = time.monotonic()
     try:
         if isinstance(values, list):
-            return await waffle.reset(values, expected_revision=expected, actor=actor)
-        await refuse_stale_secrets(waffle, values, expected)
-        for key, value in values.items():
-            if key in waffle.declarations:
-                refuse_mask(waffle.declarations[key], value)
-        return await waffle.update(values, expected_revision=expected, actor=actor)
+            revision = await waffle.reset(values, expected_revision=expected, actor=actor)
+        else:
+            await refuse_stale_secrets(waffle, values, expected)
+            for key, value in values.items():
+                if key in waffle.declarations:
+                    refuse_mask(waffle.declarations[key], value)
+            revision = await waffle.update(values, expected_revision=expected, actor=actor)
+        if within is not None:
+            g.waffle_acknowledgement = await waffle.acknowledged(
+                revision, within=within, since=since
+            )
+        return revision
     except ConflictError as error:
         current = {
             key: display_value(waffle.declarations, key, value)
@@ -144,6 +160,32 @@ async def _write(
         raise conflict(error, current) from None
     except InvalidValueError as error:
         raise invalid(error) from None
+
+
+def wait_seconds(args: Mapping[str, str]) -> float | None:
+    """The query's ``wait`` (``true``/``1`` or ``false``/``0``) and ``timeout``
+    (seconds, 0 to :data:`MAX_API_WAIT`, default 10) as the seconds a write
+    waits for the fleet, None for no wait; 422 naming the parameter otherwise."""
+    wait = args.get("wait", "").strip().lower()
+    if wait not in ("", "0", "false", "1", "true"):
+        raise AdminError(
+            422, "invalid_query", "wait must be true or false.", {"wait": "must be true or false"}
+        )
+    raw = args.get("timeout")
+    timeout = DEFAULT_WAIT
+    if raw is not None:
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = math.nan
+        if not 0 <= timeout <= MAX_API_WAIT:
+            raise AdminError(
+                422,
+                "invalid_query",
+                "The query parameter timeout is out of range.",
+                {"timeout": f"must be a number of seconds from 0 to {MAX_API_WAIT:g}"},
+            )
+    return timeout if wait in ("1", "true") else None
 
 
 async def refuse_stale_secrets(
@@ -291,6 +333,13 @@ async def health() -> Response:
     """This worker's sync state and pid."""
     waffle = current_waffle()
     return jsonify({**waffle.health().as_dict(), "pid": os.getpid(), "revision": waffle.revision})
+
+
+@api.get("/api/fleet")
+async def fleet() -> Response:
+    """Every worker of every host on this store: what it serves, its state
+    (``ok``, ``lagging``, ``gone``) and why; see docs/fleet.md."""
+    return jsonify((await current_waffle().fleet()).as_dict())
 
 
 @api.get("/openapi.json")

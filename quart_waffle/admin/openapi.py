@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..fleet.member import MAX_API_WAIT
 from ..limits import MAX_BODY_BYTES, MAX_HISTORY_LIMIT
 from ..settings import Setting
 
@@ -62,6 +63,24 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
         "description": 'The ETag you read, e.g. "42": 409 if a written key changed after it.',
     }
 
+    waiting = [
+        {
+            "name": "wait",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean"},
+            "description": "Answer once every live worker of the fleet serves the new revision"
+            " (or after timeout): the body then has an acknowledgement, see docs/fleet.md.",
+        },
+        {
+            "name": "timeout",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "number", "minimum": 0, "maximum": MAX_API_WAIT, "default": 10},
+            "description": "Seconds a write with wait=true waits at most.",
+        },
+    ]
+
     def json_body(schema: dict[str, Any]) -> dict[str, Any]:
         return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -107,7 +126,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                 },
                 "patch": {
                     "operationId": "patchSettings",
-                    "parameters": [if_match],
+                    "parameters": [if_match, *waiting],
                     "requestBody": json_body(
                         {
                             "type": "object",
@@ -127,7 +146,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                 },
                 "put": {
                     "operationId": "putSetting",
-                    "parameters": [if_match],
+                    "parameters": [if_match, *waiting],
                     "requestBody": json_body(
                         {
                             "type": "object",
@@ -140,7 +159,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                 },
                 "delete": {
                     "operationId": "resetSetting",
-                    "parameters": [if_match],
+                    "parameters": [if_match, *waiting],
                     "responses": _responses("Reset to the default", "404", "409", "412", etag=True),
                 },
             },
@@ -148,7 +167,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                 "parameters": [key_param],
                 "post": {
                     "operationId": "resetSettingPost",
-                    "parameters": [if_match],
+                    "parameters": [if_match, *waiting],
                     "responses": _responses("Reset to the default", "404", "409", "412", etag=True),
                 },
             },
@@ -179,6 +198,16 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                         "404",
                         "422",
                     ),
+                },
+            },
+            f"{prefix}/api/fleet": {
+                "get": {
+                    "operationId": "fleet",
+                    "description": "Every worker of every host on this store: host, pid, id,"
+                    " start time, code version, revision served, channel state, last sync,"
+                    " last error, heartbeat, and state (ok, lagging, gone) with reasons;"
+                    " head and counts. Shape: docs/fleet.md.",
+                    "responses": _responses("The fleet"),
                 },
             },
             f"{prefix}/api/health": {

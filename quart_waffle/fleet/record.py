@@ -11,8 +11,8 @@ The JSON of ``GET <prefix>/api/fleet`` (:meth:`Fleet.as_dict`)::
     {
       "generated_at": 1764093600.12,      # wall clock of the reader
       "head": 42,                         # newest revision any live worker serves, or the store's
-      "bounds": {"heartbeat": 5.0, "lagging_after": 11.0, "behind_after": 10.0,
-                 "gone_after": 25.0, "forget_after": 600.0},
+      "bounds": {"heartbeat": 5.0, "lagging_after": 11.0, "behind_after": 11.0,
+                 "gone_after": 51.0, "forget_after": 101.0},
       "counts": {"workers": 8, "hosts": 2, "ok": 7, "lagging": 1, "gone": 0},
       "workers": [                        # sorted by host, then pid
         {"id": "web-1/4242/9f3a1c0e", "host": "web-1", "pid": 4242,
@@ -144,15 +144,15 @@ class Bounds:
 
 def bounds_for(heartbeat: float, check_interval: float) -> Bounds:
     """The bounds for a fleet heartbeating every ``heartbeat`` seconds: two
-    missed heartbeats (plus a second of slack) is lagging, five is gone;
-    forgotten after ten, and not before ten minutes; behind the head for
-    longer than two heartbeats or the periodic check, whichever is longer."""
+    missed heartbeats (plus a second of slack) is lagging, ten is gone,
+    twenty is forgotten; behind the head for longer than two heartbeats or the
+    periodic check, whichever is longer, is lagging."""
     return Bounds(
         heartbeat=heartbeat,
         lagging_after=2 * heartbeat + 1.0,
         behind_after=max(2 * heartbeat, check_interval) + 1.0,
-        gone_after=5 * heartbeat + 1.0,
-        forget_after=max(10 * heartbeat, 600.0),
+        gone_after=10 * heartbeat + 1.0,
+        forget_after=20 * heartbeat + 1.0,
     )
 
 
@@ -210,7 +210,7 @@ def judge(
         behind = max(0.0, now - first_served) if record.revision < head else 0.0
         reasons: list[str] = []
         state: WorkerState = "ok"
-        if age > max(bounds.gone_after, 5 * record.interval + 1.0):
+        if age > max(bounds.gone_after, 10 * record.interval + 1.0):
             state = "gone"
             reasons.append(f"no heartbeat for {age:.0f} s")
         else:
@@ -279,10 +279,12 @@ class Acknowledgement:
     elapsed: float
     """Seconds from the commit until all applied, or until the timeout."""
     pending: tuple[WorkerView, ...] = field(default=())
+    error: str | None = None
+    """Why the wait could not tell (the presence store unreadable), else None."""
 
     @property
     def complete(self) -> bool:
-        return not self.pending
+        return not self.pending and self.error is None
 
     @property
     def text(self) -> str:
@@ -292,6 +294,8 @@ class Acknowledgement:
         line = f"applied by {self.applied} of {self.expected} {plural} in {took}"
         if self.pending:
             line += "; not yet: " + ", ".join(view.describe() for view in self.pending)
+        if self.error is not None:
+            line += f" ({self.error})"
         return line
 
     def as_dict(self) -> dict[str, Any]:
@@ -303,5 +307,6 @@ class Acknowledgement:
             "expected": self.expected,
             "elapsed_ms": round(self.elapsed * 1000, 1),
             "pending": [view.as_dict() for view in self.pending],
+            "error": self.error,
             "text": self.text,
         }

@@ -1,0 +1,113 @@
+"""Where workers keep their presence records: one backend per channel, chosen
+by the channel's name as :mod:`quart_waffle.sync.registry` chooses channels.
+
+- ``redis``: one hash ``<redis_channel>:fleet`` (field: worker id), no database cost.
+- ``file``: one small file per worker in ``<watcher_file>.fleet/``.
+- ``postgres`` and ``none``: the table ``waffle_presence`` in the settings database.
+
+A backend module is imported only when chosen, so the core never imports
+redis unless asked to.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..errors import ConfigurationError
+from ..sync.registry import ChannelOptions
+from .record import PresenceRecord
+
+
+class PresenceABC(ABC):
+    """Keeps the presence records of one fleet.
+
+    Writers call :meth:`publish` (their own record) and :meth:`remove` (at
+    shutdown); readers call :meth:`read`, which also deletes the records
+    heartbeating no more for ``forget_after`` seconds. ``writes`` counts the
+    store writes made through this object, for the benchmark and the metrics.
+    """
+
+    name: str = ""
+    heartbeat: float = 5.0
+    """The default heartbeat interval (``WAFFLE_HEARTBEAT_INTERVAL`` wins):
+    a backend whose writes cost a database transaction heartbeats slowly."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    @abstractmethod
+    async def publish(self, record: PresenceRecord) -> None:
+        """Store ``record``, replacing the worker's previous one; raise on failure."""
+
+    @abstractmethod
+    async def remove(self, worker_id: str) -> None:
+        """Delete one worker's record (a clean shutdown)."""
+
+    @abstractmethod
+    async def read(self, *, forget_after: float, now: float) -> list[PresenceRecord]:
+        """Every record, after deleting those with a heartbeat older than
+        ``now - forget_after``; records this version cannot read are skipped."""
+
+    async def close(self) -> None:  # noqa: B027 - most backends hold nothing
+        """Release connections; the backend may be used again."""
+
+
+def encode(record: PresenceRecord) -> str:
+    return json.dumps(record.as_dict(), separators=(",", ":"))
+
+
+def decode(text: str | bytes) -> PresenceRecord | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return PresenceRecord.from_dict(data) if isinstance(data, dict) else None
+
+
+PresenceFactory = Callable[[ChannelOptions, AsyncEngine], PresenceABC]
+
+
+@dataclass(frozen=True)
+class PresenceKind:
+    """How to build one kind of presence backend; a backend module exposes one as ``KIND``."""
+
+    build: PresenceFactory
+
+
+_KINDS: dict[str, PresenceKind | str] = {}
+
+
+def register_presence(channel: str, kind: PresenceKind | str) -> None:
+    """Keep presence for channel ``channel`` with ``kind``, or the dotted name
+    of a module whose ``KIND`` it is (imported on first use).
+
+    Example: ``register_presence("nats", "myproject.nats_presence")``.
+    """
+    _KINDS[channel] = kind
+
+
+for _channel, _module in (("redis", "redis"), ("file", "files"), ("postgres", "table")):
+    register_presence(_channel, f"{__package__}.{_module}")
+register_presence("none", f"{__package__}.table")
+
+
+def open_presence(channel: str, options: ChannelOptions, engine: AsyncEngine) -> PresenceABC:
+    """The presence backend that goes with ``channel``; a channel with no
+    backend of its own keeps presence in the settings database."""
+    kind = _KINDS.get(channel, f"{__package__}.table")
+    if isinstance(kind, str):
+        loaded = getattr(importlib.import_module(kind), "KIND", None)
+        if not isinstance(loaded, PresenceKind):
+            raise ConfigurationError(f"presence module {kind} has no PresenceKind named KIND")
+        kind = loaded
+    return kind.build(options, engine)
+
+
+def ids(records: Iterable[PresenceRecord]) -> set[str]:
+    return {record.id for record in records}

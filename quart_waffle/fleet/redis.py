@@ -1,0 +1,72 @@
+"""Presence in Redis: one hash ``<redis_channel>:fleet``, one field per
+worker, refreshed every few seconds at no database cost. The key expires
+when no worker writes for ``forget_after``; a reader deletes the fields of
+workers forgotten meanwhile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..sync.registry import ChannelOptions
+from .presence import PresenceABC, PresenceKind, decode, encode
+from .record import PresenceRecord
+
+KEY_TTL = 3600
+"""Seconds the hash outlives its last write."""
+
+
+class RedisPresence(PresenceABC):
+    name = "redis"
+    heartbeat = 5.0
+
+    def __init__(self, options: ChannelOptions) -> None:
+        super().__init__()
+        self.key = f"{options.redis_channel}:fleet"
+        settings: dict[str, Any] = {
+            "socket_connect_timeout": options.timeout,
+            "socket_timeout": options.timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if options.redis_url:
+            self._client = Redis.from_url(options.redis_url, **settings)
+        else:
+            self._client = Redis(host=options.redis_host, port=options.redis_port, **settings)
+
+    async def publish(self, record: PresenceRecord) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hset(self.key, record.id, encode(record))
+            pipe.expire(self.key, KEY_TTL)
+            await pipe.execute()
+        self.writes += 1
+
+    async def remove(self, worker_id: str) -> None:
+        await self._client.hdel(self.key, worker_id)
+
+    async def read(self, *, forget_after: float, now: float) -> list[PresenceRecord]:
+        fields = await self._client.hgetall(self.key)
+        records: list[PresenceRecord] = []
+        forgotten: list[Any] = []
+        for field, text in fields.items():
+            record = decode(text)
+            if record is not None and now - record.heartbeat > forget_after:
+                forgotten.append(field)
+            elif record is not None:
+                records.append(record)
+        if forgotten:
+            await self._client.hdel(self.key, *forgotten)
+        return records
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _build(options: ChannelOptions, _engine: AsyncEngine) -> PresenceABC:
+    return RedisPresence(options)
+
+
+KIND = PresenceKind(_build)

@@ -1,0 +1,111 @@
+"""The worker's side: a task on the worker's own event loop that publishes
+its presence record when what it serves changes, and otherwise once per
+heartbeat. Running on the serving loop is the point: a loop that is
+blocked (or a process that is paused) stops heartbeating, and readers flag it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from ..redaction import describe_error
+from .presence import PresenceABC
+from .record import PresenceRecord
+
+logger = logging.getLogger("quart_waffle.fleet")
+
+LOOK_EVERY = 1.0
+"""Seconds between two looks at the worker's state (in memory, no I/O): a
+change of channel state or error is published within this."""
+MIN_SPACING = 1.0
+"""Seconds between two writes caused by a change other than of revision, so
+a flapping channel cannot flood the store."""
+REMOVE_TIMEOUT = 1.0
+"""Seconds a clean shutdown spends deleting its own record."""
+
+
+class PresenceReporter:
+    """Publishes ``make_record()`` through ``backend``.
+
+    Arguments:
+        backend: Where the record goes.
+        make_record: This worker's record now (heartbeat: now); called on the loop.
+        interval: Heartbeat seconds: the longest time between two writes.
+    """
+
+    def __init__(
+        self, backend: PresenceABC, make_record: Callable[[], PresenceRecord], interval: float
+    ) -> None:
+        self.backend = backend
+        self.interval = interval
+        self._make_record = make_record
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._published: PresenceRecord | None = None
+        self._failing = False
+
+    @property
+    def published(self) -> PresenceRecord | None:
+        """The last record stored."""
+        return self._published
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="quart-waffle-presence")
+
+    def changed(self) -> None:
+        """What this worker serves changed: publish now, not at the next look."""
+        self._changed.set()
+
+    async def stop(self) -> None:
+        """Stop the task and delete this worker's record, so a clean shutdown
+        leaves the view at once instead of going through ``gone``."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        if self._published is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(REMOVE_TIMEOUT):
+                    await self.backend.remove(self._published.id)
+
+    def _due(self, record: PresenceRecord, now: float) -> bool:
+        last = self._published
+        if last is None or last.revision != record.revision or last.store != record.store:
+            return True
+        if now - last.heartbeat >= self.interval:
+            return True
+        return not record.same_state(last) and now - last.heartbeat >= MIN_SPACING
+
+    async def _run(self) -> None:
+        retry_at = -math.inf
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(LOOK_EVERY, self.interval)):
+                    await self._changed.wait()
+            self._changed.clear()
+            record = self._make_record()
+            now = record.heartbeat
+            if not self._due(record, now) or time.monotonic() < retry_at:
+                continue
+            try:
+                await self.backend.publish(record)
+            except Exception as error:
+                if not self._failing:
+                    logger.warning(
+                        "could not publish this worker's presence (%s): %s; retrying",
+                        self.backend.name,
+                        describe_error(error),
+                    )
+                self._failing = True
+                retry_at = time.monotonic() + min(5.0, self.interval)
+                continue
+            if self._failing:
+                logger.warning("presence published again (%s)", self.backend.name)
+            self._failing = False
+            self._published = record
