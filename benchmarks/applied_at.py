@@ -20,7 +20,7 @@ from pathlib import Path
 from harness import REDIS_URL, Connection, Deployment
 
 from .common import BenchConfig, Section, Skipped, database, workspace
-from .propagation import BASE_SETTINGS, HEADER, Cell, channel_missing
+from .propagation import BASE_SETTINGS, HEADER, SYNC_KEY, Cell, channel_missing
 
 SETTLE = 0.2
 """Seconds left to the workers, unobserved, before asking when they applied an update."""
@@ -60,6 +60,7 @@ async def measure(
         "WAFFLE_REDIS_CHANNEL": f"bench-applied-{cell.channel}-{os.getpid()}",
         "WAFFLE_WATCHER_FILE": str(directory / f"applied-{cell.channel}.revision"),
         "WAFFLE_INSTANCE_PATH": str(directory),
+        "WAFFLE_SYNC_KEY": SYNC_KEY,  # changes travel in the message, as in production
     }
     log = directory / f"applied-{cell.channel}.log"
     cell.limit, cell.trigger = LIMIT, "HTTP POST through one worker"

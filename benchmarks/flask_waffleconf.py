@@ -12,6 +12,7 @@ reload in an app context. Run alone with ``python -m benchmarks.flask_waffleconf
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import (
@@ -32,8 +34,16 @@ from harness import (
     reachable,
 )
 
-from .common import BenchConfig, Section, Skipped, checkout_server, wait_ready, workspace
-from .propagation import BASE_SETTINGS, HEADER, Cell, measure
+from .common import (
+    BenchConfig,
+    Section,
+    Skipped,
+    checkout_server,
+    summary_ms,
+    wait_ready,
+    workspace,
+)
+from .propagation import BASE_SETTINGS, HEADER, Cell, measure, measure_ours
 
 REQUIREMENTS = (
     "Flask-WaffleConf==0.3.1",
@@ -42,6 +52,7 @@ REQUIREMENTS = (
     "gunicorn",
     "redis",
 )
+VERSUS_ROUNDS = 3
 FILE_POLL = 10.0  # Flask-WaffleConf's file watcher sleeps 10 s between checks
 
 # The Flask app under test: written next to the virtualenv, not imported here.
@@ -296,6 +307,79 @@ async def measure_fwc(
     return cell
 
 
+@dataclass
+class Versus:
+    """Ours and the peer's propagation on Redis, polled over HTTP, measured in
+    alternating rounds of the same run; ``hint`` is ours on the 0.1 path."""
+
+    ours: Cell
+    peer: Cell
+    hint: Cell
+    load: list[float] = field(default_factory=list)  # 1-minute load before each round
+
+    def ratio(self, quantile: str) -> float | None:
+        """Ours over the peer's at ``quantile`` ("p50", "p90"); None without figures."""
+        if not self.ours.latencies or not self.peer.latencies:
+            return None
+        return summary_ms(self.ours.latencies)[quantile] / summary_ms(self.peer.latencies)[quantile]
+
+    def lines(self) -> list[str]:
+        """The side-by-side table, then the ratios."""
+        header = "| system | updates | p50 ms | p90 ms | max ms | note |\n|---|---|---|---|---|---|"
+        rows = []
+        for cell in (self.ours, self.peer, self.hint):
+            if not cell.latencies:
+                rows.append(f"| {cell.system} | {cell.attempts} | - | - | - | {cell.row()[-1]} |")
+                continue
+            figures = summary_ms(cell.latencies)
+            missed = f"{cell.missed} not converged" if cell.missed else ""
+            rows.append(
+                f"| {cell.system} | {cell.attempts} | {figures['p50']:.1f} | {figures['p90']:.1f}"
+                f" | {figures['max']:.1f} | {missed} |"
+            )
+        p50, p90 = self.ratio("p50"), self.ratio("p90")
+        load = ", ".join(f"{value:.2f}" for value in self.load)
+        ratio = (
+            "ours / Flask-WaffleConf: no ratio (a side has no figures)"
+            if p50 is None or p90 is None
+            else f"ours / Flask-WaffleConf: p50 x{p50:.2f}, p90 x{p90:.2f}"
+        )
+        return [header, *rows, "", f"{ratio}; 1-minute load average before each round: {load}"]
+
+
+async def versus(config: BenchConfig, venv: Path, rounds: int, updates: int) -> Versus:
+    """``rounds`` rounds of ``updates`` updates each: ours (changes carried,
+    hypercorn -w 4), the peer's (gunicorn -w 4, app-context wrapper), ours on
+    the 0.1 path; Redis, the demo app's 7 settings, every worker polled."""
+    ours = Cell("quart-waffle, carried", "redis", BASE_SETTINGS)
+    peer = Cell("Flask-WaffleConf 0.3.1 + app-context wrapper", "redis", BASE_SETTINGS)
+    hint = Cell("quart-waffle, 0.1 path (bare hint)", "redis", BASE_SETTINGS)
+    result = Versus(ours, peer, hint)
+    short = replace(config, updates=updates, fwc_updates=updates, cell_budget=60.0)
+    for number in range(rounds):
+        directory = workspace(config, f"versus-{number}")
+        bus = f"waffle-bench-versus-{os.getpid()}-{number}"
+        result.load.append(os.getloadavg()[0])
+        for total, measured in (
+            (ours, await measure_ours(short, "redis", BASE_SETTINGS, directory, bus)),
+            (peer, await measure_fwc(short, venv, directory, "redis", BASE_SETTINGS, True, bus)),
+            (
+                hint,
+                await measure_ours(
+                    short, "redis", BASE_SETTINGS, directory, bus + "-hint", carried=False
+                ),
+            ),
+        ):
+            total.latencies += measured.latencies
+            total.missed += measured.missed
+            total.trigger = measured.trigger
+            total.limit = measured.limit
+            if measured.skipped is not None:
+                total.skipped = measured.skipped
+        print(f"  round {number + 1}/{rounds}: " + "; ".join(result.lines()[-1:]), flush=True)
+    return result
+
+
 async def run(config: BenchConfig) -> Section:
     section = Section("Flask-WaffleConf 0.3.1 under gunicorn -w 4 -k gthread, same run")
     print(f"\n== {section.title}", flush=True)
@@ -304,6 +388,18 @@ async def run(config: BenchConfig) -> Section:
     except Skipped as reason:
         section.skip(str(reason))
         return section
+    if reachable(REDIS_URL):
+        head_to_head = await versus(config, venv, VERSUS_ROUNDS, max(5, config.updates // 3))
+        section.data["versus"] = head_to_head
+        section.lines += [
+            "Side by side on Redis at the demo app's 7 settings, polled over HTTP, in"
+            f" {VERSUS_ROUNDS} alternating rounds:",
+            "",
+            *head_to_head.lines(),
+            "",
+        ]
+        for line in head_to_head.lines():
+            print("  " + line, flush=True)
     bus = f"waffle-bench-fwc-{os.getpid()}"
     cells: list[Cell] = []
     plans: list[tuple[str, int, bool]] = []
@@ -335,6 +431,22 @@ async def run(config: BenchConfig) -> Section:
     return section
 
 
+async def main(arguments: argparse.Namespace) -> None:
+    config = BenchConfig()
+    config.results.mkdir(parents=True, exist_ok=True)
+    if not arguments.versus:
+        await run(config)
+        return
+    venv = await asyncio.to_thread(_venv, config)
+    for line in (await versus(config, venv, arguments.rounds, arguments.updates)).lines():
+        print(line, flush=True)
+
+
 if __name__ == "__main__":
-    BenchConfig().results.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run(BenchConfig()))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.flask_waffleconf")
+    parser.add_argument(
+        "--versus", action="store_true", help="only ours and the peer's side by side, on Redis"
+    )
+    parser.add_argument("--rounds", type=int, default=VERSUS_ROUNDS)
+    parser.add_argument("--updates", type=int, default=15, help="updates per side and round")
+    asyncio.run(main(parser.parse_args()))

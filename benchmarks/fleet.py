@@ -118,6 +118,13 @@ class Row:
     cpu_ms: float
     transactions: float | None
     idle: int | None
+    load: float = 0.0  # 1-minute load average when the row started
+
+    @property
+    def every_update_applied(self) -> bool:
+        """Whether every update reached every instance."""
+        served, _, sent = self.complete.partition("/")
+        return served == sent
 
     def line(self) -> str:
         transactions = "-" if self.transactions is None else f"{self.transactions:.1f}"
@@ -126,14 +133,14 @@ class Row:
             f"| {self.store} | {self.workers} | {self.mode} | {self.update_ms:.1f}"
             f" | {self.p50:.1f} | {self.p90:.1f}"
             f" | {self.worst:.1f} | {self.complete} | {self.cpu_ms:.2f} | {transactions}"
-            f" | {idle} |"
+            f" | {idle} | {self.load:.2f} |"
         )
 
 
 HEADER = (
     "| store | workers | path | update ms | p50 ms | p90 ms | max ms | applied"
-    " | CPU ms/worker/change | DB xacts/change | idle DB conns |"
-    "\n|---|---|---|---|---|---|---|---|---|---|---|"
+    " | CPU ms/worker/change | DB xacts/change | idle DB conns | load |"
+    "\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -155,6 +162,7 @@ async def pg_figures(url: str) -> tuple[int, int]:
 
 
 async def run_fleet(store: str, database_url: str, workers: int, mode: str, updates: int) -> Row:
+    load = os.getloadavg()[0]
     channel = f"fleet-{os.urandom(4).hex()}"
     processes = min(PROCESSES, workers)
     per_process = [workers // processes + (i < workers % processes) for i in range(processes)]
@@ -238,6 +246,7 @@ async def run_fleet(store: str, database_url: str, workers: int, mode: str, upda
         cpu / workers / updates * 1000,
         transactions,
         idle,
+        load,
     )
 
 
@@ -271,14 +280,18 @@ async def run(config: BenchConfig) -> Section:
         return section
     section.lines.append(HEADER)
     updates = max(5, min(config.updates, 20))
+    rows: list[Row] = []
+    section.data["fleet"] = rows
     async for row in fleets(["sqlite", "postgres"], None, updates, workspace(config, "fleet")):
         print(row.line(), flush=True)
         section.lines.append(row.line())
+        rows.append(row)
     section.lines.append("")
     section.note(
         f"{updates} updates per fleet, {GAP * 1000:.0f} ms apart; times from the update's"
         " return to the last instance applying it; 'hint' is the 0.1 path (bare hint, then"
-        " every worker reads the store)"
+        " every worker reads the store); 'load' is the 1-minute load average when the row"
+        " started (2 cores)"
     )
     return section
 

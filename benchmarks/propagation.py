@@ -48,6 +48,7 @@ from .common import (
 
 BASE_SETTINGS = 7  # the demo app's own declarations; fillers come on top
 ADMIN_TOKEN = "bench-" + secrets.token_hex(8)
+SYNC_KEY = "bench-sync-" + secrets.token_hex(8)
 Trigger = Callable[[str], Awaitable[None]]
 """Make GREETING the given value; return once the update's response is in."""
 POLL_GAP = 0.0005
@@ -172,8 +173,17 @@ async def channel_missing(watchtype: str, database_url: str) -> str | None:
 
 
 def _options(
-    watchtype: str, database_url: str, directory: Path, channel: str, name: str
+    watchtype: str,
+    database_url: str,
+    directory: Path,
+    channel: str,
+    name: str,
+    *,
+    carried: bool = True,
 ) -> dict[str, Any]:
+    """WAFFLE_* options of a deployment; with ``carried``, a sync key, as a
+    production deployment has (``SECRET_KEY`` or ``WAFFLE_SYNC_KEY``), so
+    changes travel in the message; without, bare hints (the 0.1 path)."""
     return {
         "database_url": database_url,
         "watchtype": watchtype,
@@ -182,6 +192,7 @@ def _options(
         "watcher_file": str(directory / f"{name}.revision"),
         "redis_url": REDIS_URL,
         "redis_channel": channel,
+        **({"sync_key": SYNC_KEY} if carried else {}),
     }
 
 
@@ -238,18 +249,28 @@ async def our_trigger(port: int, options: Mapping[str, Any]) -> AsyncIterator[tu
 
 
 async def measure_ours(
-    config: BenchConfig, channel: str, declared: int, directory: Path, bus: str
+    config: BenchConfig,
+    channel: str,
+    declared: int,
+    directory: Path,
+    bus: str,
+    *,
+    carried: bool = True,
+    system: str = "quart-waffle",
 ) -> Cell:
-    cell = Cell("quart-waffle", channel, max(declared, BASE_SETTINGS))
+    """Our deployment's propagation, polled; with ``carried`` False, the 0.1
+    path (no sync key: a bare hint, then every worker reads the store)."""
+    cell = Cell(system, channel, max(declared, BASE_SETTINGS))
     store = "postgres" if channel == "postgres" else "sqlite"
+    name = f"{channel}-{declared}" + ("" if carried else "-hint")
     try:
-        async with database(directory, store, f"prop_{channel}_{declared}") as database_url:
+        async with database(directory, store, f"prop_{name.replace('-', '_')}") as database_url:
             reason = await channel_missing(channel, database_url)
             if reason is not None:
                 raise Skipped(reason)
-            options = _options(channel, database_url, directory, bus, f"{channel}-{declared}")
+            options = _options(channel, database_url, directory, bus, name, carried=carried)
             filler = max(0, declared - BASE_SETTINGS)
-            log_name = f"ours-{channel}-{declared}"
+            log_name = f"ours-{name}"
             async with deployment(options, filler, directory, config.workers, log_name) as server:
                 workers = await connect_per_worker(server.port, config.workers)
                 try:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import BenchConfig, Section, summary_ms
+from .flask_waffleconf import Versus
+from .fleet import Row
 from .propagation import BASE_SETTINGS, Cell
 from .reload import ReloadFigures
 
@@ -21,6 +23,10 @@ FAST_BOUND = 5.0
 LARGE = 10_000
 LARGE_BOUND = 10.0
 FILE_BOUND = 150.0
+UNPOLLED_BOUND = 2.0  # redis, each worker's own clock, nobody polling
+FLEET_P90_MS = 30.0
+FLEET_IDLE = 40
+FLEET_XACTS = 10
 THROUGHPUT_RATIO = 0.97
 THROUGHPUT_VARIANTS = ("quart-waffle (redis)", "quart-waffle (file)")
 RELOAD_WORST_MS = 250
@@ -133,7 +139,7 @@ def propagation_verdicts(sections: Mapping[str, Section], config: BenchConfig) -
     if "unpolled" in sections:
         absent = _not_run(sections, "unpolled")
         for channel in config.channels:
-            bound = FILE_BOUND if channel == "file" else FAST_BOUND
+            bound = {"file": FILE_BOUND, "redis": UNPOLLED_BOUND}.get(channel, FAST_BOUND)
             figure, verdict, why = _cell_verdict(
                 unpolled.get(channel), bound, config.updates, absent
             )
@@ -246,13 +252,85 @@ def reload_verdicts(sections: Mapping[str, Section]) -> list[list[str]]:
     return rows
 
 
+def _fleet_row(rows: Sequence[Row], store: str, workers: int, mode: str) -> Row | None:
+    return next((r for r in rows if (r.store, r.workers, r.mode) == (store, workers, mode)), None)
+
+
+def fleet_verdicts(sections: Mapping[str, Section]) -> list[list[str]]:
+    """The fleet targets: 256 workers on SQLite converge with a p90 under
+    :data:`FLEET_P90_MS`; 160 workers on PostgreSQL all converge holding at most
+    :data:`FLEET_IDLE` idle connections and costing at most :data:`FLEET_XACTS`
+    transactions per change. MISSED when the row is absent or an update never
+    reached every worker; the 0.1 path of the same run and the load are quoted."""
+    if "fleet" not in sections:
+        return []
+    rows: list[Row] = sections["fleet"].data.get("fleet", [])
+    absent = _not_run(sections, "fleet")
+    verdict_rows: list[list[str]] = []
+    sqlite_target = f"fleet: 256 workers, SQLite, Redis, p90 to all < {FLEET_P90_MS:.0f} ms"
+    pg_targets = [
+        f"fleet: 160 workers, PostgreSQL, Redis, <= {FLEET_IDLE} idle DB connections",
+        f"fleet: 160 workers, PostgreSQL, Redis, <= {FLEET_XACTS} DB transactions per change",
+    ]
+    carried = _fleet_row(rows, "sqlite", 256, "carried")
+    if carried is None:
+        verdict_rows.append([sqlite_target, "-", "MISSED", absent])
+    else:
+        why = [] if carried.every_update_applied else [f"applied {carried.complete}"]
+        if carried.p90 >= FLEET_P90_MS:
+            why.append(f"load average {carried.load:.2f} on {os.cpu_count()} cores")
+        hint = _fleet_row(rows, "sqlite", 256, "hint")
+        versus = f"; 0.1 path in this run: {hint.p90:.1f} ms" if hint is not None else ""
+        figure = f"{carried.p90:.1f} ms{versus}"
+        verdict_rows.append([sqlite_target, figure, "MISSED" if why else "met", "; ".join(why)])
+    pg = _fleet_row(rows, "postgres", 160, "carried")
+    if pg is None:
+        verdict_rows += [[target, "-", "MISSED", absent] for target in pg_targets]
+        return verdict_rows
+    short = [] if pg.every_update_applied else [f"applied {pg.complete}"]
+    measured: tuple[tuple[str, float | None, int], ...] = (
+        (pg_targets[0], pg.idle, FLEET_IDLE),
+        (pg_targets[1], pg.transactions, FLEET_XACTS),
+    )
+    for target, amount, bound in measured:
+        if amount is None:
+            verdict_rows.append([target, "-", "MISSED", "not measured"])
+            continue
+        verdict = "met" if amount <= bound and not short else "MISSED"
+        verdict_rows.append([target, f"{amount:g}", verdict, "; ".join(short)])
+    return verdict_rows
+
+
+def versus_verdicts(sections: Mapping[str, Section]) -> list[list[str]]:
+    """Polled over HTTP on Redis, ours p90 below Flask-WaffleConf's in the same run."""
+    if "fwc" not in sections:
+        return []
+    target = "redis, polled, 7 settings: p90 below Flask-WaffleConf 0.3.1's, same run"
+    result: Versus | None = sections["fwc"].data.get("versus")
+    if result is None:
+        return [[target, "-", "MISSED", _not_run(sections, "fwc")]]
+    ratio = result.ratio("p90")
+    if ratio is None:
+        return [[target, "-", "MISSED", "a side has no figures"]]
+    ours = summary_ms(result.ours.latencies)["p90"]
+    peer = summary_ms(result.peer.latencies)["p90"]
+    figure = f"x{ratio:.2f} ({ours:.1f} ms against {peer:.1f} ms)"
+    why = [f"{cell.missed} of ours not converged" for cell in [result.ours] if cell.missed]
+    if ratio >= 1:
+        load = ", ".join(f"{value:.2f}" for value in result.load)
+        why.append(f"load average before each round: {load}")
+    return [[target, figure, "MISSED" if why else "met", "; ".join(why)]]
+
+
 def verdicts(sections: Mapping[str, Section], config: BenchConfig) -> list[list[str]]:
     """One row per target of the sections run: target, figure, verdict, and why when missed.
     A target whose figure is missing (section or cell failed, cut short) is MISSED."""
     return [
         *propagation_verdicts(sections, config),
+        *versus_verdicts(sections),
         *throughput_verdicts(sections),
         *reload_verdicts(sections),
+        *fleet_verdicts(sections),
     ]
 
 
