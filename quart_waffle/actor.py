@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from .errors import InvalidValueError
-from .limits import MAX_ACTOR_LENGTH
+from .limits import MAX_ACTOR_LENGTH, MAX_REASON_LENGTH
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 """Control characters (NUL, newline, tab, ESC, C1), line and paragraph
@@ -27,6 +27,24 @@ def checked_actor(actor: object) -> str:
         reason = f"may not contain control characters or lone surrogates (found {shown})"
         raise InvalidValueError({"actor": reason})
     return actor[:MAX_ACTOR_LENGTH]
+
+
+def checked_reason(reason: object) -> str:
+    """``reason`` as history records it (why a change was made); as an actor,
+    it must be a string without control characters or lone surrogates, and
+    at most :data:`MAX_REASON_LENGTH` characters (a longer one is refused:
+    a cut reason could say something else). :class:`InvalidValueError`
+    names ``reason``."""
+    if not isinstance(reason, str):
+        raise InvalidValueError({"reason": f"must be a string, got {type(reason).__name__}"})
+    found = _CONTROL.search(reason)
+    if found is not None:
+        shown = escape_controls(found.group())
+        detail = f"may not contain control characters or lone surrogates (found {shown})"
+        raise InvalidValueError({"reason": detail})
+    if len(reason) > MAX_REASON_LENGTH:
+        raise InvalidValueError({"reason": f"must be at most {MAX_REASON_LENGTH} characters"})
+    return reason
 
 
 def escape_controls(text: str) -> str:

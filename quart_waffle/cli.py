@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -25,7 +25,9 @@ from .errors import ConfigurationError, InvalidValueError, StoreUnavailableError
 from .extension import QuartWaffle
 from .fleet import Fleet, WorkerView
 from .kinds import parse_integer
+from .promotion import Plan, apply, plan, read_document
 from .redaction import describe_error, mask_credentials
+from .rollback import json_diff
 from .settings import display_value
 from .sync import channel_options, open_notifier
 
@@ -169,6 +171,26 @@ def _actor(actor: str | None) -> str:
         return "cli"
 
 
+_reason = click.option("--reason", default="", help="Why, recorded in history.")
+
+
+class Moment(click.ParamType[datetime]):
+    """An ISO 8601 time; without an offset it is UTC."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail("must be an ISO 8601 time, like 2026-11-25T18:00:00+00:00", param, ctx)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _time(moment: datetime | None) -> str:
     return "unreadable-time" if moment is None else moment.isoformat()
 
@@ -293,6 +315,7 @@ def get_command(info: ScriptInfo, key: str, reveal: bool) -> None:
     "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
 )
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_reason
 @_no_channel_check
 @pass_script_info
 def set_command(
@@ -300,6 +323,7 @@ def set_command(
     assignments: tuple[str, ...],
     expect_revision: int | None,
     actor: str | None,
+    reason: str,
     no_channel_check: bool,
 ) -> None:
     """Change one or more settings atomically. Values are typed as in a form:
@@ -313,7 +337,9 @@ def set_command(
 
     async def action(waffle: QuartWaffle) -> int:
         values = {key: waffle.setting(key).parse_text(text) for key, text in raw.items()}
-        return await waffle.update(values, expected_revision=expect_revision, actor=_actor(actor))
+        return await waffle.update(
+            values, expected_revision=expect_revision, actor=_actor(actor), reason=reason
+        )
 
     click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
 
@@ -321,15 +347,16 @@ def set_command(
 @waffle_cli.command("reset")
 @click.argument("keys", nargs=-1, required=True)
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_reason
 @_no_channel_check
 @pass_script_info
 def reset_command(
-    info: ScriptInfo, keys: tuple[str, ...], actor: str | None, no_channel_check: bool
+    info: ScriptInfo, keys: tuple[str, ...], actor: str | None, reason: str, no_channel_check: bool
 ) -> None:
     """Set settings back to their declared defaults."""
 
     async def action(waffle: QuartWaffle) -> int:
-        return await waffle.reset(keys, actor=_actor(actor))
+        return await waffle.reset(keys, actor=_actor(actor), reason=reason)
 
     click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
 
@@ -340,13 +367,35 @@ def reset_command(
 @click.option(
     "--before", "before_id", type=WholeNumber(), help="Only entries older than this entry id."
 )
+@click.option("--actor", help="Only changes by this actor.")
+@click.option("--since", type=Moment(), help="Only changes at or after this time (ISO 8601).")
+@click.option("--until", type=Moment(), help="Only changes before this time (ISO 8601).")
+@click.option("--revision", type=WholeNumber(), help="Only the changes of this revision.")
 @pass_script_info
-def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: int | None) -> None:
-    """Recorded changes, newest first: entry id, revision, time, actor, key,
-    old -> new."""
+def history_command(
+    info: ScriptInfo,
+    key: str | None,
+    limit: int,
+    before_id: int | None,
+    actor: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    revision: int | None,
+) -> None:
+    """Recorded changes of every key, newest first: entry id, revision, time,
+    actor, key, old -> new, then the reason and, for JSON objects and
+    lists, the changed paths."""
 
     async def action(waffle: QuartWaffle) -> None:
-        entries = await waffle.history(key=key, before_id=before_id, limit=limit)
+        entries = await waffle.history(
+            key=key,
+            before_id=before_id,
+            limit=limit,
+            actor=actor,
+            since=since,
+            until=until,
+            revision=revision,
+        )
         for entry in entries:
             old, new = (
                 display_value(waffle.declarations, entry.key, value)
@@ -357,6 +406,11 @@ def history_command(info: ScriptInfo, key: str | None, limit: int, before_id: in
                 + "\t".join(map(escape_controls, (entry.actor, entry.key)))
                 + f"\t{escape_controls(_dump(old))} -> {escape_controls(_dump(new))}"
             )
+            if entry.reason:
+                line += f"\treason: {escape_controls(entry.reason)}"
+            changed = json_diff(old, new)
+            if changed:
+                line += "\tdiff: " + escape_controls(_dump(changed))
             click.echo(line)
 
     _run(info, action)
@@ -424,6 +478,7 @@ def _write_private(path: str, text: str) -> None:
     "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
 )
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_reason
 @_no_channel_check
 @pass_script_info
 def import_command(
@@ -431,6 +486,7 @@ def import_command(
     source: TextIO,
     expect_revision: int | None,
     actor: str | None,
+    reason: str,
     no_channel_check: bool,
 ) -> None:
     """Apply a file written by ``export`` (or a plain {key: value} object)
@@ -446,6 +502,136 @@ def import_command(
         raise click.ClickException(f"{source.name}: expected a JSON object of settings")
 
     async def action(waffle: QuartWaffle) -> int:
-        return await waffle.update(values, expected_revision=expect_revision, actor=_actor(actor))
+        return await waffle.update(
+            values, expected_revision=expect_revision, actor=_actor(actor), reason=reason
+        )
 
     click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
+
+
+@waffle_cli.command("revert")
+@click.argument("revision", type=WholeNumber(1))
+@click.option("--force", is_flag=True, help="Revert even keys changed after REVISION.")
+@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_reason
+@_no_channel_check
+@pass_script_info
+def revert_command(
+    info: ScriptInfo,
+    revision: int,
+    force: bool,
+    actor: str | None,
+    reason: str,
+    no_channel_check: bool,
+) -> None:
+    """Undo what REVISION changed, as a new revision; refused when one of
+    its keys changed after it, unless --force."""
+
+    async def action(waffle: QuartWaffle) -> int:
+        return await waffle.revert(revision, force=force, actor=_actor(actor), reason=reason)
+
+    click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
+
+
+@waffle_cli.command("restore")
+@click.argument("revision", type=WholeNumber())
+@click.option(
+    "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
+)
+@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_reason
+@_no_channel_check
+@pass_script_info
+def restore_command(
+    info: ScriptInfo,
+    revision: int,
+    expect_revision: int | None,
+    actor: str | None,
+    reason: str,
+    no_channel_check: bool,
+) -> None:
+    """Put every setting back as it was at REVISION (0: every default), as
+    a new revision."""
+
+    async def action(waffle: QuartWaffle) -> int:
+        return await waffle.restore(
+            revision, expected_revision=expect_revision, actor=_actor(actor), reason=reason
+        )
+
+    click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
+
+
+def _read_settings(source: TextIO) -> dict[str, Any]:
+    try:
+        return read_document(source.read())
+    except (InvalidValueError, UnicodeDecodeError) as error:
+        raise click.ClickException(f"{source.name}: {error}") from None
+
+
+def _print_plan(planned: Plan) -> None:
+    click.echo(f"base revision {planned.base_revision}")
+    for change in planned.changes:
+        old, new = (escape_controls(_dump(value)) for value in (change.old, change.new))
+        click.echo(f"~ {escape_controls(change.key)}\t{old} -> {new}")
+    click.echo(f"{len(planned.changes)} to change, {len(planned.unchanged)} unchanged")
+
+
+@waffle_cli.command("diff")
+@click.argument("source", type=click.File("r"))
+@pass_script_info
+def diff_command(info: ScriptInfo, source: TextIO) -> None:
+    """What applying SOURCE (a file written by export) would change: one
+    line per key, old -> new; stores nothing."""
+    values = _read_settings(source)
+
+    async def action(waffle: QuartWaffle) -> Plan:
+        return await plan(waffle, values)
+
+    _print_plan(_run(info, action))
+
+
+@waffle_cli.command("apply")
+@click.argument("source", type=click.File("r"))
+@click.option("--dry-run", is_flag=True, help="Print the plan; store nothing.")
+@click.option(
+    "--expected-revision",
+    "--expect-revision",
+    type=WholeNumber(),
+    help="Fail if a key to change changed after this revision.",
+)
+@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_reason
+@_no_channel_check
+@pass_script_info
+def apply_command(
+    info: ScriptInfo,
+    source: TextIO,
+    dry_run: bool,
+    expected_revision: int | None,
+    actor: str | None,
+    reason: str,
+    no_channel_check: bool,
+) -> None:
+    """Apply SOURCE (a file written by export) as one revision, or nothing
+    when any value is invalid or a key changed after --expected-revision;
+    prints the plan, then the new revision."""
+    values = _read_settings(source)
+
+    async def action(waffle: QuartWaffle) -> Plan:
+        return await apply(
+            waffle,
+            values,
+            dry_run=dry_run,
+            expected_revision=expected_revision,
+            actor=_actor(actor),
+            reason=reason,
+        )
+
+    planned = _run(info, action, notify=not (dry_run or no_channel_check))
+    _print_plan(planned)
+    if dry_run:
+        click.echo("dry run: nothing stored")
+    elif planned.applied_revision is None:
+        click.echo("nothing to change")
+    else:
+        click.echo(f"revision {planned.applied_revision}")

@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from quart import Quart, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .actor import checked_actor
+from .actor import checked_actor, checked_reason
 from .config import OPTIONS, WaffleConfig, Watchtype
 from .errors import DeclarationError, InvalidValueError, StoreUnavailableError, UnknownSettingError
 from .fleet import Acknowledgement, Fleet, FleetMember
@@ -34,6 +35,9 @@ from .store import (
     unavailable_as_error,
 )
 from .sync import Carried, SyncHealth, SyncRunner, derive_key, make_channel
+
+if TYPE_CHECKING:
+    from .testing import Override
 
 T = TypeVar("T")
 Authorizer = Callable[[Request], Awaitable[bool]]
@@ -128,6 +132,7 @@ class QuartWaffle:
         self._config: WaffleConfig | None = None
         self.declarations: dict[str, Setting[Any]] = {}
         self._snapshot = Snapshot.of(-1, {}, {})
+        self._overrides: list[dict[str, Any]] = []  # see quart_waffle.testing
         self._connection: _Connection | None = None
         # restart-required key: the value this process started with (see pending_restart)
         self._started_with: dict[str, Any] = {}
@@ -178,7 +183,10 @@ class QuartWaffle:
 
     @property
     def snapshot(self) -> Snapshot:
-        """Every value this worker serves, at :attr:`revision`."""
+        """Every value this worker serves, at :attr:`revision` (with the
+        values of any active :meth:`override` laid over them)."""
+        if self._overrides:
+            return self._snapshot.merged(self._snapshot.revision, self._overridden(), {})
         return self._snapshot
 
     @property
@@ -197,6 +205,8 @@ class QuartWaffle:
         """
         name = key if isinstance(key, str) else key.key
         try:
+            if self._overrides:
+                return self.snapshot.values[name]
             return self._snapshot.values[name]
         except KeyError:
             raise UnknownSettingError(name) from None
@@ -243,6 +253,7 @@ class QuartWaffle:
         *,
         expected_revision: int | None = None,
         actor: str = "",
+        reason: str = "",
         wait: Literal[False] | None = None,
     ) -> int: ...
     @overload
@@ -252,6 +263,7 @@ class QuartWaffle:
         *,
         expected_revision: int | None = None,
         actor: str = "",
+        reason: str = "",
         wait: float | Literal[True],
     ) -> Acknowledgement: ...
     async def update(
@@ -260,6 +272,7 @@ class QuartWaffle:
         *,
         expected_revision: int | None = None,
         actor: str = "",
+        reason: str = "",
         wait: float | bool | None = None,
     ) -> int | Acknowledgement:
         """Validate and store ``values`` atomically as one new revision, apply
@@ -277,6 +290,8 @@ class QuartWaffle:
             actor: Who made the change, recorded in history: at most 200
                 characters are kept; control characters (newline, tab, ESC,
                 NUL, ...) and lone surrogates are refused.
+            reason: Why, recorded in history: at most 500 characters, no
+                control characters.
             wait: Seconds to wait (``True``: :data:`DEFAULT_WAIT`, 10) until
                 every worker of the [fleet](fleet.md) serves the new
                 revision; the answer is then an :class:`Acknowledgement`
@@ -284,7 +299,7 @@ class QuartWaffle:
                 those that have not, ``text``), never an error on timeout.
 
         Raises :class:`InvalidValueError` (naming each bad key, or
-        ``actor`` or ``wait``) before anything is stored.
+        ``actor``, ``reason`` or ``wait``) before anything is stored.
 
         Example::
 
@@ -294,14 +309,19 @@ class QuartWaffle:
         """
         since = time.monotonic()
         within = _wait_seconds(wait)
-        actor = checked_actor(actor)
-        revision = await self._write(self._encode(values), expected_revision, actor)
+        actor, reason = checked_actor(actor), checked_reason(reason)
+        revision = await self._write(self._encode(values), expected_revision, actor, reason)
         if within is None:
             return revision
         return await self.acknowledged(revision, within=within, since=since)
 
     async def reset(
-        self, keys: Iterable[str], *, expected_revision: int | None = None, actor: str = ""
+        self,
+        keys: Iterable[str],
+        *,
+        expected_revision: int | None = None,
+        actor: str = "",
+        reason: str = "",
     ) -> int:
         """Make ``keys`` follow their declared defaults again, as one new
         revision recorded in history (as :meth:`update` does); a key that
@@ -309,14 +329,14 @@ class QuartWaffle:
 
         Example: ``await waffle.reset(["MAX_ITEMS"], actor="ops")``.
         """
-        actor = checked_actor(actor)
+        actor, reason = checked_actor(actor), checked_reason(reason)
         keys = list(keys)
         unknown = [key for key in keys if key not in self.declarations]
         if unknown or not keys:
             raise InvalidValueError(
                 dict.fromkeys(unknown, "unknown setting") or {"": "no settings given"}
             )
-        return await self._write(dict.fromkeys(keys), expected_revision, actor)
+        return await self._write(dict.fromkeys(keys), expected_revision, actor, reason)
 
     async def refresh(self) -> int:
         """Catch up from the store, reading only what changed after
@@ -342,13 +362,88 @@ class QuartWaffle:
                 logger.exception("a settings_changed receiver failed")
 
     async def history(
-        self, *, key: str | None = None, before_id: int | None = None, limit: int = 50
+        self,
+        *,
+        key: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        revision: int | None = None,
     ) -> list[HistoryEntry]:
-        """Recorded changes, newest first; secrets and keys no longer declared masked."""
+        """Recorded changes of every key, newest first; secrets and keys no
+        longer declared masked. Filters: one ``key``, one ``actor``,
+        ``since`` <= time < ``until`` (aware datetimes), one ``revision``.
+
+        Example: ``await waffle.history(actor="ops", since=yesterday)``.
+        """
         if key is not None:
             self.setting(key)
         with unavailable_as_error():
-            return await self._connected().store.history(key=key, before_id=before_id, limit=limit)
+            return await self._connected().store.history(
+                key=key,
+                before_id=before_id,
+                limit=limit,
+                actor=actor,
+                since=since,
+                until=until,
+                revision=revision,
+            )
+
+    async def revert(
+        self, revision: int, *, force: bool = False, actor: str = "", reason: str = ""
+    ) -> int:
+        """Undo what ``revision`` changed, as a new revision; see :doc:`history`.
+
+        Raises :class:`ConflictError` naming the keys changed after it
+        (unless ``force``), :class:`InvalidValueError` when a value no longer fits.
+
+        Example: ``await waffle.revert(41, actor="ops", reason="bad banner")``.
+        """
+        from .rollback import revert
+
+        return await revert(self, revision, force=force, actor=actor, reason=reason)
+
+    async def restore(
+        self,
+        revision: int,
+        *,
+        expected_revision: int | None = None,
+        actor: str = "",
+        reason: str = "",
+    ) -> int:
+        """Put every setting back as it was at ``revision``, as a new
+        revision; :class:`ConflictError` when a key it changes was changed
+        after ``expected_revision``. See :doc:`history`.
+
+        Example: ``await waffle.restore(40, expected_revision=waffle.revision)``.
+        """
+        from .rollback import restore
+
+        return await restore(
+            self, revision, expected_revision=expected_revision, actor=actor, reason=reason
+        )
+
+    def override(self, **values: Any) -> Override:
+        """Serve ``values`` in this process for a block or a test, with no
+        database: a context manager and a decorator (sync or async); see
+        :doc:`testing-your-app`.
+
+        Example::
+
+            with waffle.override(MAINTENANCE=True):
+                assert waffle.get("MAINTENANCE") is True
+        """
+        from .testing import Override
+
+        return Override(self, values)
+
+    def _overridden(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for layer in self._overrides:
+            merged.update(layer)
+        return merged
 
     # The fleet: every worker of every host on this store (see docs/fleet.md).
 
@@ -503,7 +598,11 @@ class QuartWaffle:
         return encoded
 
     async def _write(
-        self, encoded: Mapping[str, str | None], expected_revision: int | None, actor: str
+        self,
+        encoded: Mapping[str, str | None],
+        expected_revision: int | None,
+        actor: str,
+        reason: str = "",
     ) -> int:
         """Store ``encoded`` (None: back to the default), apply it here, notify."""
         connection = self._connected()
@@ -512,7 +611,11 @@ class QuartWaffle:
         }
         with unavailable_as_error():
             result = await connection.store.write(
-                encoded, defaults=defaults, expected_revision=expected_revision, actor=actor
+                encoded,
+                defaults=defaults,
+                expected_revision=expected_revision,
+                actor=actor,
+                reason=reason,
             )
         if result.revision is None:
             return self.revision
@@ -682,17 +785,9 @@ class QuartWaffle:
             self._restart_if_needed(changes, revision)
         if connection.config.mirror_config:
             connection.app.config.update({key: new.values[key] for key in touched})
+            # an active override keeps what app.config shows (never stale)
+            connection.app.config.update(self._overridden())
         return changes
-
-
-def _ask_supervisor_restart(reason: str) -> bool:
-    """Ask ``quart-waffle serve`` for a rolling reload when this process is
-    one of its workers; False otherwise (the supervisor is imported only then)."""
-    if os.environ.get("QUART_WAFFLE_GENERATION") is None:
-        return False
-    from .supervisor.worker import request_restart
-
-    return request_restart(reason)
 
 
 def _wait_seconds(wait: float | bool | None) -> float | None:
@@ -706,6 +801,16 @@ def _wait_seconds(wait: float | bool | None) -> float | None:
         reason = f"must be true or a number of seconds from 0 to {MAX_WAIT:g}"
         raise InvalidValueError({"wait": reason})
     return float(wait)
+
+
+def _ask_supervisor_restart(reason: str) -> bool:
+    """Ask ``quart-waffle serve`` for a rolling reload when this process is
+    one of its workers; False otherwise (the supervisor is imported only then)."""
+    if os.environ.get("QUART_WAFFLE_GENERATION") is None:
+        return False
+    from .supervisor.worker import request_restart
+
+    return request_restart(reason)
 
 
 def _message_key(secret: object) -> bytes | None:

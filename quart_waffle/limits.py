@@ -10,3 +10,6 @@ MAX_HISTORY_LIMIT = 200
 
 MAX_ACTOR_LENGTH = 200
 """Who made a change, as recorded in history: longer names are cut to this."""
+
+MAX_REASON_LENGTH = 500
+"""The longest reason a write may carry; a longer one is refused, not cut."""

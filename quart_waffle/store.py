@@ -17,7 +17,7 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +31,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     case,
     event,
     func,
+    inspect,
     or_,
     select,
     text,
@@ -89,7 +91,19 @@ history_table = Table(
     Column("new_value", Text, nullable=False),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("actor", String(MAX_ACTOR_LENGTH), nullable=False),
+    Column("reason", Text, nullable=True),  # new after 0.1: create_tables adds it to older tables
 )
+kept_table = Table(
+    "waffle_kept_values",
+    metadata,
+    Column("revision", BigInteger, primary_key=True),
+    Column("key", String(MAX_KEY_LENGTH), primary_key=True),
+    Column("old_text", Text, nullable=True),
+    Column("new_text", Text, nullable=True),
+)
+"""The exact stored text before and after each change (None: the key followed
+its default), secrets included, as ``waffle_settings`` holds them: what a
+rollback restores. Never shown; history shows the masked record."""
 
 _HEAD_ID = 1
 _SECRET_TEXT = json.dumps(SECRET_MASK)
@@ -149,6 +163,19 @@ class HistoryEntry:
     new_value: Any
     changed_at: datetime | None  # None: the stored time cannot be read
     actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PastValue:
+    """What a key stored at some revision: ``text`` is the stored JSON text
+    (None: it followed its default). ``kept`` is False when the change
+    predates kept values (quart-waffle 0.1): ``text`` is then history's
+    record, the default's text for a reset and the mask for a secret."""
+
+    key: str
+    text: str | None
+    kept: bool = True
 
 
 def normalise_url(url: str) -> str:
@@ -298,10 +325,12 @@ class SettingsStore:
                             text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CREATE_LOCK_ID}
                         )
                     await connection.run_sync(metadata.create_all)
+                    await connection.run_sync(_add_missing_columns)
                 return
             except DBAPIError as error:
                 # another process created a table between our check and our CREATE
-                if "already exists" not in str(error) or attempt == 4:
+                racing = "already exists" in str(error) or "duplicate column" in str(error)
+                if not racing or attempt == 4:
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
 
@@ -375,6 +404,7 @@ class SettingsStore:
         defaults: Mapping[str, str] | None = None,
         expected_revision: int | None = None,
         actor: str = "",
+        reason: str = "",
     ) -> WriteResult:
         """Store ``values`` (key to JSON text) atomically as one new revision.
 
@@ -384,6 +414,7 @@ class SettingsStore:
         every key reset. With ``expected_revision``, raise
         :class:`ConflictError` if any of the keys was changed after it. Keys
         whose value is unchanged are skipped; if all are, nothing is written.
+        ``actor`` and ``reason`` (checked by the caller) are kept in history.
         """
         defaults = defaults or {}
         missing = sorted(
@@ -437,6 +468,19 @@ class SettingsStore:
                         "new_value": self._recorded(key, shown(key, new)),
                         "changed_at": now,
                         "actor": storable_text(actor)[:MAX_ACTOR_LENGTH],
+                        "reason": storable_text(reason) or None,
+                    }
+                    for key, new in changed.items()
+                ],
+            )
+            await connection.execute(
+                kept_table.insert(),
+                [
+                    {
+                        "revision": revision,
+                        "key": key,
+                        "old_text": overrides.get(key),
+                        "new_text": new,
                     }
                     for key, new in changed.items()
                 ],
@@ -479,9 +523,15 @@ class SettingsStore:
         key: str | None = None,
         before_id: int | None = None,
         limit: int = 50,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        revision: int | None = None,
     ) -> list[HistoryEntry]:
         """Recorded changes, newest first; the next page starts ``before_id``
-        the last entry's id (ids grow in commit order: writers are serialised)."""
+        the last entry's id (ids grow in commit order: writers are serialised).
+        Filters: one ``key``, one ``actor`` (exact), ``since`` <= time < ``until``
+        (aware datetimes), one ``revision``."""
         # the time as the driver gives it: one unreadable row must not break the page
         columns = [
             type_coerce(column, Text).label(column.name) if column.name == "changed_at" else column
@@ -492,6 +542,14 @@ class SettingsStore:
             query = query.where(history_table.c.key == key)
         if before_id is not None:
             query = query.where(history_table.c.id < before_id)
+        if actor is not None:
+            query = query.where(history_table.c.actor == actor)
+        if since is not None:
+            query = query.where(history_table.c.changed_at >= since)
+        if until is not None:
+            query = query.where(history_table.c.changed_at < until)
+        if revision is not None:
+            query = query.where(history_table.c.revision == revision)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query.limit(limit))).all()
         return [
@@ -503,9 +561,54 @@ class SettingsStore:
                 new_value=self._shown(row.key, row.new_value),
                 changed_at=_recorded_time(row.changed_at),
                 actor=row.actor,
+                reason=row.reason or "",
             )
             for row in rows
         ]
+
+    async def kept_changes(self, revision: int) -> dict[str, tuple[PastValue, PastValue]]:
+        """What ``revision`` changed: key to (before, after)."""
+        async with self.engine.connect() as connection:
+            kept = (
+                await connection.execute(
+                    select(kept_table).where(kept_table.c.revision == revision)
+                )
+            ).all()
+            recorded = (
+                await connection.execute(
+                    select(
+                        history_table.c.key, history_table.c.old_value, history_table.c.new_value
+                    ).where(history_table.c.revision == revision)
+                )
+            ).all()
+        changes = {
+            row.key: (PastValue(row.key, row.old_text), PastValue(row.key, row.new_text))
+            for row in kept
+        }
+        for row in recorded:
+            if row.key not in changes:
+                changes[row.key] = (
+                    PastValue(row.key, row.old_value, kept=False),
+                    PastValue(row.key, row.new_value, kept=False),
+                )
+        return changes
+
+    async def values_at(self, revision: int, keys: Iterable[str]) -> dict[str, PastValue]:
+        """What each of ``keys`` stored once ``revision`` was committed; a key
+        never changed by then followed its default (text None)."""
+        keys = list(keys)
+        found = {key: PastValue(key, None) for key in keys}
+        async with self.engine.connect() as connection:
+            recorded = await connection.execute(_latest(history_table, "new_value", revision, keys))
+            kept = await connection.execute(_latest(kept_table, "new_text", revision, keys))
+            newest: dict[str, int] = {}
+            for row in recorded:
+                newest[row.key] = row.revision
+                found[row.key] = PastValue(row.key, row.text, kept=False)
+            for row in kept:
+                if row.revision >= newest.get(row.key, -1):
+                    found[row.key] = PastValue(row.key, row.text)
+        return found
 
     def _shown(self, key: str, text: str) -> Any:
         """A recorded value as it may be shown: masked unless declared and not
@@ -523,6 +626,27 @@ class SettingsStore:
         if text is None or display_value(self.declarations, key, None) is None:
             return text
         return _SECRET_TEXT
+
+
+def _latest(table: Table, column: str, revision: int, keys: list[str]) -> Any:
+    """Each key's newest row of ``table`` at or before ``revision``: key, revision, text."""
+    newest = (
+        select(table.c.key, func.max(table.c.revision).label("revision"))
+        .where(table.c.revision <= revision, table.c.key.in_(keys))
+        .group_by(table.c.key)
+        .subquery()
+    )
+    return select(table.c.key, table.c.revision, table.c[column].label("text")).join(
+        newest, and_(table.c.key == newest.c.key, table.c.revision == newest.c.revision)
+    )
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """Add the columns newer versions declare to tables an older version
+    created (``create_all`` creates missing tables only)."""
+    present = {column["name"] for column in inspect(connection).get_columns("waffle_history")}
+    if "reason" not in present:
+        connection.execute(text("ALTER TABLE waffle_history ADD COLUMN reason TEXT"))
 
 
 def _utc(moment: datetime) -> datetime:

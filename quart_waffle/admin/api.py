@@ -11,7 +11,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, g, jsonify, request
@@ -19,6 +20,8 @@ from quart import Blueprint, Response, g, jsonify, request
 from ..errors import ConflictError, InvalidValueError
 from ..fleet.member import DEFAULT_WAIT, MAX_API_WAIT
 from ..limits import MAX_HISTORY_LIMIT
+from ..promotion import apply, export, settings_of
+from ..rollback import json_diff
 from ..settings import Setting, display_value
 from .auth import authenticate
 from .context import admin_prefix, current_waffle
@@ -114,7 +117,8 @@ async def read_json() -> Any:
 
 
 def _object_with(body: Any, member: str) -> Any:
-    """``body[member]`` of a JSON object with exactly that member, or 422."""
+    """``body[member]`` of a JSON object with exactly that member (and an
+    optional ``reason``), or 422."""
     if not isinstance(body, dict):
         raise AdminError(
             422,
@@ -122,7 +126,8 @@ def _object_with(body: Any, member: str) -> Any:
             f'The body must be a JSON object like {{"{member}": ...}}.',
             {"body": f"must be an object, got {type(body).__name__}"},
         )
-    fields = {name: "unexpected member" for name in body if name != member}
+    fields = {name: "unexpected member" for name in body if name not in (member, "reason")}
+    g.waffle_reason = body.get("reason", "")  # checked by the write, which names it
     if member not in body:
         fields[member] = "required"
     if fields:
@@ -140,13 +145,17 @@ async def _write(
     since = time.monotonic()
     try:
         if isinstance(values, list):
-            revision = await waffle.reset(values, expected_revision=expected, actor=actor)
+            revision = await waffle.reset(
+                values, expected_revision=expected, actor=actor, reason=_reason()
+            )
         else:
             await refuse_stale_secrets(waffle, values, expected)
             for key, value in values.items():
                 if key in waffle.declarations:
                     refuse_mask(waffle.declarations[key], value)
-            revision = await waffle.update(values, expected_revision=expected, actor=actor)
+            revision = await waffle.update(
+                values, expected_revision=expected, actor=actor, reason=_reason()
+            )
         if within is not None:
             g.waffle_acknowledgement = await waffle.acknowledged(
                 revision, within=within, since=since
@@ -211,6 +220,31 @@ async def refuse_stale_secrets(
         raise ConflictError(expected, {key: snapshot.values[key] for key in stale}, stale)
 
 
+def _reason() -> Any:
+    return g.get("waffle_reason", "")
+
+
+async def _options(**allowed: type) -> dict[str, Any]:
+    """The members of an optional JSON object body (no body: none), each of
+    the type ``allowed`` names; 422 naming a member otherwise."""
+    if request.mimetype not in _JSON_TYPES and not request.content_length:
+        return {}
+    body = await read_json()
+    if not isinstance(body, dict):
+        raise AdminError(
+            422, "invalid_body", "The body must be a JSON object.", {"body": "must be an object"}
+        )
+    fields = {
+        name: "unexpected member" if name not in allowed else f"must be {allowed[name].__name__}"
+        for name, value in body.items()
+        if name not in allowed or not isinstance(value, allowed[name])
+    }
+    if fields:
+        raise AdminError(422, "invalid_body", "The body has the wrong members.", fields)
+    g.waffle_reason = body.get("reason", "")
+    return body
+
+
 def _declared(key: str) -> Setting[Any]:
     setting = current_waffle().declarations.get(key)
     if setting is None:
@@ -272,6 +306,7 @@ async def reset_setting(key: str) -> Response:
     waffle = current_waffle()
     _declared(key)
     expected = expected_revision()
+    await _options(reason=str)
     revision = await _write(waffle, [key], expected)
     item = setting_item(waffle.declarations[key], waffle)
     return _with_etag({"revision": revision, "setting": item}, item["revision"])
@@ -303,7 +338,15 @@ async def history() -> Response:
     before = _query_int("before", None, 0, 10**18)
     limit = _query_int("limit", 50, 1, MAX_HISTORY_LIMIT)
     assert limit is not None
-    entries = await waffle.history(key=key, before_id=before, limit=limit)
+    entries = await waffle.history(
+        key=key,
+        before_id=before,
+        limit=limit,
+        actor=request.args.get("actor") or None,
+        since=query_time("since"),
+        until=query_time("until"),
+        revision=_query_int("revision", None, 0, 10**18),
+    )
     body = {
         "entries": [history_item(waffle, entry) for entry in entries],
         "next_before": entries[-1].id if len(entries) == limit else None,
@@ -325,7 +368,100 @@ def history_item(waffle: QuartWaffle, entry: HistoryEntry) -> dict[str, Any]:
         "new_value": shown(entry.new_value),
         "changed_at": None if entry.changed_at is None else entry.changed_at.isoformat(),
         "actor": entry.actor,
+        "reason": entry.reason,
+        "diff": json_diff(shown(entry.old_value), shown(entry.new_value)),
     }
+
+
+def query_time(name: str) -> datetime | None:
+    """The query's ISO 8601 time ``name`` (UTC without an offset), or 422."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise AdminError(
+            422,
+            "invalid_query",
+            f"The query parameter {name} is not a time.",
+            {name: "must be an ISO 8601 time, like 2026-11-25T18:00:00+00:00"},
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def _rollback_write(write: Callable[[], Awaitable[int]]) -> Response:
+    waffle = current_waffle()
+    try:
+        revision = await write()
+    except ConflictError as error:
+        current = {
+            key: display_value(waffle.declarations, key, value)
+            for key, value in error.current.items()
+        }
+        raise conflict(error, current) from None
+    return _with_etag({"revision": revision}, revision)
+
+
+@api.post("/api/revisions/<int:revision>/revert")
+async def revert(revision: int) -> Response:
+    """Undo one revision as a new one; 409 naming the keys changed since,
+    unless ``{"force": true}``."""
+    options = await _options(force=bool, reason=str)
+    waffle, actor = current_waffle(), g.waffle_admin_actor
+    force = bool(options.get("force", False))
+    return await _rollback_write(
+        lambda: waffle.revert(revision, force=force, actor=actor, reason=_reason())
+    )
+
+
+@api.post("/api/revisions/<int:revision>/restore")
+async def restore(revision: int) -> Response:
+    """Put every setting back as it was at a revision, as a new one;
+    If-Match: 409 when a key to change was changed after it."""
+    expected = expected_revision()
+    await _options(reason=str)
+    waffle, actor = current_waffle(), g.waffle_admin_actor
+    return await _rollback_write(
+        lambda: waffle.restore(revision, expected_revision=expected, actor=actor, reason=_reason())
+    )
+
+
+@api.get("/api/export")
+async def export_settings() -> Response:
+    """Every setting but the secrets, as ``quart waffle export`` writes them."""
+    waffle = current_waffle()
+    return _with_etag(export(waffle), waffle.revision)
+
+
+@api.post("/api/apply")
+async def apply_settings() -> Response:
+    """Apply an export's settings as one revision, or with ``dry_run`` only
+    plan it; If-Match: 409 when a key to change was changed after it."""
+    expected = expected_revision()
+    options = await _options(settings=dict, dry_run=bool, reason=str)
+    waffle, actor = current_waffle(), g.waffle_admin_actor
+    try:
+        values = settings_of(options.get("settings"), "settings")
+        await refuse_stale_secrets(waffle, values, expected)
+        for key, value in values.items():
+            if key in waffle.declarations:
+                refuse_mask(waffle.declarations[key], value)
+        planned = await apply(
+            waffle,
+            values,
+            dry_run=bool(options.get("dry_run", False)),
+            expected_revision=expected,
+            actor=actor,
+            reason=_reason(),
+        )
+    except ConflictError as error:
+        current = {
+            key: display_value(waffle.declarations, key, value)
+            for key, value in error.current.items()
+        }
+        raise conflict(error, current) from None
+    return _with_etag(planned.as_dict(), planned.applied_revision or waffle.revision)
 
 
 @api.get("/api/health")

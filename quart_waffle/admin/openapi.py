@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..fleet.member import MAX_API_WAIT
-from ..limits import MAX_BODY_BYTES, MAX_HISTORY_LIMIT
+from ..limits import MAX_BODY_BYTES, MAX_HISTORY_LIMIT, MAX_REASON_LENGTH
 from ..settings import Setting
 
 _ERROR_STATUSES = {
@@ -45,6 +45,15 @@ def _responses(ok: str, *statuses: str, etag: bool = False) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
     return responses
+
+
+_REASON = {"type": "string", "maxLength": MAX_REASON_LENGTH, "description": "Kept in history."}
+_REVISION = {"name": "revision", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _optional_body(**properties: Any) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
 
 
 def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> dict[str, Any]:
@@ -131,7 +140,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                         {
                             "type": "object",
                             "required": ["values"],
-                            "properties": {"values": values},
+                            "properties": {"values": values, "reason": _REASON},
                             "additionalProperties": False,
                         }
                     ),
@@ -151,7 +160,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                         {
                             "type": "object",
                             "required": ["value"],
-                            "properties": {"value": {}},
+                            "properties": {"value": {}, "reason": _REASON},
                             "additionalProperties": False,
                         }
                     ),
@@ -171,11 +180,56 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                     "responses": _responses("Reset to the default", "404", "409", "412", etag=True),
                 },
             },
+            f"{prefix}/api/revisions/{{revision}}/revert": {
+                "parameters": [_REVISION],
+                "post": {
+                    "operationId": "revertRevision",
+                    "requestBody": _optional_body(force={"type": "boolean"}, reason=_REASON),
+                    "responses": _responses("Reverted as a new revision", "409", "422"),
+                },
+            },
+            f"{prefix}/api/revisions/{{revision}}/restore": {
+                "parameters": [_REVISION],
+                "post": {
+                    "operationId": "restoreRevision",
+                    "parameters": [if_match],
+                    "requestBody": _optional_body(reason=_REASON),
+                    "responses": _responses("Restored as a new revision", "409", "412", "422"),
+                },
+            },
+            f"{prefix}/api/export": {
+                "get": {
+                    "operationId": "exportSettings",
+                    "responses": _responses("Every setting but the secrets", etag=True),
+                }
+            },
+            f"{prefix}/api/apply": {
+                "post": {
+                    "operationId": "applySettings",
+                    "parameters": [if_match],
+                    "requestBody": _optional_body(
+                        settings={"type": "object"}, dry_run={"type": "boolean"}, reason=_REASON
+                    ),
+                    "responses": _responses(
+                        "The plan (changes, unchanged) and applied_revision", "409", "412", "422"
+                    ),
+                }
+            },
             f"{prefix}/api/history": {
                 "get": {
                     "operationId": "history",
                     "parameters": [
                         {"name": "key", "in": "query", "schema": {"type": "string"}},
+                        {"name": "actor", "in": "query", "schema": {"type": "string"}},
+                        *(
+                            {
+                                "name": name,
+                                "in": "query",
+                                "schema": {"type": "string", "format": "date-time"},
+                            }
+                            for name in ("since", "until")
+                        ),
+                        {"name": "revision", "in": "query", "schema": {"type": "integer"}},
                         {
                             "name": "before",
                             "in": "query",

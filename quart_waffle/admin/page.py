@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
-from .api import history_item, refuse_stale_secrets
+from .api import history_item, query_time, refuse_stale_secrets
 from .auth import NOT_CONFIGURED_MESSAGE, authenticate, is_configured, token_login
 from .context import admin_prefix, current_waffle
 from .cookies import (
@@ -223,7 +223,9 @@ async def save() -> Response:
     if not changes:
         return _redirect_home(f"?saved={waffle.revision}")
     try:
-        revision = await waffle.update(changes, expected_revision=expected, actor=actor)
+        revision = await waffle.update(
+            changes, expected_revision=expected, actor=actor, reason=form.get("reason", "")
+        )
     except ConflictError as error:
         return await _conflict(session, edited, error)
     except InvalidValueError as error:
@@ -318,8 +320,85 @@ async def key_history(key: str) -> Response:
         setting=waffle.declarations[key],
         entries=[history_item(waffle, entry) for entry in entries],
         next_before=entries[-1].id if len(entries) == HISTORY_PAGE_SIZE else None,
+        form_revision=waffle.revision,
+        filters={},
         signed_in=True,
     )
+
+
+@page.get("/history")
+async def all_history() -> Response:
+    """The changes of every setting, newest first, filtered by key, actor and time."""
+    session = await _session_or_refuse()
+    if isinstance(session, Response):
+        return session
+    if await _actor() is None:
+        return await _render("login.html", 401, session, error=None)
+    waffle = current_waffle()
+    filters = {name: request.args.get(name, "") for name in ("key", "actor", "since", "until")}
+    if filters["key"] and filters["key"] not in waffle.declarations:
+        raise AdminError(422, "invalid_query", f"No setting is declared as {filters['key']!r}.")
+    before = natural_number(request.args.get("before", ""))
+    entries = await waffle.history(
+        key=filters["key"] or None,
+        actor=filters["actor"] or None,
+        since=query_time("since"),
+        until=query_time("until"),
+        before_id=before,
+        limit=HISTORY_PAGE_SIZE,
+    )
+    return await _render(
+        "history.html",
+        200,
+        session,
+        setting=None,
+        entries=[history_item(waffle, entry) for entry in entries],
+        next_before=entries[-1].id if len(entries) == HISTORY_PAGE_SIZE else None,
+        form_revision=waffle.revision,
+        filters=filters,
+        signed_in=True,
+    )
+
+
+@page.post("/revert")
+@page.post("/restore")
+async def rollback() -> Response:
+    """Revert one revision (form: ``revision``, ``force``) or restore every
+    setting as it was at it (form: ``revision``, ``expected``), as a new one."""
+    session = await _session_or_refuse()
+    if isinstance(session, Response):
+        return session
+    actor = await _actor()
+    if actor is None:
+        return await _render("login.html", 401, session, error="Log in again to roll back.")
+    form = await _checked_form()
+    waffle = current_waffle()
+    revision = natural_number(form.get("revision"))
+    if revision is None:
+        raise AdminError(422, "invalid_form", "The form names no revision: reload the page.")
+    reason = form.get("reason", "")
+    try:
+        if request.path.endswith("/revert"):
+            new = await waffle.revert(
+                revision, force=form.get("force") == "1", actor=actor, reason=reason
+            )
+        else:
+            expected = natural_number(form.get("expected"))
+            new = await waffle.restore(
+                revision, expected_revision=expected, actor=actor, reason=reason
+            )
+    except ConflictError as error:
+        names = ", ".join(sorted(error.current))
+        return await message_page(
+            "Nothing was rolled back",
+            f"{names} changed after revision {error.expected_revision}; nothing was stored."
+            " Look at the history, then revert again with 'even if changed since' ticked"
+            " if you still mean to.",
+            409,
+        )
+    except InvalidValueError as error:
+        return await message_page("Nothing was rolled back", str(error), 422)
+    return _redirect_home(f"?saved={new}")
 
 
 @page.errorhandler(AdminError)
