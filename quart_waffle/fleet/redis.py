@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..sync.redis import redis_connection
 from ..sync.registry import ChannelOptions
 from .presence import PresenceABC, PresenceKind, decode, encode
 from .record import PresenceRecord
@@ -27,15 +27,11 @@ class RedisPresence(PresenceABC):
     def __init__(self, options: ChannelOptions) -> None:
         super().__init__()
         self.key = f"{options.redis_channel}:fleet"
-        settings: dict[str, Any] = {
-            "socket_connect_timeout": options.timeout,
-            "socket_timeout": options.timeout,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        if options.redis_url:
-            self._client = Redis.from_url(options.redis_url, **settings)
-        else:
-            self._client = Redis(host=options.redis_host, port=options.redis_port, **settings)
+        # one server, the master the Sentinels name, or a cluster, as the channel
+        self._connection = redis_connection(
+            options, socket_timeout=options.timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self._client = self._connection.client
 
     async def publish(self, record: PresenceRecord) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -62,7 +58,7 @@ class RedisPresence(PresenceABC):
         return records
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._connection.aclose()
 
 
 def _build(options: ChannelOptions, _engine: AsyncEngine) -> PresenceABC:

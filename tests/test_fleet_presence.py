@@ -1,0 +1,168 @@
+"""Presence in one process, over every backend (Redis hash, files beside the
+watcher file, the waffle_presence table on PostgreSQL and SQLite): each
+serving worker is listed with what it serves, a write that waits counts them,
+a clean shutdown leaves the view at once, an idle worker writes once per
+heartbeat, a record never holds a credential, and bad ``wait``/``timeout``
+input is refused before anything is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from quart_waffle import QuartWaffle
+from quart_waffle.errors import InvalidValueError
+from quart_waffle.fleet import Fleet
+from tests.helpers import ADMIN_TOKEN, serving
+from tests.sync_helpers import channel_options, until, worker
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(name="options", params=["redis", "file", "postgres", "none"])
+def _options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if request.param == "none":
+        return {"watchtype": "none", "database_url": request.getfixturevalue("sqlite_url")}
+    return channel_options(request, tmp_path, request.param)
+
+
+async def fleet_of(waffle: QuartWaffle, within: float, check: Any) -> Fleet:
+    """Poll ``waffle.fleet()`` until ``check(fleet)``."""
+    answer: list[Fleet] = []
+
+    async def read() -> None:
+        answer[:] = [await waffle.fleet()]
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        await read()
+        if check(answer[0]):
+            return answer[0]
+        if loop.time() > deadline:
+            pytest.fail(f"not within {within} s: {answer[0].as_dict()}")
+        await asyncio.sleep(0.02)
+
+
+async def test_each_worker_listed_and_acknowledged(options: dict[str, Any]) -> None:
+    a = worker(options, host_id="host-a", heartbeat_interval=0.2, version="1.2.3")
+    b = worker(options, host_id="host-b", heartbeat_interval=0.2)
+    async with serving(a):
+        async with serving(b):
+            fleet = await fleet_of(a, 5, lambda f: len(f.workers) == 2)
+            assert [(v.record.host, v.record.pid) for v in fleet.workers] == [
+                ("host-a", os.getpid()),
+                ("host-b", os.getpid()),
+            ]
+            assert {v.state for v in fleet.workers} == {"ok"}
+            assert fleet.workers[0].record.version == "1.2.3"
+            assert fleet.workers[0].record.channel == options["watchtype"]
+
+            ack = await a.update({"MAX_ITEMS": 42}, wait=5)
+            assert ack.complete, ack.text
+            assert (ack.applied, ack.expected, ack.revision) == (2, 2, a.revision)
+            assert ack.text.startswith("applied by 2 of 2 workers in ")
+            assert b.revision == ack.revision
+            fleet = await b.fleet()
+            assert {v.record.revision for v in fleet.workers} == {ack.revision}
+            assert fleet.head == ack.revision
+        # b shut down cleanly: its record is gone at once, not after gone_after
+        fleet = await a.fleet()
+        assert [v.record.host for v in fleet.workers] == ["host-a"]
+
+
+async def test_idle_worker_writes_once_per_heartbeat(options: dict[str, Any]) -> None:
+    waffle = worker(options, heartbeat_interval=0.25)
+    default = worker(options)  # the backend's own interval: 5 s, or 60 in the database
+    async with serving(waffle, default):
+        backend = waffle._connected().fleet.backend
+        slow = default._connected().fleet.backend
+        await until(lambda: backend.writes >= 1 and slow.writes >= 1, 5, "first records")
+        first, first_slow = backend.writes, slow.writes
+        await asyncio.sleep(1.5)
+        # 1.5 s at one write per 0.25 s: about 6, never one per look
+        assert 3 <= backend.writes - first <= 8
+        assert slow.writes == first_slow
+
+
+async def test_no_credentials_in_presence(sqlite_url: str, tmp_path: Path) -> None:
+    """A channel whose URL holds a password, and which fails: the record
+    says the channel is down and why, never the password."""
+    waffle = worker(
+        {"database_url": sqlite_url},
+        watchtype="redis",
+        redis_url="redis://:hunter2-secret@127.0.0.1:1/0",
+        redis_channel=f"waffle-test-{os.urandom(6).hex()}",
+        heartbeat_interval=0.2,
+        check_interval=0.5,
+    )
+    # presence on that Redis is unreachable too: read the record the worker would write
+    async with serving(waffle):
+        member = waffle._connected().fleet
+        await until(lambda: member.record().last_error is not None, 5, "the error recorded")
+        record = member.record()
+        assert not record.connected
+        assert "hunter2" not in json.dumps(record.as_dict())
+        assert "hunter2" not in json.dumps(member.identity.__dict__)
+
+
+async def test_bad_wait_refused_before_storing(waffle: QuartWaffle) -> None:
+    revision = waffle.revision
+    for wait in (-1, float("nan"), float("inf"), 10**9):
+        with pytest.raises(InvalidValueError) as error:
+            await waffle.update({"MAX_ITEMS": 7}, wait=wait)
+        assert "wait" in error.value.errors
+    assert waffle.revision == revision
+    assert await waffle.update({"MAX_ITEMS": 8}, wait=False) == revision + 1
+
+
+async def test_api_fleet_and_waiting_write(client: Client) -> None:
+    response = await client.get("/waffle/api/fleet")
+    assert response.status_code == 401
+    response = await client.get("/waffle/api/fleet", headers=AUTH)
+    assert response.status_code == 200
+    body = await response.get_json()
+    assert set(body) == {"generated_at", "head", "bounds", "counts", "workers"}
+    assert body["counts"]["workers"] == 1
+
+    response = await client.patch(
+        "/waffle/api/settings?wait=true&timeout=5", json={"values": {"MAX_ITEMS": 9}}, headers=AUTH
+    )
+    assert response.status_code == 200
+    body = await response.get_json()
+    ack = body["acknowledgement"]
+    assert ack["complete"] is True
+    assert (ack["applied"], ack["expected"], ack["revision"]) == (1, 1, body["revision"])
+    assert ack["text"].startswith("applied by 1 of 1 worker in ")
+
+    response = await client.delete("/waffle/api/settings/MAX_ITEMS?wait=1", headers=AUTH)
+    assert (await response.get_json())["acknowledgement"]["complete"] is True
+    response = await client.put("/waffle/api/settings/MAX_ITEMS", json={"value": 11}, headers=AUTH)
+    assert "acknowledgement" not in await response.get_json()
+
+    for query, field in (
+        ("wait=maybe", "wait"),
+        ("wait=true&timeout=-1", "timeout"),
+        ("wait=true&timeout=nan", "timeout"),
+        ("wait=true&timeout=61", "timeout"),
+    ):
+        response = await client.patch(
+            f"/waffle/api/settings?{query}", json={"values": {"MAX_ITEMS": 12}}, headers=AUTH
+        )
+        assert response.status_code == 422, query
+        assert field in (await response.get_json())["error"]["fields"], query
+    response = await client.get("/waffle/api/settings/MAX_ITEMS", headers=AUTH)
+    assert (await response.get_json())["setting"]["value"] == 11
+
+
+async def test_openapi_documents_fleet_and_wait(client: Client) -> None:
+    document = await (await client.get("/waffle/openapi.json", headers=AUTH)).get_json()
+    assert "get" in document["paths"]["/waffle/api/fleet"]
+    names = {p["name"] for p in document["paths"]["/waffle/api/settings"]["patch"]["parameters"]}
+    assert {"wait", "timeout"} <= names
