@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .options import RANGES, out_of_range
+from .reloader import check_available as check_reload_available
 from .worker import WORKER_CLASSES
 
 
@@ -138,6 +139,8 @@ class ServeConfig:
         for name, bounds in RANGES.items():
             if problem := out_of_range(getattr(self, name), bounds):
                 raise ValueError(f"{name} {problem}")
+        if self.reload:
+            check_reload_available()
         if not 0 <= self.active_floor <= self.workers:
             raise ValueError("min_active must be between 0 and the number of workers")
         if self.reload_step == 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -19,17 +18,20 @@ from typing import Any
 log = logging.getLogger("quart_waffle.supervisor")
 
 DEFAULT_INCLUDES = ("*.py",)
-DEBOUNCE_MS = 400  # changes within this much of each other make one reload
-STEP_MS = 50
-MISSING = "--reload needs watchfiles: pip install 'quart-waffle[reload]'"
+# A burst of changes (each within STEP_MS of the last, DEBOUNCE_MS at most) makes one reload.
+STEP_MS = 300
+DEBOUNCE_MS = 1600
+MISSING = "reload needs watchfiles, the reload extra: pip install 'quart-waffle[reload]'"
 
 RequestReload = Callable[[], "asyncio.Future[str]"]
 
 
 def check_available() -> None:
     """Raise `ValueError` saying what to install when watchfiles is missing."""
-    if importlib.util.find_spec("watchfiles") is None:
-        raise ValueError(MISSING)
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        raise ValueError(MISSING) from None
 
 
 class CodeFilter:
@@ -95,6 +97,7 @@ class CodeWatcher:
 
     def start(self) -> None:
         """Start watching, in a task of the running loop."""
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we log the changes
         self._task = asyncio.create_task(self._watch())
         log.info(
             "Reloading on changes to %s in %s",
