@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from quart import Blueprint, Response, redirect, render_template, request
+from quart import Blueprint, Response, jsonify, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
@@ -30,6 +30,7 @@ from .cookies import (
     secret_key,
 )
 from .errors import AdminError, log_unavailable
+from .fleet_panel import PAGE_WAIT, acknowledgement_query, fleet_view, saved_notice
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
@@ -140,7 +141,8 @@ async def index() -> Response:
         session,
         groups=grouped_fields(waffle.declarations, waffle.snapshot),
         form_revision=waffle.revision,
-        notice=None if saved is None else f"Saved: this worker now serves revision {saved}.",
+        notice=saved_notice(saved, request.args),
+        fleet=await fleet_view(waffle),
         problem=None,
         signed_in=True,
     )
@@ -241,7 +243,9 @@ async def save() -> Response:
             problem="Nothing was saved: fix the fields marked below.",
             signed_in=True,
         )
-    return _redirect_home(f"?saved={revision}")
+    # the answer waits (a little) until every worker serves what was saved
+    ack = await waffle.acknowledged(revision, within=PAGE_WAIT)
+    return _redirect_home(f"?saved={revision}{acknowledgement_query(ack)}")
 
 
 async def _conflict(session: PageSession, edited: dict[str, str], error: ConflictError) -> Response:
@@ -295,6 +299,18 @@ async def reset() -> Response:
             " value is shown below; reset it again if you still mean to.",
         )
     return _redirect_home(f"?saved={revision}")
+
+
+@page.get("/fleet")
+async def fleet() -> Response:
+    """The fleet panel's data, as ``GET <prefix>/api/fleet`` answers, for the
+    logged-in page (whose script sends its session cookie, not a token)."""
+    session = await _session_or_refuse()
+    if isinstance(session, Response):
+        return session
+    if await _actor() is None:
+        raise AdminError(401, "unauthorized", "Log in to see the fleet.")
+    return jsonify((await current_waffle().fleet()).as_dict())
 
 
 @page.get("/history/<key>")
