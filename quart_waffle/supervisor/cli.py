@@ -16,6 +16,7 @@ from . import pidfile
 from .config import ServeConfig, control_socket_beside
 from .control import request_reload
 from .errors import ReloadFailed, ServeError
+from .metrics import multiprocess_directory
 from .options import MIN_ACTIVE, RANGES, RELOAD_TIMEOUT, integer_option, number_option
 from .reloader import check_available as check_reload_available
 from .supervisor import Supervisor
@@ -191,6 +192,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the server each worker runs: hypercorn (asyncio), hypercorn-uvloop, or uvicorn "
         "(httptools + uvloop); the last two need the uvicorn extra",
     )
+    serve.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write the supervisor's Prometheus metrics to PATH (for node_exporter's textfile "
+        "collector), replaced atomically",
+    )
     serve.add_argument("--certfile", metavar="PATH", help="TLS certificate (PEM)")
     serve.add_argument("--keyfile", metavar="PATH", help="TLS private key (PEM)")
     serve.add_argument(
@@ -261,6 +268,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         worker_class=args.worker_class,
         max_worker_lifetime=args.max_worker_lifetime,
         max_worker_lifetime_jitter=args.max_worker_lifetime_jitter,
+        metrics_file=args.metrics_file,
         reload=args.reload,
         reload_dirs=args.reload_dir,
         reload_includes=args.reload_include,
@@ -286,7 +294,8 @@ def _serve(config: ServeConfig, pid_file: str | None) -> int:
         if pid_file is not None:
             pidfile.claim(pid_file)
         try:
-            return asyncio.run(Supervisor(config).run())
+            with multiprocess_directory():  # the workers' metrics add up (the metrics extra)
+                return asyncio.run(Supervisor(config).run())
         finally:
             if pid_file is not None:
                 pidfile.release(pid_file)

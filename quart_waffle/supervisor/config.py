@@ -85,6 +85,8 @@ class ServeConfig:
         max_worker_lifetime: Seconds after which a serving worker is replaced (a rolling
             replacement, by the reload rules); 0 never.
         max_worker_lifetime_jitter: Up to this many more seconds, drawn per worker.
+        metrics_file: Where to write the supervisor's Prometheus metrics (reloads, respawns,
+            workers by state), for node_exporter's textfile collector; None: nowhere.
         reload: Watch the code and roll the workers when a file changes (development; needs
             the ``reload`` extra, watchfiles).
         reload_dirs: Directories `reload` watches (the working directory by default).
@@ -122,6 +124,7 @@ class ServeConfig:
     worker_class: str = "hypercorn"
     max_worker_lifetime: float = 0.0
     max_worker_lifetime_jitter: float = 0.0
+    metrics_file: str | None = None
     reload: bool = False
     reload_dirs: list[str] = field(default_factory=list)
     reload_includes: list[str] = field(default_factory=list)

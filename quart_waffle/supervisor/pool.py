@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from ..redaction import describe_error
 from .config import ServeConfig
 from .errors import ReloadFailed, WorkerFailed
+from .metrics import PoolObserver
 
 Progress = Callable[[str], None]
 """Told each step of a reload, one line at a time."""
@@ -141,6 +142,7 @@ class Pool:
         self._reload_requests: list[_ReloadRequest] = []
         self._reloading: int | None = None  # the generation of the reload under way
         self._rolling = asyncio.Lock()  # one reload or recycling at a time
+        self.observer = PoolObserver()  # told reloads and respawns (the metrics)
 
     @property
     def serving(self) -> list[int]:
@@ -228,6 +230,7 @@ class Pool:
             await self._reload_wanted.wait()
             self._reload_wanted.clear()
             requests, self._reload_requests = self._reload_requests, []
+            self.observer.reload_started()
             self._reloading = self._generation + 1  # what `_roll` makes it
 
             def tell(message: str, requests: list[_ReloadRequest] = requests) -> None:
@@ -246,6 +249,7 @@ class Pool:
                 if not isinstance(error, ReloadFailed):
                     log.exception("Reload %d stopped by an unexpected error", self._generation)
                     error = ReloadFailed(describe(error))
+                self.observer.reload_finished(False)
                 log.error("reload failed: %s", error)
                 tell(f"reload failed: {error}")
                 for request in requests:
@@ -257,6 +261,7 @@ class Pool:
                 raise
             else:
                 self._reloading = None
+                self.observer.reload_finished(True)
                 log.info("%s", summary)  # a reload asked by SIGHUP has only the log
                 for request in requests:
                     request.finish(summary)
@@ -492,6 +497,7 @@ class Pool:
             results = await asyncio.gather(
                 *(self._start_worker() for _ in range(missing)), return_exceptions=True
             )
+            self.observer.respawned(sum(not isinstance(r, BaseException) for r in results))
             for result in results:
                 if isinstance(result, Exception):  # a failed start, or no process at all
                     log.error("Cannot replace a worker: %s", describe(result))

@@ -12,6 +12,7 @@ from .config import ServeConfig, private_control_socket
 from .control import serve_control
 from .errors import WorkerFailed
 from .listeners import Listeners
+from .metrics import SupervisorMetrics
 from .pool import Pool, Progress, Worker
 from .process import WorkerProcess
 from .release import Releases
@@ -35,6 +36,12 @@ class Supervisor:
         self.config = config
         self.releases = Releases(config.release_link)
         self.pool = Pool(config, self._spawn, origin=self.releases.origin)
+        self.metrics: SupervisorMetrics | None = None
+        if config.metrics_file:
+            self.metrics = SupervisorMetrics(
+                config.metrics_file, self.pool.census, lambda: self.pool.generation
+            )
+            self.pool.observer = self.metrics
         self._listeners: Listeners | None = None
         self._stopping = asyncio.Event()
 
@@ -70,6 +77,8 @@ class Supervisor:
                 log.error("Cannot start: %s", error)
                 return 1
             log.info("Serving with workers %s", self.pool.serving)
+            if self.metrics is not None:
+                self.metrics.start()
             maintain = asyncio.create_task(self.pool.maintain())
             if self.config.reload:
                 watcher = CodeWatcher(
@@ -89,6 +98,8 @@ class Supervisor:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             await self.pool.stop()
+            if self.metrics is not None:
+                self.metrics.close()  # the last census: no worker left
             control.close()
             await control.wait_closed()
             with contextlib.suppress(FileNotFoundError):
