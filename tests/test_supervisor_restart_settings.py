@@ -38,14 +38,22 @@ def ask(spawner: FakeSpawner, pool: Pool, generation: int) -> None:
             worker.restarts.put_nowait("POOL_SIZE changed at revision 1")
 
 
+def ask_one(spawner: FakeSpawner, pid: int) -> None:
+    spawner.by_pid(pid).restarts.put_nowait("POOL_SIZE changed at revision 1")
+
+
 @pytest.mark.timeout(10)
 async def test_every_worker_asking_makes_one_reload() -> None:
-    spawner = FakeSpawner()
+    spawner = FakeSpawner(startup=0.05)
     async with maintained(spawner, [], workers=4) as pool:
         first = list(pool.serving)
-        ask(spawner, pool, 0)
+        ask_one(spawner, first[0])
+        # the others apply the change later, while the reload it asked for runs
+        await _until(lambda: 1 in generations(spawner))
+        for pid in first[1:]:
+            ask_one(spawner, pid)
         await _until(lambda: not set(first) & set(pool.serving) and len(pool.serving) == 4)
-        await asyncio.sleep(0.2)  # room for a second reload, which must not come
+        await asyncio.sleep(0.3)  # room for a second reload, which must not come
         assert generations(spawner) == {0, 1}
         assert pool.generation == 1
 
@@ -56,13 +64,14 @@ async def test_old_workers_asking_during_a_reload_are_merged_new_ones_are_not() 
     async with maintained(spawner, [], workers=3) as pool:
         reloaded = pool.request_reload()
         await _until(lambda: any(spawner.by_pid(p).generation == 1 for p in pool.serving))
-        ask(spawner, pool, 0)  # replaced by the reload under way: merged into it
-        await reloaded
-        assert generations(spawner) == {0, 1}
-        # a worker of reload 1 that applies a change after its start needs its own reload
+        assert not reloaded.done()
+        # a worker the reload under way replaces: merged into it; one that reload started
+        # but that applied the change after its start: it needs a reload of its own
+        ask(spawner, pool, 0)
         ask(spawner, pool, 1)
+        await reloaded
         await _until(lambda: {spawner.by_pid(p).generation for p in pool.serving} == {2})
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
         assert generations(spawner) == {0, 1, 2}
 
 
