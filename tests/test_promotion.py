@@ -97,6 +97,10 @@ async def test_admin_api_and_python(database_url: str) -> None:
         )
         assert stale.status_code == 409
         assert list((await stale.get_json())["error"]["fields"]) == ["RATE"]
+        stale_plan = await client.post(
+            "/waffle/api/apply", json=body, headers={**AUTH, "If-Match": '"0"'}
+        )
+        assert stale_plan.status_code == 409
         bad = await client.post(
             "/waffle/api/apply", json={"settings": {"THEME": "pink"}}, headers=AUTH
         )

@@ -159,6 +159,10 @@ async def test_admin_api(served: QuartWaffle) -> None:
     )
     assert restored.status_code == 200
     assert waffle.get("BANNER")["text"] == "b"
+    document = await (await client.get("/waffle/openapi.json", headers=AUTH)).get_json()
+    assert {"/waffle/api/revisions/{revision}/revert", "/waffle/api/apply"} <= set(
+        document["paths"]
+    )
     unknown = await client.post("/waffle/api/revisions/99/revert", headers=AUTH)
     assert unknown.status_code == 422
     assert "revision" in (await unknown.get_json())["error"]["fields"]
