@@ -227,3 +227,15 @@ def test_a_worker_that_stops_removes_its_own_gauges(tmp_path: Path) -> None:
     )
     environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, check=True, timeout=60)
+
+
+def test_a_multiprocess_directory_not_made_yet_is_made(tmp_path: Path) -> None:
+    directory = tmp_path / "not-yet"
+    code = (
+        "from quart_waffle.metrics import sync_observer\n"
+        "assert type(sync_observer()).__name__ == 'PrometheusObserver'\n"
+    )
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, check=True, timeout=60)
+    assert directory.is_dir()
+    assert directory.stat().st_mode & 0o077 == 0

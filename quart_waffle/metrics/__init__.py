@@ -9,6 +9,8 @@ metrics on. See ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import os
+
 from ..sync.observer import SyncObserver
 
 INSTALL_HINT = (
@@ -38,6 +40,11 @@ def sync_observer() -> SyncObserver:
     extra, else one that does nothing."""
     if not available():
         return SyncObserver()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        # prometheus_client writes there as soon as the metrics exist: a directory
+        # not made yet would stop the worker from starting
+        os.makedirs(directory, mode=0o700, exist_ok=True)
     from .prometheus import PrometheusObserver
 
     return PrometheusObserver()
