@@ -18,7 +18,16 @@ from collections.abc import Awaitable, Callable
 
 from harness import ROOT
 
-from . import applied_at, core_bench, flask_waffleconf, fleet, propagation, reload, throughput
+from . import (
+    applied_at,
+    core_bench,
+    flask_waffleconf,
+    fleet,
+    fleet_wait,
+    propagation,
+    reload,
+    throughput,
+)
 from .common import BenchConfig, Section
 from .report import markdown, plots
 
@@ -30,6 +39,7 @@ SECTIONS: dict[str, Callable[[BenchConfig], Awaitable[Section]]] = {
     "throughput": throughput.run,
     "reload": reload.run,
     "fleet": fleet.run,
+    "fleet_wait": fleet_wait.run,
 }
 DOCS = ROOT / "docs" / "benchmarks.md"
 DOCS_INTRO = """# Benchmarks

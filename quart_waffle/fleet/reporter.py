@@ -54,6 +54,7 @@ class PresenceReporter:
         return self._published
 
     def start(self) -> None:
+        self._changed.set()  # the first record at once
         self._task = asyncio.create_task(self._run(), name="quart-waffle-presence")
 
     def changed(self) -> None:
