@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from quart_waffle.supervisor.errors import ReloadFailed
 from quart_waffle.supervisor.metrics import SupervisorMetrics, multiprocess_directory
 from tests.conftest import require
 from tests.supervisor_apps.harness import ServerProcess
 from tests.test_metrics_workers import Samples, parse, per_pid, scrape, worker_env
+from tests.test_supervisor_pool import FakeSpawner, maintained
 
 
 def metrics_text(directory: Path) -> str:
@@ -66,6 +68,28 @@ def test_the_file_is_prometheus_text(tmp_path: Path) -> None:
     assert value(samples, "quart_waffle_supervisor_workers", state="draining") == 0
     assert value(samples, "quart_waffle_supervisor_generation") == 4
     assert [p.name for p in tmp_path.iterdir()] == ["supervisor.prom"]  # no temporary left
+
+
+async def test_the_pool_tells_reloads_their_outcome_and_respawns(tmp_path: Path) -> None:
+    spawner, delays = FakeSpawner(), list[float]()
+    async with maintained(spawner, delays, workers=2) as pool:
+        metrics = SupervisorMetrics(str(tmp_path / "supervisor.prom"), pool.census, lambda: 0)
+        pool.observer = metrics
+        await pool.reload(lambda _message: None)
+        spawner.failing_generations.add(2)
+        with pytest.raises(ReloadFailed):
+            await pool.reload(lambda _message: None)
+        victim = spawner.by_pid(pool.serving[0])
+        victim.crash()
+        await until(lambda: len(pool.serving) == 2 and victim.pid not in pool.serving, "respawn")
+        metrics.write()
+    samples = read_file(tmp_path / "supervisor.prom")
+    assert value(samples, "quart_waffle_supervisor_reloads_total", outcome="succeeded") == 1
+    assert value(samples, "quart_waffle_supervisor_reloads_total", outcome="failed") == 1
+    assert value(samples, "quart_waffle_supervisor_reload_duration_seconds_count") == 2
+    assert value(samples, "quart_waffle_supervisor_respawns_total") == 1
+    assert value(samples, "quart_waffle_supervisor_workers", state="serving") == 2
+    assert value(samples, "quart_waffle_supervisor_workers", state="starting") == 0
 
 
 def test_the_private_directory_is_made_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
