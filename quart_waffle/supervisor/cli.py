@@ -1,4 +1,5 @@
-"""The `quart-waffle` command: `serve` an ASGI app, `reload` it with no request failed.
+"""The `quart-waffle` command: `serve` an ASGI app, `reload` it with no request failed, `stop`
+it, list its `workers`.
 
 Every error is one line on stderr and exit status 1.
 """
@@ -7,20 +8,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from . import pidfile
+from . import configfile, pidfile
 from .config import ServeConfig, control_socket_beside
-from .control import request_reload
+from .control import CommandFailed, request_reload, request_status, request_stop
 from .errors import ReloadFailed, ServeError
 from .metrics import multiprocess_directory
 from .options import MIN_ACTIVE, RANGES, RELOAD_TIMEOUT, integer_option, number_option
-from .reloader import check_available as check_reload_available
 from .supervisor import Supervisor
 from .worker import WORKER_CLASSES, parse_app
+
+ARGUMENT_FIELDS = {
+    "bind": "binds",
+    "insecure_bind": "insecure_binds",
+    "reload_dir": "reload_dirs",
+    "reload_include": "reload_includes",
+    "reload_exclude": "reload_excludes",
+}
+"""`serve` options whose `ServeConfig` field is named otherwise (the others share its name)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,8 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "app",
+        nargs="?",
         help="the ASGI app: module:attribute (attribute 'app' by default), or a factory call "
-        "such as module:create_app() or module:create_app('production') with literal arguments",
+        "such as module:create_app() or module:create_app('production') with literal arguments; "
+        "may be given as 'app' in the config file instead",
+    )
+    serve.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="TOML config file (Hypercorn's key names), read again at each reload; "
+        "options given here override it",
     )
     serve.add_argument(
         "-b",
@@ -231,71 +253,113 @@ def _parser() -> argparse.ArgumentParser:
     reload = commands.add_parser(
         "reload", help="roll new workers in and wait for the outcome", formatter_class=_Help
     )
-    target = reload.add_mutually_exclusive_group(required=True)
+    _target(reload, 600.0, "give up waiting after this long (the reload itself carries on)")
+    stop = commands.add_parser(
+        "stop", help="drain every worker, stop the supervisor and wait", formatter_class=_Help
+    )
+    _target(stop, 60.0, "give up waiting for the supervisor to exit after this long")
+    workers = commands.add_parser(
+        "workers",
+        help="the supervisor's state, generation and workers (not the settings' fleet)",
+        formatter_class=_Help,
+    )
+    _target(workers, 5.0, "give up waiting for the answer after this long")
+    workers.add_argument("--json", action="store_true", help="print the state as JSON")
+    return parser
+
+
+def _target(command: argparse.ArgumentParser, timeout: float, timeout_help: str) -> None:
+    """The options naming a running supervisor, and how long to wait for it."""
+    target = command.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--pid-file", metavar="PATH", help="the pid file the supervisor was started with"
     )
     target.add_argument(
         "--control-socket", metavar="PATH", help="the control socket it was started with"
     )
-    reload.add_argument(
+    command.add_argument(
         "--timeout",
         type=number_option(RELOAD_TIMEOUT),
-        default=600.0,
+        default=timeout,
         metavar="SECONDS",
-        help="give up waiting after this long (the reload itself carries on)",
-    )
-    return parser
-
-
-def _config(args: argparse.Namespace) -> ServeConfig:
-    parse_app(args.app)
-    if args.reload:
-        check_reload_available()
-    return ServeConfig(
-        app=args.app,
-        binds=args.bind or ["127.0.0.1:8000"],
-        insecure_binds=args.insecure_bind,
-        workers=args.workers,
-        min_active=args.min_active,
-        max_surge=args.max_surge,
-        graceful_timeout=args.graceful_timeout,
-        keep_alive_timeout=args.keep_alive_timeout,
-        startup_timeout=args.startup_timeout,
-        timeout=args.timeout,
-        max_requests=args.max_requests,
-        max_requests_jitter=args.max_requests_jitter,
-        worker_class=args.worker_class,
-        max_worker_lifetime=args.max_worker_lifetime,
-        max_worker_lifetime_jitter=args.max_worker_lifetime_jitter,
-        metrics_file=args.metrics_file,
-        reload=args.reload,
-        reload_dirs=args.reload_dir,
-        reload_includes=args.reload_include,
-        reload_excludes=args.reload_exclude,
-        release_link=args.release_link,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        access_logfile=args.access_logfile,
-        error_logfile=args.error_logfile,
-        log_level=args.log_level,
-        backlog=args.backlog,
-        control_socket=args.control_socket
-        or (control_socket_beside(args.pid_file) if args.pid_file else None),
+        help=timeout_help,
     )
 
 
-def _serve(config: ServeConfig, pid_file: str | None) -> int:
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-    )
+def _explicit(argv: list[str] | None) -> set[str]:
+    """The `serve` options given on the command line (they override the config file)."""
+    parser = _parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for option in action.choices["serve"]._actions:
+                option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _resolve(args: argparse.Namespace, explicit: set[str]) -> tuple[ServeConfig, str | None]:
+    """The configuration: the command line's options over the config file's values over the
+    defaults; and the pid file. Raises `ValueError` with one line."""
+    names = {field.name for field in dataclasses.fields(ServeConfig)} | {configfile.PID_FILE}
+    from_file = configfile.load(args.config) if args.config else {}
+    values: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        name = ARGUMENT_FIELDS.get(dest, dest)
+        if name in names:
+            values[name] = value if dest in explicit or name not in from_file else from_file[name]
+    for name, value in from_file.items():
+        values.setdefault(name, value)  # a field with no command-line option
+    if values.get("binds") is None:
+        values.pop("binds", None)  # the default address
+    pid_file = values.pop(configfile.PID_FILE, None)
+    if not values.get("app"):
+        raise ValueError("no app: give APP, or 'app' in the config file")
+    parse_app(values["app"])
+    if values.get("control_socket") is None and pid_file:
+        values["control_socket"] = control_socket_beside(pid_file)
+    return ServeConfig(**values), pid_file
+
+
+def _rereader(
+    args: argparse.Namespace, explicit: set[str], pid_file: str | None
+) -> Callable[[], ServeConfig] | None:
+    """What a reload calls for its configuration: the config file read anew (no file: None)."""
+    if not args.config:
+        return None
+
+    def reread() -> ServeConfig:
+        config, new_pid_file = _resolve(args, explicit)
+        if new_pid_file != pid_file:
+            raise ValueError(
+                f"the configuration changes pid_path {pid_file!r} -> {new_pid_file!r}: "
+                "the pid file changes only with a restart; nothing was replaced"
+            )
+        return config
+
+    return reread
+
+
+def _serve(
+    config: ServeConfig, pid_file: str | None, reread: Callable[[], ServeConfig] | None
+) -> int:
+    logfile = config.error_logfile if config.error_logfile not in ("", "-") else None
+    try:
+        logging.basicConfig(
+            level=config.log_level.upper(),
+            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+            filename=logfile,
+        )
+    except OSError as error:
+        print(
+            f"quart-waffle serve: cannot open the error log {logfile}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         if pid_file is not None:
             pidfile.claim(pid_file)
         try:
             with multiprocess_directory():  # the workers' metrics add up (the metrics extra)
-                return asyncio.run(Supervisor(config).run())
+                return asyncio.run(Supervisor(config, reread=reread).run())
         finally:
             if pid_file is not None:
                 pidfile.release(pid_file)
@@ -329,14 +393,90 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control_path(args: argparse.Namespace) -> str:
+    """The control socket named by ``--control-socket``, or beside ``--pid-file``."""
+    if args.control_socket is not None:
+        return str(args.control_socket)
+    pidfile.read_pid(args.pid_file)  # a link or a file with no pid is refused here
+    return control_socket_beside(args.pid_file)
+
+
+def _unreachable(args: argparse.Namespace, error: OSError | ValueError) -> int:
+    path = args.control_socket or args.pid_file
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+    print(f"cannot reach the supervisor at {path}: {reason}", file=sys.stderr)
+    return 1
+
+
+def _stop(args: argparse.Namespace) -> int:
+    try:
+        pid = request_stop(_control_path(args), args.timeout)
+    except CommandFailed as error:
+        print(f"stop failed: {error}", file=sys.stderr)
+        return 1
+    except TimeoutError as error:
+        print(f"stop timed out: {error}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        return _unreachable(args, error)
+    print(f"supervisor {pid} stopped")
+    return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    try:
+        status = request_status(_control_path(args), args.timeout)
+    except CommandFailed as error:
+        print(f"workers failed: {error}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        return _unreachable(args, error)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(
+        f"supervisor {status['pid']} {status['state']}: {status['app']}, generation "
+        f"{status['generation']}, {status['workers_wanted']} worker(s) wanted, "
+        f"up {_duration(status['uptime'])}, listening on {', '.join(status['listening'])}"
+    )
+    rows = [("PID", "GEN", "STATE", "AGE", "REQUESTS")] + [
+        (
+            str(worker["pid"]),
+            str(worker["generation"]),
+            worker["state"],
+            _duration(worker["age"]),
+            "-" if worker["requests"] is None else str(worker["requests"]),
+        )
+        for worker in status["workers"]
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `quart-waffle` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "reload":
         return _reload(args)
+    if args.command == "stop":
+        return _stop(args)
+    if args.command == "workers":
+        return _workers(args)
+    if args.config:
+        args.config = configfile.absolute(args.config)
+    explicit = _explicit(argv)
     try:
-        config = _config(args)
+        config, pid_file = _resolve(args, explicit)
     except ValueError as error:
         parser.error(str(error))
-    return _serve(config, args.pid_file)
+    return _serve(config, pid_file, _rereader(args, explicit, pid_file))

@@ -1,32 +1,44 @@
-"""The control socket: how `quart-waffle reload` asks a running supervisor for a reload.
+"""The control socket: how `quart-waffle reload`, `stop` and `workers` talk to a running
+supervisor.
 
-The protocol is line based. The client sends ``reload``; the supervisor answers with any number
-of ``progress <message>`` lines, then one ``ok <summary>`` or ``error <reason>`` line.
+The protocol is line based: the client sends one command line, the supervisor answers.
+
+- ``reload``: any number of ``progress <message>`` lines, then ``ok <summary>`` or
+  ``error <reason>``.
+- ``stop``: ``ok stopping``; the supervisor drains its workers, closes the connection and
+  exits.
+- ``status``: ``ok <JSON>``, the supervisor's state, generation and workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from .errors import ReloadFailed, ServeError
 from .pool import Progress
 from .unixsocket import check_length, clear_for_bind
 
 Reload = Callable[[Progress], Awaitable[str]]
+Stop = Callable[[], Awaitable[None]]
+Status = Callable[[], dict[str, Any]]
 
 COMMAND_TIMEOUT = 5.0
 MAX_COMMAND = 1024  # bytes of one command line; longer ones are refused
 
 
-async def serve_control(path: str, reload: Reload) -> asyncio.Server:
-    """Listen on the unix socket at `path` (replacing a stale one) and run `reload` on request."""
+async def serve_control(
+    path: str, reload: Reload, *, stop: Stop | None = None, status: Status | None = None
+) -> asyncio.Server:
+    """Listen on the unix socket at `path` (replacing a stale one) and run `reload`, `stop` or
+    `status` on request (a command with no function is unknown)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def progress(message: str) -> None:
@@ -36,6 +48,15 @@ async def serve_control(path: str, reload: Reload) -> asyncio.Server:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 command = (await reader.readline()).decode(errors="replace").strip()
+            if command == "stop" and stop is not None:
+                writer.write(b"ok stopping\n")
+                await writer.drain()
+                await stop()  # the connection stays open until every worker has drained
+                return
+            if command == "status" and status is not None:
+                writer.write(f"ok {json.dumps(status())}\n".encode())
+                await writer.drain()
+                return
             if command != "reload":
                 writer.write(f"error unknown command {command[:40]!r}\n".encode())
                 return
@@ -105,9 +126,78 @@ def request_reload(path: str, timeout: float, out: TextIO) -> str:
     raise TimeoutError(f"no answer within {timeout:g} s")
 
 
-def _require_same_user(client: socket.socket, path: str) -> None:
-    """Refuse to trust a supervisor run by another user (a socket squatted at our path)."""
+class CommandFailed(Exception):
+    """The supervisor answered a command with an error (an older one may not know it)."""
+
+
+def request_stop(path: str, timeout: float) -> int:
+    """Ask the supervisor listening at `path` to stop, and wait until its process has exited.
+
+    Returns its pid; raises `TimeoutError` when it still runs after `timeout` seconds,
+    `CommandFailed` when it refuses, and `OSError` or `ValueError` as `request_reload`.
+    """
+    deadline = time.monotonic() + timeout
+    pid, answer = _command(path, "stop", timeout, until_closed=True)
+    if answer != "ok stopping":
+        raise CommandFailed(answer.removeprefix("error ") or "the supervisor closed the connection")
+    while time.monotonic() < deadline:
+        if _exited(pid):
+            return pid
+        time.sleep(0.05)
+    raise TimeoutError(f"supervisor {pid} still runs after {timeout:g} s")
+
+
+def _exited(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie its parent has not reaped yet has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+
+def request_status(path: str, timeout: float) -> dict[str, Any]:
+    """The state of the supervisor listening at `path` (see `Supervisor.status`)."""
+    _pid, answer = _command(path, "status", timeout)
+    kind, _, text = answer.partition(" ")
+    if kind != "ok":
+        raise CommandFailed(text or "the supervisor closed the connection")
+    status: dict[str, Any] = json.loads(text)
+    return status
+
+
+def _command(
+    path: str, command: str, timeout: float, *, until_closed: bool = False
+) -> tuple[int, str]:
+    """Send `command` and read the one-line answer (then wait for the supervisor to close the
+    connection, `until_closed`); the supervisor's pid and that line."""
+    check_length(path)
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(path)
+        pid = _require_same_user(client, path)
+        client.sendall(f"{command}\n".encode())
+        with client.makefile("r", encoding="utf-8", errors="replace") as lines:
+            answer = lines.readline().rstrip("\n")
+            while until_closed and (remaining := deadline - time.monotonic()) > 0:
+                client.settimeout(remaining)
+                if not lines.readline():
+                    break
+            return pid, answer
+
+
+def _require_same_user(client: socket.socket, path: str) -> int:
+    """Refuse to trust a supervisor run by another user (a socket squatted at our path);
+    its pid."""
     credentials = client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", credentials)
+    pid, uid, _gid = struct.unpack("3i", credentials)
     if uid != os.geteuid():
         raise PermissionError(f"{path} is served by uid {uid}, not by this user: refusing it")
+    return int(pid)

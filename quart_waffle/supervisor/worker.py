@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .drain import ASGIApp, Drain, DrainMiddleware, Message, Receive, Scope, Send
+from .logfiles import reopen_on_usr1
+from .proctitle import set_title
 
 READY = "ready"
 FAILED = "failed"
@@ -339,7 +341,9 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reopen_on_usr1()
     spec = WorkerSpec.from_json(sys.argv[-1])
+    set_title("worker", spec.app, os.environ.get(GENERATION, "0"))
     _restarts.supervised = True
     channel = socket.socket(fileno=spec.channel_fd)
     try:

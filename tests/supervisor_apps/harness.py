@@ -35,17 +35,33 @@ class ServerProcess:
     def __init__(
         self,
         directory: Path,
-        app: str,
+        app: str | None,
         args: Sequence[str],
         env: dict[str, str],
         *,
+        launcher: Sequence[str] = (),
+        pass_fds: Sequence[int] = (),
+        bind: Sequence[str] = ("-b", "127.0.0.1:0"),
         cwd: Path = ROOT,
+        log_file: Path | None = None,
     ) -> None:
-        """`cwd` is where the supervisor runs (and its workers import the app from)."""
+        """`app` None: the config file in `args` names it; `launcher` runs before the command
+        (it must exec it); `bind` replaced by nothing leaves the address to a config file;
+        `cwd` is where the supervisor runs (and its workers import the app from);
+        `log_file`: the supervisor logs there (its ``--error-logfile``), not to its output."""
         self.log_path = directory / "serve.log"
         self.pid_file = str(directory / "serve.pid")
         self._log = self.log_path.open("wb")
-        command = [*COMMAND, "serve", app, "-b", "127.0.0.1:0", "--pid-file", self.pid_file, *args]
+        command = [
+            *launcher,
+            *COMMAND,
+            "serve",
+            *([app] if app else []),
+            *bind,
+            "--pid-file",
+            self.pid_file,
+            *args,
+        ]
         self.process = subprocess.Popen(
             command,
             cwd=cwd,
@@ -53,13 +69,19 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
+        if log_file is not None:
+            self.log_path = log_file
         match = self.wait_for_log(r"Listening on 127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
         self.wait_for_log(r"Serving with workers")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:  # a log file not created yet, or just moved away
+            return ""
 
     def wait_for_log(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match[str]:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,131 @@
+"""`quart-waffle serve -c FILE`: the config file's values are used, the command line overrides
+them, every key is checked as its option is, and a reload reads the file again (refusing what
+only a restart can change)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.ports import free_port
+from quart_waffle.supervisor import configfile
+from quart_waffle.supervisor.config import control_socket_beside
+from quart_waffle.supervisor.control import request_status
+from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
+
+APP = "tests.supervisor_apps.testapp:app"
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def quart_waffle(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def status(server: ServerProcess) -> dict[str, Any]:
+    return request_status(control_socket_beside(server.pid_file), 10)
+
+
+@pytest.fixture(name="config_file")
+def _config_file(tmp_path: Path) -> Path:
+    return tmp_path / "quart-waffle.toml"
+
+
+@pytest.fixture(name="server")
+def _server(tmp_path: Path, config_file: Path) -> Iterator[ServerProcess]:
+    port = free_port()
+    config_file.write_text(
+        f'app = "{APP}"\nbind = ["127.0.0.1:{port}"]\nworkers = 1\ngraceful_timeout = 2.5\n'
+    )
+    # No APP and no --bind: both from the file; -w 2 overrides the file's workers = 1.
+    server = ServerProcess(tmp_path, None, ["-c", str(config_file), "-w", "2"], {}, bind=())
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_the_file_is_used_and_the_command_line_overrides_it(server: ServerProcess) -> None:
+    state = status(server)
+    assert state["app"] == APP
+    assert state["listening"] == [f"127.0.0.1:{server.port}"]
+    assert state["workers_wanted"] == 2
+    assert [w["state"] for w in state["workers"]] == ["serving", "serving"]
+
+
+def test_a_reload_reads_the_file_again(server: ServerProcess, config_file: Path) -> None:
+    text = config_file.read_text()
+    config_file.write_text(text.replace("workers = 1", "workers = 3") + "max_surge = 2\n")
+    # The command line's -w 2 still wins over the file; max_surge is the file's new value.
+    code, output = _reload(server)
+    assert code == 0, output
+    assert "2 at a time, at most 2 extra" in output
+    assert [w["generation"] for w in status(server)["workers"]] == [1, 1]
+
+    config_file.write_text(text.replace(f"127.0.0.1:{server.port}", "127.0.0.1:1"))
+    code, output = _reload(server)
+    assert code == 1
+    assert "only with a restart" in output
+    assert "bind" in output
+
+    config_file.write_text(text + "wokers = 2\n")
+    code, output = _reload(server)
+    assert code == 1
+    assert "unknown key 'wokers' (did you mean 'workers'?)" in output
+    state = status(server)
+    assert state["generation"] == 1
+    assert [w["generation"] for w in state["workers"]] == [1, 1]
+
+
+def _reload(server: ServerProcess) -> tuple[int, str]:
+    result = quart_waffle("reload", "--pid-file", server.pid_file)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("wokers = 2\n", "unknown key 'wokers' (did you mean 'workers'?)"),
+        ('access_logfile = "x"\n', "unknown key 'access_logfile' (did you mean 'accesslog'?)"),
+        ("workers = 0\n", "workers: must be from 1 to 1024, got 0"),
+        ('workers = "2"\n', "workers: must be an integer, got '2'"),
+        ("workers = 2.5\n", "workers: must be an integer, got 2.5"),
+        ("graceful_timeout = -1\n", "graceful_timeout: must be from 0.001 to 86400, got -1"),
+        ("backlog = 70000\n", "backlog: must be from 1 to 65535, got 70000"),
+        ("keep_alive_timeout = true\n", "keep_alive_timeout: must be a number, got True"),
+        ('loglevel = "loud"\n', "loglevel: must be one of debug, info"),
+        ("bind = [1]\n", "bind: must be a string or a list of strings"),
+        ("workers = [", "not valid TOML"),
+    ],
+)
+def test_a_bad_file_is_one_line_naming_the_key(config_file: Path, text: str, message: str) -> None:
+    config_file.write_text(text)
+    result = quart_waffle("serve", APP, "-c", str(config_file))
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"config file {config_file}: {message}" in result.stderr, result.stderr
+
+
+def test_missing_file_and_missing_app(tmp_path: Path, config_file: Path) -> None:
+    result = quart_waffle("serve", APP, "-c", str(tmp_path / "none.toml"))
+    assert result.returncode == 1
+    assert "none.toml: No such file or directory" in result.stderr
+    config_file.write_text("workers = 2\n")
+    result = quart_waffle("serve", "-c", str(config_file))
+    assert result.returncode == 1
+    assert "no app: give APP, or 'app' in the config file" in result.stderr
+
+
+def test_every_key_is_documented() -> None:
+    docs = (ROOT / "docs" / "supervisor.md").read_text()
+    table = docs[docs.index("### Config file keys") :]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+    assert set(configfile.keys()) <= documented
