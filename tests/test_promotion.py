@@ -12,6 +12,7 @@ from click.testing import Result
 from quart_waffle import QuartWaffle
 from quart_waffle.promotion import apply, export
 from tests.helpers import ADMIN_TOKEN, make_waffle
+from tests.test_admin_page import logged_in, text_of
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -117,3 +118,38 @@ async def test_admin_api_and_python(database_url: str) -> None:
         planned = await apply(waffle, {"MAX_ITEMS": 78}, dry_run=True)
         assert [change.key for change in planned.changes] == ["MAX_ITEMS"]
         assert export(waffle, include_secrets=True)["settings"]["API_KEY"] == "s3cret"
+
+
+async def test_admin_page(database_url: str) -> None:
+    waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN)
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    async with waffle.app.test_app():
+        client = waffle.app.test_client()
+        csrf = await logged_in(client)
+        exported = await client.get("/waffle/export")
+        assert "attachment" in exported.headers["Content-Disposition"]
+        document = await exported.get_json()
+        assert "API_KEY" not in document["settings"]
+        document["settings"]["MAX_ITEMS"] = 60
+        text = json.dumps(document)
+        form = {"csrf": csrf, "settings": text, "action": "plan"}
+        planned = await client.post("/waffle/promote", form=form)
+        page = await text_of(planned)
+        assert planned.status_code == 200
+        assert "<td>MAX_ITEMS</td><td><code>20</code></td><td><code>60</code></td>" in page
+        assert waffle.revision == 0
+        await waffle.update({"MAX_ITEMS": 30})
+        form.update(action="apply", expected="0", reason="from staging")
+        stale = await client.post("/waffle/promote", form=form)
+        assert stale.status_code == 409
+        assert "MAX_ITEMS changed after revision 0" in await text_of(stale)
+        form["expected"] = "1"
+        applied = await client.post("/waffle/promote", form=form)
+        assert applied.status_code == 303
+        assert waffle.get("MAX_ITEMS") == 60
+        assert (await waffle.history(revision=2))[0].reason == "from staging"
+        bad = await client.post("/waffle/promote", form={**form, "settings": '{"THEME": 1}'})
+        assert bad.status_code == 422
+        assert "THEME" in await text_of(bad)
+        assert waffle.revision == 2

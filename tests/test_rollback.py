@@ -201,6 +201,11 @@ async def test_admin_page(served: QuartWaffle) -> None:
     assert saved.status_code == 303
     assert (await waffle.history(key="GREETING"))[0].reason == "friendlier"
     assert csrf_of(await text_of(await client.get("/waffle/history/GREETING")))
+    reset = await client.post(
+        "/waffle/reset", form={"csrf": csrf, "revision": "5", "key": "GREETING", "reason": "back"}
+    )
+    assert reset.status_code == 303
+    assert (await waffle.history(key="GREETING"))[0].reason == "back"
 
 
 async def test_reason_column_added_to_an_older_store(database_url: str) -> None:

@@ -16,6 +16,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
+from ..promotion import apply, export, read_document
 from .api import history_item, query_time, refuse_stale_secrets
 from .auth import NOT_CONFIGURED_MESSAGE, authenticate, is_configured, token_login
 from .context import admin_prefix, current_waffle
@@ -283,7 +284,10 @@ async def reset() -> Response:
         raise AdminError(422, "unknown_setting", "The reset button names no declared setting.")
     try:
         revision = await waffle.reset(
-            [key], expected_revision=natural_number(form.get("revision")), actor=actor
+            [key],
+            expected_revision=natural_number(form.get("revision")),
+            actor=actor,
+            reason=form.get("reason", ""),
         )
     except ConflictError:
         await waffle.refresh()
@@ -437,3 +441,59 @@ async def _unavailable(error: StoreUnavailableError) -> Response:
 @page.errorhandler(HTTPException)
 async def _http(error: HTTPException) -> Response:
     return await message_page(error.name, error.description or error.name, error.code or 400)
+
+
+@page.get("/export")
+async def export_file() -> Response:
+    """This environment's settings without secrets, as a file to promote elsewhere."""
+    session = await _session_or_refuse()
+    if isinstance(session, Response):
+        return session
+    if await _actor() is None:
+        return await _render("login.html", 401, session, error=None)
+    response = jsonify(export(current_waffle()))
+    response.headers["Content-Disposition"] = 'attachment; filename="waffle-settings.json"'
+    return response
+
+
+@page.route("/promote", methods=["GET", "POST"])
+async def promote() -> Response:
+    """Paste an export, review the plan, apply it as one revision (or nothing)."""
+    session = await _session_or_refuse()
+    if isinstance(session, Response):
+        return session
+    actor = await _actor()
+    if actor is None:
+        return await _render("login.html", 401, session, error=None)
+    waffle = current_waffle()
+    if request.method == "GET":
+        return await _render("promote.html", 200, session, signed_in=True, text="", plan=None)
+    form = await _checked_form()
+    text = form.get("settings", "")
+    dry_run = form.get("action") != "apply"
+    try:
+        planned = await apply(
+            waffle,
+            read_document(text),
+            dry_run=dry_run,
+            expected_revision=None if dry_run else natural_number(form.get("expected")),
+            actor=actor,
+            reason=form.get("reason", ""),
+        )
+    except InvalidValueError as error:
+        problem = f"Nothing was stored: {error}"
+        return await _render(
+            "promote.html", 422, session, signed_in=True, text=text, plan=None, problem=problem
+        )
+    except ConflictError as error:
+        problem = (
+            f"Nothing was stored: {', '.join(sorted(error.current))} changed after revision"
+            f" {error.expected_revision}, which the plan was made against. Review the new plan."
+        )
+        planned = await apply(waffle, read_document(text), dry_run=True)
+        return await _render(
+            "promote.html", 409, session, signed_in=True, text=text, plan=planned, problem=problem
+        )
+    if not dry_run:
+        return _redirect_home(f"?saved={planned.applied_revision or waffle.revision}")
+    return await _render("promote.html", 200, session, signed_in=True, text=text, plan=planned)
