@@ -20,8 +20,8 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import AskError, ClusterDownError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,8 +36,9 @@ MAX_BATCH = 1000
 """Messages one wait drains at most, so a flood cannot hold the runner."""
 
 _LOST = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
-_CLUSTER_REPLIES = ("MOVED ", "ASK ", "CLUSTERDOWN ")
-"""Replies of a Redis Cluster node to a plain client that wrote a key it does not hold."""
+_CLUSTER_REPLIES = (AskError, ClusterDownError)
+"""Replies of a Redis Cluster node to a plain client (MOVED is an AskError)
+that wrote a key it does not hold."""
 
 
 @dataclass
@@ -371,9 +372,7 @@ class RedisNotifier(_RedisEnd, NotifierABC):
             raise ChannelLostError(
                 f"cannot {what} at {self.where}: {describe_error(error)}"
             ) from error
-        except ResponseError as error:
-            if not str(error).startswith(_CLUSTER_REPLIES):
-                raise
+        except _CLUSTER_REPLIES as error:
             raise ChannelLostError(
                 f"cannot {what} at {self.where}: it is a Redis Cluster node"
                 f" ({describe_error(error)}); use redis+cluster://host:port,..."
