@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .actor import checked_actor, checked_reason
 from .errors import InvalidValueError
+from .kinds import MAX_INT
 from .store import PastValue, unavailable_as_error
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ async def restore(
 def _checked_revision(revision: object, lowest: int) -> int:
     if isinstance(revision, bool) or not isinstance(revision, int) or revision < lowest:
         raise InvalidValueError({"revision": f"must be an integer of at least {lowest}"})
+    if revision > MAX_INT:
+        raise InvalidValueError({"revision": f"must be at most {MAX_INT}"})
     return revision
 
 

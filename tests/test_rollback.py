@@ -163,6 +163,8 @@ async def test_admin_api(served: QuartWaffle) -> None:
     assert {"/waffle/api/revisions/{revision}/revert", "/waffle/api/apply"} <= set(
         document["paths"]
     )
+    huge = await client.post(f"/waffle/api/revisions/{2**64}/restore", headers=AUTH)
+    assert huge.status_code == 422
     unknown = await client.post("/waffle/api/revisions/99/revert", headers=AUTH)
     assert unknown.status_code == 422
     assert "revision" in (await unknown.get_json())["error"]["fields"]
