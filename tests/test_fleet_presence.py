@@ -28,7 +28,9 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 @pytest.fixture(name="options", params=["redis", "file", "postgres", "none"])
 def _options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     if request.param == "none":
-        return {"watchtype": "none", "database_url": request.getfixturevalue("sqlite_url")}
+        # no channel: the others apply a change at their periodic check
+        url = request.getfixturevalue("sqlite_url")
+        return {"watchtype": "none", "database_url": url, "check_interval": 0.5}
     return channel_options(request, tmp_path, request.param)
 
 
