@@ -21,6 +21,7 @@ from quart_waffle import QuartWaffle, Setting
 from quart_waffle.supervisor.pool import Pool
 from tests.helpers import ADMIN_TOKEN
 from tests.supervisor_apps.harness import ServerProcess
+from tests.test_admin_page import logged_in
 from tests.test_supervisor_pool import FakeSpawner, _until, maintained
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -120,14 +121,17 @@ async def test_outside_the_supervisor_the_admin_says_a_restart_is_needed(
     assert not waffle.restart_requested
     assert "POOL_SIZE changed at revision 1: takes effect after a restart" in caplog.text
 
-    page = await app.test_client().get("/waffle/", headers=AUTH)
-    text = await page.get_data(as_text=True)
-    if page.status_code == 200:  # the page signs in with its own session, else it refuses
-        assert 'id="restart-POOL_SIZE">takes effect after a restart' in text
+    client = app.test_client()
+    await logged_in(client)
+    text = await (await client.get("/waffle/")).get_data(as_text=True)
+    assert 'id="restart-POOL_SIZE">takes effect after a restart' in text
+    assert "restart-GREETING" not in text
 
     await waffle.update({"POOL_SIZE": 5})  # back to the value this process started with
     assert waffle.pending_restart == []
     assert (await settings_api(app))["POOL_SIZE"]["restart_pending"] is False
+    text = await (await client.get("/waffle/")).get_data(as_text=True)
+    assert 'id="restart-POOL_SIZE">read at start-up' in text
 
 
 async def test_a_value_loaded_at_start_up_needs_no_restart(
