@@ -107,6 +107,9 @@ class Pool:
         sleep: Waits out a restart backoff (injected so a test need not wait).
         origin: Names where a generation's code comes from, for the outcome of a reload
             (nothing by default).
+        ask_reload: Requests the reload a worker asks for (`request_restart`); the
+            supervisor passes its own `request_reload`, which reads its config file again
+            and tells systemd. `Pool.request_reload` by default.
 
     Example::
 
@@ -124,11 +127,13 @@ class Pool:
         *,
         sleep: Sleep = asyncio.sleep,
         origin: Origin = lambda _generation: None,
+        ask_reload: Callable[[], asyncio.Future[str]] | None = None,
     ):
         self.config = config
         self._spawn = spawn
         self._sleep = sleep
         self._origin = origin
+        self._ask_reload = ask_reload or self.request_reload
         self._workers: set[Worker] = set()  # every live worker
         self._serving: list[Worker] = []  # ready and accepting, oldest first
         self._drains: dict[Worker, asyncio.Task[None]] = {}
@@ -447,7 +452,7 @@ class Pool:
                 log.info("%s: merged into reload %d, under way", asked, self._reloading)
             else:
                 log.info("%s: rolling reload", asked)
-                self.request_reload().add_done_callback(lambda result: result.exception())
+                self._ask_reload().add_done_callback(lambda result: result.exception())
 
     def _lost(self, worker: Worker) -> None:
         """Take a dead or hung worker out of service and have it replaced."""

@@ -58,7 +58,9 @@ class Supervisor:
     def __init__(self, config: ServeConfig, *, reread: Reread | None = None) -> None:
         self.config = config
         self.releases = Releases(config.release_link)
-        self.pool = Pool(config, self._spawn, origin=self.releases.origin)
+        self.pool = Pool(
+            config, self._spawn, origin=self.releases.origin, ask_reload=self.request_reload
+        )
         self.metrics: SupervisorMetrics | None = None
         if config.metrics_file:
             self.metrics = SupervisorMetrics(
