@@ -3,6 +3,7 @@ CLI, admin API, admin page) on real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -211,7 +212,7 @@ async def test_admin_page(served: QuartWaffle) -> None:
 
 
 async def test_reason_column_added_to_an_older_store(database_url: str) -> None:
-    """A store created before reasons gets the column at start-up, its rows kept."""
+    """A store created before reasons gets the column when workers start, its rows kept."""
     engine = create_engine(database_url)
     try:
         older = MetaData()
@@ -225,9 +226,15 @@ async def test_reason_column_added_to_an_older_store(database_url: str) -> None:
                     " '2026-01-01 00:00:00+00', 'old')"
                 )
             )
-        await SettingsStore(engine).create_tables()
     finally:
         await engine.dispose()
+    # four workers upgrading at once, each on its own connection
+    engines = [create_engine(database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(SettingsStore(each).create_tables() for each in engines))
+    finally:
+        for each in engines:
+            await each.dispose()
     waffle = make_waffle(database_url)
     async with waffle.connected():
         await waffle.update({"MAX_ITEMS": 40}, reason="after upgrade")
