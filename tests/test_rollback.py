@@ -170,6 +170,19 @@ async def test_admin_api(served: QuartWaffle) -> None:
     assert unknown.status_code == 422
     assert "revision" in (await unknown.get_json())["error"]["fields"]
 
+    seen = []  # every body a rollback of a secret answers: none holds its value
+    for value in (SECRET, "rotated-value"):
+        put = await client.put("/waffle/api/settings/API_KEY", json={"value": value}, headers=AUTH)
+        seen.append(await put.get_data(as_text=True))
+    rotated = (await put.get_json())["revision"]
+    for path in (f"revisions/{rotated - 1}/revert", f"revisions/{rotated}/revert"):
+        response = await client.post(f"/waffle/api/{path}", headers=AUTH)
+        seen.append(await response.get_data(as_text=True))
+    history_page = await client.get("/waffle/api/history?key=API_KEY", headers=AUTH)
+    seen.append(await history_page.get_data(as_text=True))
+    assert waffle.get("API_KEY") == SECRET
+    assert not [body for body in seen if SECRET in body or "rotated-value" in body]
+
 
 async def test_admin_page(served: QuartWaffle) -> None:
     waffle = served
