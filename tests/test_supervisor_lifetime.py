@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.load import run_load
+from harness.load import LoadReport, run_load
 from tests.supervisor_apps.harness import ServerProcess
 from tests.test_supervisor_pool import FakeSpawner, _until, maintained
 
@@ -89,9 +89,10 @@ async def test_a_worker_aged_during_a_reload_is_replaced_once() -> None:
 async def test_aged_workers_are_replaced_under_load_with_no_failure(tmp_path: Path) -> None:
     args = ["-w", "2", "--max-worker-lifetime", "3", "--max-worker-lifetime-jitter", "1"]
     server = ServerProcess(tmp_path, APP, [*args, "--keep-alive-timeout", "1"], {})
+    stop = asyncio.Event()
+    load: asyncio.Task[LoadReport] | None = None
     try:
         first = set(map(int, re.findall(r"\[(\d+)\] \[INFO\] Running on", server.log())))
-        stop = asyncio.Event()
         load = asyncio.create_task(
             run_load("127.0.0.1", server.port, clients=4, keep_alive=True, stop=stop)
         )
@@ -106,4 +107,7 @@ async def test_aged_workers_are_replaced_under_load_with_no_failure(tmp_path: Pa
         assert all(3.0 <= float(seconds) <= 4.0 for _, seconds in aged)
         assert len(report.samples) > 100
     finally:
+        stop.set()
+        if load is not None:
+            await asyncio.gather(load, return_exceptions=True)
         server.close()

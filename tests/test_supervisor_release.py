@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.load import run_load
+from harness.load import LoadReport, run_load
 from quart_waffle.supervisor.release import ReleaseError, Releases
 from tests.supervisor_apps.harness import ServerProcess
 
@@ -79,10 +79,11 @@ async def test_each_generation_runs_the_release_its_reload_resolved(tmp_path: Pa
     args = ["-w", "2", "--release-link", str(link), "--keep-alive-timeout", "1"]
     # the supervisor's own directory holds no app: workers import it from the release
     server = ServerProcess(tmp_path, "release_app:app", args, {}, cwd=tmp_path)
+    stop = asyncio.Event()
+    load: asyncio.Task[LoadReport] | None = None
     try:
         assert f"Generation 0 runs the code in {first} (via {link})" in server.log()
         assert {(a["release"], a["cwd"]) for a in await answers(server.port)} == {("1", str(first))}
-        stop = asyncio.Event()
         load = asyncio.create_task(
             run_load("127.0.0.1", server.port, clients=2, keep_alive=False, stop=stop)
         )
@@ -110,6 +111,9 @@ async def test_each_generation_runs_the_release_its_reload_resolved(tmp_path: Pa
         }
         assert re.search(rf"Generation 2 runs the code in {re.escape(str(third))}", server.log())
     finally:
+        stop.set()
+        if load is not None:
+            await asyncio.gather(load, return_exceptions=True)
         server.close()
 
 

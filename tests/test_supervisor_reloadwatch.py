@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.load import run_load
+from harness.load import LoadReport, run_load
 from quart_waffle.supervisor.reloader import CodeFilter
 from tests.supervisor_apps.harness import ServerProcess
 
@@ -55,10 +55,11 @@ async def test_an_edited_file_rolls_the_workers_once_with_no_failure(tmp_path: P
     source.mkdir()
     write_app(source, "1")
     server = ServerProcess(tmp_path, "watched_app:app", ["-w", "2", "--reload"], {}, cwd=source)
+    stop = asyncio.Event()
+    load: asyncio.Task[LoadReport] | None = None
     try:
         server.wait_for_log(r"Reloading on changes to \*\.py in ")
         assert await versions(server.port) == {"1"}
-        stop = asyncio.Event()
         load = asyncio.create_task(
             run_load("127.0.0.1", server.port, clients=3, keep_alive=True, stop=stop)
         )
@@ -84,6 +85,9 @@ async def test_an_edited_file_rolls_the_workers_once_with_no_failure(tmp_path: P
         assert "reload 2" not in log
         assert await versions(server.port) == {"3"}
     finally:
+        stop.set()
+        if load is not None:
+            await asyncio.gather(load, return_exceptions=True)
         server.close()
 
 

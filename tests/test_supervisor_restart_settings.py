@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from harness.load import run_load
+from harness.load import LoadReport, run_load
 from quart_waffle import QuartWaffle, Setting
 from quart_waffle.supervisor.pool import Pool
 from tests.helpers import ADMIN_TOKEN
@@ -202,10 +202,11 @@ async def test_a_restart_setting_change_rolls_the_workers_once_with_no_failure(
         "WAFFLE_INSTANCE_PATH": str(tmp_path),
     }
     server = ServerProcess(tmp_path, "restart_app:app", ["-w", "2"], env, cwd=tmp_path)
+    stop = asyncio.Event()
+    load: asyncio.Task[LoadReport] | None = None
     try:
         first = set(map(int, re.findall(r"\[(\d+)\] \[INFO\] Running on", server.log())))
         assert len(first) == 2
-        stop = asyncio.Event()
         load = asyncio.create_task(
             run_load("127.0.0.1", server.port, clients=4, keep_alive=True, stop=stop)
         )
@@ -236,4 +237,7 @@ async def test_a_restart_setting_change_rolls_the_workers_once_with_no_failure(
         assert {answer["pool"] for answer in answers} == {9}
         assert not {int(str(answer["pid"])) for answer in answers} & first
     finally:
+        stop.set()
+        if load is not None:
+            await asyncio.gather(load, return_exceptions=True)
         server.close()
