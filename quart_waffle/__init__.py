@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         WaffleError,
     )
     from .extension import Authorizer, QuartWaffle
+    from .fleet import Acknowledgement, Fleet
     from .settings import Setting
     from .signals import settings_changed
     from .snapshot import Snapshot
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
     from .sync import SyncHealth
 
 _MODULE_OF = {
+    "Acknowledgement": ".fleet",
     "Authorizer": ".extension",
     "ConfigurationError": ".errors",
     "ConflictError": ".errors",
     "DeclarationError": ".errors",
+    "Fleet": ".fleet",
     "HistoryEntry": ".store",
     "InvalidValueError": ".errors",
     "QuartWaffle": ".extension",
@@ -44,10 +47,12 @@ _MODULE_OF = {
     "settings_changed": ".signals",
 }
 __all__ = [
+    "Acknowledgement",
     "Authorizer",
     "ConfigurationError",
     "ConflictError",
     "DeclarationError",
+    "Fleet",
     "HistoryEntry",
     "InvalidValueError",
     "QuartWaffle",

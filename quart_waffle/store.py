@@ -26,6 +26,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
@@ -81,6 +82,17 @@ store_table = Table(
 )
 """One row: a random identity made once per database, which sync messages
 name so that a worker applies only changes made to its own store."""
+presence_table = Table(
+    "waffle_presence",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("heartbeat", Float, nullable=False),
+    Column("record", Text, nullable=False),
+)
+"""One row per worker of a fleet whose channel keeps no presence of its own
+(``postgres``, ``none``): its JSON presence record (docs/fleet.md). A
+database made by an older version gets it at the next start, as
+``create_all`` creates missing tables."""
 history_table = Table(
     "waffle_history",
     metadata,

@@ -4,7 +4,6 @@ has applied it. See docs/fleet.md."""
 
 from __future__ import annotations
 
-from . import table as _table  # noqa: F401 - puts waffle_presence in the store's metadata
 from .member import FleetMember
 from .presence import PresenceABC, open_presence, register_presence
 from .record import (

@@ -4,26 +4,14 @@ serves changes and otherwise once per heartbeat (a minute by default)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, String, Table, Text, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..store import metadata
+from ..store import presence_table
 from ..sync.registry import ChannelOptions
 from .presence import PresenceABC, PresenceKind, decode, encode
 from .record import PresenceRecord
-
-presence_table = Table(
-    "waffle_presence",
-    metadata,
-    Column("id", String(200), primary_key=True),
-    Column("heartbeat", Float, nullable=False),
-    Column("record", Text, nullable=False),
-)
-"""One row per worker: its JSON presence record. In the store's ``metadata``
-(imported with the package), so ``create_tables`` and Alembic see it; a
-database made by an older version gets it at the next start, as
-``create_all`` creates missing tables."""
 
 
 class TablePresence(PresenceABC):
