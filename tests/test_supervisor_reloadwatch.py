@@ -118,3 +118,19 @@ def test_reload_without_watchfiles_is_one_line(tmp_path: Path) -> None:
     assert (
         "reload needs watchfiles, the reload extra: pip install 'quart-waffle[reload]'" in lines[0]
     )
+
+
+def test_a_missing_reload_dir_is_one_line(tmp_path: Path) -> None:
+    command = Path(sys.executable).with_name("quart-waffle")
+    missing = tmp_path / "missing"
+    done = subprocess.run(
+        [command, "serve", "app:app", "--reload", "--reload-dir", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"quart-waffle: reload_dir {str(missing)!r}: no such directory (see --help)"
+    ]

@@ -144,6 +144,9 @@ class ServeConfig:
                 raise ValueError(f"{name} {problem}")
         if self.reload:
             check_reload_available()
+        for directory in self.reload_dirs:
+            if not os.path.isdir(directory):
+                raise ValueError(f"reload_dir {directory!r}: no such directory")
         if not 0 <= self.active_floor <= self.workers:
             raise ValueError("min_active must be between 0 and the number of workers")
         if self.reload_step == 0:

@@ -123,6 +123,13 @@ class CodeWatcher:
             await self.stop()
 
     async def _watch(self) -> None:
+        try:
+            await self._watch_changes()
+        except Exception:
+            # the pool serves on; only the reloads on change stop
+            log.exception("Stopped watching the code: reload with SIGHUP or quart-waffle reload")
+
+    async def _watch_changes(self) -> None:
         from watchfiles import awatch
 
         async for changes in awatch(
