@@ -102,7 +102,8 @@ class Notifications:
 def test_sd_notify_ready_reloading_stopping_status_watchdog(
     tmp_path: Path, servers: list[ServerProcess], notifications: Notifications
 ) -> None:
-    env = {"NOTIFY_SOCKET": notifications.address, "WATCHDOG_USEC": "400000"}
+    # SPT_NOENV: setproctitle leaves /proc/PID/environ alone, so the test can read it.
+    env = {"NOTIFY_SOCKET": notifications.address, "WATCHDOG_USEC": "400000", "SPT_NOENV": "1"}
     server = ServerProcess(tmp_path, APP, ["-w", "2"], env)
     servers.append(server)
     ready = notifications.wait_for("READY", "1")
@@ -147,7 +148,7 @@ def test_socket_activation_serves_the_passed_socket(
         tmp_path,
         APP,
         [],
-        {"TEST_LISTEN_FD": str(passed.fileno())},
+        {"TEST_LISTEN_FD": str(passed.fileno()), "SPT_NOENV": "1"},
         launcher=[sys.executable, "-c", LAUNCHER],
         pass_fds=[passed.fileno()],
         bind=["-b", f"127.0.0.1:{unused}"],
