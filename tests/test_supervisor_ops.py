@@ -4,6 +4,7 @@ USR1 and moved log files, `stop` and `workers`, process titles. Real supervisors
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import signal
 import socket
@@ -217,11 +218,16 @@ def test_workers_and_stop_commands(tmp_path: Path, servers: list[ServerProcess])
     assert len(pids) == 2
     assert all(w["generation"] == 0 and w["age"] > 0 for w in state["workers"])
 
+    for _ in range(5):
+        assert http_get_sync(server.port, "/whoami")[0] == 200
+    # Counts come with each heartbeat (every second with the default --timeout).
+    until(lambda: sum(w["requests"] or 0 for w in status(server)["workers"]) == 5, "5 counted")
+
     text = quart_waffle("workers", "--pid-file", server.pid_file)
     assert text.returncode == 0, text
     assert f"supervisor {server.process.pid} serving: {APP}, generation 0" in text.stdout
     for pid in pids:
-        assert f"{pid}  0    serving" in text.stdout
+        assert re.search(rf"^{pid}  0    serving  \d+\.\ds  +\d+$", text.stdout, re.MULTILINE)
 
     stopped = quart_waffle("stop", "--pid-file", server.pid_file)
     assert (stopped.returncode, stopped.stdout) == (0, f"supervisor {server.process.pid} stopped\n")

@@ -14,7 +14,7 @@ import time
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
-from .worker import DRAIN, FAILED, GENERATION, READY, RECYCLE, RESTART, WorkerSpec
+from .worker import BEAT, DRAIN, FAILED, GENERATION, READY, RECYCLE, RESTART, WorkerSpec
 
 # A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
 # timeout; past this margin it is killed.
@@ -42,6 +42,7 @@ class WorkerProcess:
         self.generation = generation
         self.started_at = time.monotonic()
         self._heard_at = self.started_at
+        self.requests: int | None = None  # as of the last heartbeat
         self._reader = reader
         self._writer = writer
         self._listener: asyncio.Task[None] | None = None
@@ -158,7 +159,9 @@ class WorkerProcess:
                 while line := await self._reader.readline():
                     self._heard_at = time.monotonic()
                     message, _, reason = line.decode(errors="replace").strip().partition(" ")
-                    if message == RECYCLE and not self._recycle.done():
+                    if message == BEAT and reason.isdigit():
+                        self.requests = int(reason)
+                    elif message == RECYCLE and not self._recycle.done():
                         self._recycle.set_result(True)
                     elif message == RESTART:
                         self._restarts.put_nowait(reason[:200] or "no reason given")

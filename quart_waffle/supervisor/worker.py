@@ -204,6 +204,7 @@ class Control:
         self.spec = spec
         self.stop = asyncio.Event()
         self.connections = Drain(spec.keep_alive_timeout)
+        self.requests = 0  # HTTP requests and WebSocket connections, sent with each heartbeat
         self._reader = reader
         self._writer = writer
         self._watchers: list[asyncio.Task[None]] = []
@@ -222,7 +223,8 @@ class Control:
         _restarts.connect(self._writer)
         self._watchers.append(asyncio.create_task(self._watch()))
         if self.spec.heartbeat:
-            self._watchers.append(asyncio.create_task(_beat(self._writer, self.spec.heartbeat)))
+            beat = _beat(self._writer, self.spec.heartbeat, lambda: self.requests)
+            self._watchers.append(asyncio.create_task(beat))
 
     async def stopping(self) -> None:
         """Return once the worker must drain: ``drain`` read, the supervisor gone, or SIGTERM."""
@@ -265,34 +267,34 @@ class Control:
 
 
 def _wrap(app: ASGIApp, control: Control, startup_failures: list[str]) -> ASGIApp:
-    """`app` as every worker class serves it: draining, counting requests towards
-    ``max_requests`` and recording a failed lifespan startup's traceback."""
-    if control.spec.max_requests:
-        app = _counting(app, control.spec.max_requests, control.recycle)
+    """`app` as every worker class serves it: draining, counting requests (for the
+    supervisor's `workers` command and towards ``max_requests``) and recording a failed
+    lifespan startup's traceback."""
+    app = _counting(app, control)
     return DrainMiddleware(_recording(app, startup_failures), control.connections)
 
 
-def _counting(app: ASGIApp, limit: int, exhausted: Callable[[], None]) -> ASGIApp:
-    """`app`, calling `exhausted` once, when its `limit`-th HTTP or WebSocket connection
-    scope starts."""
-    served = 0
+def _counting(app: ASGIApp, control: Control) -> ASGIApp:
+    """`app`, counting its HTTP and WebSocket connection scopes in `control.requests` and
+    asking once to be recycled, when the ``max_requests``-th starts."""
+    limit = control.spec.max_requests
 
     async def counting_app(scope: Scope, receive: Receive, send: Send) -> None:
-        nonlocal served
         if scope["type"] in ("http", "websocket"):
-            served += 1
-            if served == limit:
-                exhausted()
+            control.requests += 1
+            if control.requests == limit:
+                control.recycle()
         await app(scope, receive, send)
 
     return counting_app
 
 
-async def _beat(writer: asyncio.StreamWriter, interval: float) -> None:
-    """Tell the supervisor every `interval` seconds that this event loop still runs."""
+async def _beat(writer: asyncio.StreamWriter, interval: float, requests: Callable[[], int]) -> None:
+    """Tell the supervisor every `interval` seconds that this event loop still runs, with the
+    requests served so far: ``beat <requests>``."""
     try:
         while True:
-            writer.write(f"{BEAT}\n".encode())
+            writer.write(f"{BEAT} {requests()}\n".encode())
             await writer.drain()
             await asyncio.sleep(interval)
     except ConnectionError:
