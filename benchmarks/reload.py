@@ -1,6 +1,7 @@
 """Rolling reloads: the supervisor's own benchmark (``benchmarks/reload_bench.py``:
-``quart-waffle serve`` + reload against plain ``hypercorn -w 4`` + SIGHUP, same load, same
-run), each cell run here and reported with what was asked and what was done."""
+``quart-waffle serve`` + reload, with Hypercorn and with uvicorn workers, against plain
+``hypercorn -w 4`` + SIGHUP, same load, same run; the peers are ``benchmarks/peers.py``),
+each cell run here and reported with what was asked and what was done."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Failed requests and worst latency during rolling reloads, for the same load, in one run:
-`quart-waffle serve` + `quart-waffle reload` against plain `hypercorn -w N` + SIGHUP, with a
+`quart-waffle serve` (Hypercorn workers, and uvicorn ones with ``-k uvicorn``) +
+`quart-waffle reload` against plain `hypercorn -w N` + SIGHUP, with a
 new connection per request and with keep-alive connections. Loopback only, bounded in time.
 
     python -m benchmarks.reload_bench                              # a few minutes on 2 cores
@@ -130,13 +131,16 @@ class Contender:
 def contenders(options: Options) -> list[Contender]:
     workers = ["-w", str(options.workers)]
     return [
-        Contender(
-            f"quart-waffle serve -w {options.workers} + reload",
-            [
-                *(str(BIN / "quart-waffle"), "serve", options.app, *workers),
-                *("--control-socket", CONTROL_SOCKET),
-            ],
-            _waffle_reload,
+        *(
+            Contender(
+                f"quart-waffle serve -w {options.workers}{suffix} + reload",
+                [
+                    *(str(BIN / "quart-waffle"), "serve", options.app, *workers, *classes),
+                    *("--control-socket", CONTROL_SOCKET),
+                ],
+                _waffle_reload,
+            )
+            for suffix, classes in (("", []), (" -k uvicorn", ["-k", "uvicorn"]))
         ),
         Contender(
             f"hypercorn -w {options.workers} + SIGHUP",
