@@ -1,9 +1,9 @@
 """The fleet of real ``hypercorn -w 2`` deployments: two hosts (distinct host
-ids) sharing PostgreSQL and Redis, and one host on the file channel. The
-fleet view lists every worker with the revision it serves; a write with
-``wait`` reports all of them; a paused worker (SIGSTOP) is flagged lagging and
-named by a write's wait that times out; a killed worker goes, then is
-forgotten; ``quart waffle status`` exits 3 while a worker lags."""
+ids) sharing PostgreSQL and Redis. The fleet view lists every worker with the
+revision it serves; a write with ``wait`` reports all of them; a paused worker
+(SIGSTOP) is flagged lagging and named by a write's wait that times out;
+``quart waffle status`` exits 3 while a worker lags, 0 once it caught up.
+The file channel and a killed worker: tests/test_fleet_file.py."""
 
 from __future__ import annotations
 
@@ -186,48 +186,3 @@ async def test_two_hosts_on_postgres_and_redis(postgres_url: str, tmp_path: Path
         code, output = await status_command(env_b)
         assert code == 0, output
         assert "4 keeping up, 0 lagging, 0 gone" in output, output
-
-
-async def test_file_channel_and_a_killed_worker(sqlite_url: str, tmp_path: Path) -> None:
-    # two servers on one host sharing the watcher file (hypercorn stops every
-    # worker of a server when one dies, so the killed one is a server's only worker)
-    run = {"WAFFLE_WATCHER_FILE": str(tmp_path / "run" / "waffle.revision")}
-    env = host_env("file", sqlite_url, tmp_path, "host-f", **run)
-    async with hosts(env, log_dir=tmp_path) as (deployment,):
-        single = Deployment(env, tmp_path / "single.log", workers=1, app="tests.sync_app:app")
-        await single.start()
-        try:
-            pids = await deployment.worker_pids() | await single.worker_pids()
-            await fleet_until(
-                deployment.port,
-                lambda f: (
-                    set(states(f)) == {("host-f", pid) for pid in pids}
-                    and set(states(f).values()) == {"ok"}
-                ),
-                15,
-                "the three workers, ok",
-            )
-            written = await write(deployment.port, {"THEME": "dark"}, wait=10)
-            ack = written["acknowledgement"]
-            assert ack["complete"], ack
-            assert ack["text"].startswith("applied by 3 of 3 workers in "), ack
-            assert len(os.listdir(tmp_path / "run" / "waffle.revision.fleet")) == 3
-
-            (killed,) = await single.worker_pids()
-            os.kill(killed, signal.SIGKILL)
-            await fleet_until(
-                deployment.port,
-                lambda f: states(f).get(("host-f", killed)) == "gone",
-                15,
-                "the killed worker shown gone",
-            )
-            answer = await fleet_until(
-                deployment.port,
-                lambda f: ("host-f", killed) not in states(f),
-                15,
-                "the killed worker forgotten",
-            )
-            assert [w["state"] for w in answer["workers"]] == ["ok", "ok"], answer
-            assert len(os.listdir(tmp_path / "run" / "waffle.revision.fleet")) == 2
-        finally:
-            await single.stop()
