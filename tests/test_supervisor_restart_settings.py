@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from quart import Quart
 
+from harness.deployment import Deployment
+from harness.http import http_request
 from harness.load import LoadReport, run_load
 from quart_waffle import QuartWaffle, Setting
 from quart_waffle.supervisor.pool import Pool
@@ -201,7 +203,9 @@ async def test_a_restart_setting_change_rolls_the_workers_once_with_no_failure(
         "WAFFLE_WATCHER_FILE": str(tmp_path / "waffle.revision"),
         "WAFFLE_INSTANCE_PATH": str(tmp_path),
     }
-    server = ServerProcess(tmp_path, "restart_app:app", ["-w", "2"], env, cwd=tmp_path)
+    server = ServerProcess(
+        tmp_path, "restart_app:app", ["-w", "2", "--keep-alive-timeout", "1"], env, cwd=tmp_path
+    )
     stop = asyncio.Event()
     load: asyncio.Task[LoadReport] | None = None
     try:
@@ -224,7 +228,7 @@ async def test_a_restart_setting_change_rolls_the_workers_once_with_no_failure(
             assert await waffle.update({"POOL_SIZE": 9}) == 1
 
         await asyncio.to_thread(server.wait_for_log, r"reload 1 done", 90)
-        await asyncio.sleep(3)  # room for a second reload, which must not come
+        await asyncio.sleep(2)  # room for a second reload, which must not come
         stop.set()
         report = await load
 
@@ -241,3 +245,42 @@ async def test_a_restart_setting_change_rolls_the_workers_once_with_no_failure(
         if load is not None:
             await asyncio.gather(load, return_exceptions=True)
         server.close()
+
+
+@pytest.mark.timeout(90)
+async def test_under_plain_hypercorn_the_admin_api_says_a_restart_is_needed(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
+        "WAFFLE_WATCHTYPE": "file",
+        "WAFFLE_WATCHER_FILE": str(tmp_path / "waffle.revision"),
+        "WAFFLE_INSTANCE_PATH": str(tmp_path),
+        "WAFFLE_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    app = "tests.supervisor_apps.restart_app:app"
+    async with Deployment(env, tmp_path / "hypercorn.log", workers=2, app=app) as deployment:
+        pids = await deployment.worker_pids()
+        writer = QuartWaffle(
+            Quart(__name__),
+            settings=SETTINGS,
+            database_url=env["WAFFLE_DATABASE_URL"],
+            watchtype="file",
+            watcher_file=env["WAFFLE_WATCHER_FILE"],
+        )
+        async with writer.connected():
+            await writer.update({"POOL_SIZE": 9})
+        # every worker applied it, nothing restarted: each still runs its start-up value
+        answers = await deployment.until_all_serve(
+            lambda answer: answer["pending_restart"] == ["POOL_SIZE"], pids
+        )
+        assert {answer["pool"] for answer in answers.values()} == {5}
+        status, body = await http_request(
+            deployment.port, "GET", "/waffle/api/settings/POOL_SIZE", headers=AUTH
+        )
+        assert status == 200, body
+        setting = json.loads(body)["setting"]
+        assert setting["restart"] is True
+        assert setting["restart_pending"] is True
+        assert setting["value"] == 9
+        assert await deployment.worker_pids() == pids
