@@ -4,6 +4,7 @@ only a restart can change)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 
 from harness.ports import free_port
 from quart_waffle.supervisor import configfile
-from quart_waffle.supervisor.config import control_socket_beside
+from quart_waffle.supervisor.config import ServeConfig, control_socket_beside
 from quart_waffle.supervisor.control import request_status
 from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
 
@@ -129,3 +130,20 @@ def test_every_key_is_documented() -> None:
     table = docs[docs.index("### Config file keys") :]
     documented = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
     assert set(configfile.keys()) <= documented
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"binds": ["127.0.0.1:1"]}, "bind"),
+        ({"backlog": 10}, "backlog"),
+        ({"timeout": 0.0}, "timeout"),  # workers started beating at the old pace
+        ({"certfile": "cert.pem", "keyfile": "key.pem"}, "TLS turned on"),
+    ],
+)
+def test_what_only_a_restart_changes(change: dict[str, Any], named: str) -> None:
+    old = ServeConfig(app=APP)
+    changes = configfile.restart_only_changes(old, dataclasses.replace(old, **change))
+    assert len(changes) == 1
+    assert changes[0].startswith(named)
+    assert not configfile.restart_only_changes(old, dataclasses.replace(old, workers=3))

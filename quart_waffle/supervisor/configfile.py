@@ -43,9 +43,12 @@ RESTART_ONLY = (
     "reload_includes",
     "reload_excludes",
     "release_link",
+    "metrics_file",
+    "timeout",
 )
 """Fields a reload cannot change: the sockets are bound once, for the supervisor's life; the
-code watcher and the release link are set up once too."""
+code watcher, the release link and the metrics file are set up once too; and the liveness
+timeout judges workers started with the heartbeat interval of the old one."""
 
 
 def _field_types() -> dict[str, Any]:
