@@ -231,7 +231,7 @@ def status_command(
     info: ScriptInfo, max_lag: float | None, min_workers: int, as_json: bool
 ) -> None:
     """The fleet: every worker of every host on this store, what it serves and
-    whether it lags (not the supervisor's `quart-waffle status`). Exit status
+    whether it lags (not the supervisor's `quart-waffle workers`). Exit status
     0 when every live worker keeps up, 3 when one lags or fewer than
     --min-workers are live, 1 when the fleet cannot be read."""
 
