@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness.load import LoadReport, run_load
 from quart_waffle.supervisor.worker import WORKER_CLASSES
-from tests.supervisor_apps.harness import ServerProcess
+from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
 
 APP = "tests.supervisor_apps.testapp:app"
 SERVER_HEADERS = {"hypercorn": "hypercorn", "hypercorn-uvloop": "hypercorn", "uvicorn": "uvicorn"}
@@ -77,3 +80,18 @@ async def test_worker_class_rolls_under_load_with_no_failure(
         assert _server_header(server.port).startswith(SERVER_HEADERS[worker_class])
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("worker_class", ["uvicorn", "hypercorn-uvloop"])
+def test_a_failed_lifespan_startup_is_reported_with_its_traceback(
+    tmp_path: Path, worker_class: str
+) -> None:
+    flag = tmp_path / "fails"
+    flag.touch()
+    command = [*COMMAND, "serve", APP, "-k", worker_class, "-b", "127.0.0.1:0"]
+    env = {**os.environ, "WAFFLE_TEST_STARTUP_FAILS": str(flag)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1
+    assert re.search(r"Cannot start: worker \d+ failed: \w+", done.stderr), done.stderr
+    assert "startup failed on purpose" in done.stderr
