@@ -456,13 +456,18 @@ class QuartWaffle:
         Example: ``[view.record.pid for view in (await waffle.fleet()).lagging]``.
         """
         connection = self._connected()
+        head: int | None = None
+        head_at: float | None = None
         try:
             with unavailable_as_error():
-                head: int | None = await connection.store.latest_revision()
+                head = await connection.store.latest_revision()
+                newest = await connection.store.history(revision=head, limit=1)
         except StoreUnavailableError:
-            head = None
+            newest = []
+        if newest and newest[0].changed_at is not None:
+            head_at = newest[0].changed_at.timestamp()  # the head's commit
         try:
-            return await connection.fleet.fleet(head)
+            return await connection.fleet.fleet(head, head_at)
         except Exception as error:
             raise StoreUnavailableError(f"presence unreadable: {describe_error(error)}") from None
 

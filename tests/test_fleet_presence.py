@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from quart.typing import TestClientProtocol as Client
 
 from quart_waffle import QuartWaffle
 from quart_waffle.errors import InvalidValueError
-from quart_waffle.fleet import Fleet
+from quart_waffle.fleet import Fleet, PresenceRecord, bounds_for, judge
 from tests.helpers import ADMIN_TOKEN, serving
 from tests.sync_helpers import channel_options, until, worker
 
@@ -168,3 +169,37 @@ async def test_openapi_documents_fleet_and_wait(client: Client) -> None:
     assert "get" in document["paths"]["/waffle/api/fleet"]
     names = {p["name"] for p in document["paths"]["/waffle/api/settings"]["patch"]["parameters"]}
     assert {"wait", "timeout"} <= names
+
+
+def test_behind_a_change_no_worker_applied() -> None:
+    """Behind the head is measured from the head's commit when no worker
+    serves it yet (a change every worker missed), and from the first worker
+    that served it otherwise."""
+    now = time.time()
+    bounds = bounds_for(heartbeat=1.0, check_interval=5.0)  # behind_after 6 s
+
+    def record(pid: int, revision: int, applied_at: float) -> PresenceRecord:
+        return PresenceRecord(
+            f"h/{pid}/x",
+            "h",
+            pid,
+            now - 100,
+            "",
+            "store",
+            revision,
+            applied_at,
+            "redis",
+            True,
+            now,
+            None,
+            now,
+            1.0,
+        )
+
+    missed = judge([record(1, 4, now - 90), record(2, 4, now - 90)], bounds, now, 5, now - 30)
+    assert [view.state for view in missed.workers] == ["lagging", "lagging"]
+    assert missed.workers[0].behind == pytest.approx(30, abs=0.1)
+    fresh = judge([record(1, 4, now - 90)], bounds, now, 5, now - 2)
+    assert [view.state for view in fresh.workers] == ["ok"]
+    served = judge([record(1, 4, now - 90), record(2, 5, now - 10)], bounds, now, 5)
+    assert [view.state for view in served.workers] == ["lagging", "ok"]

@@ -136,9 +136,11 @@ class FleetMember:
             self._reporting = False
             await self.backend.close()
 
-    async def fleet(self, head: int | None = None) -> Fleet:
+    async def fleet(self, head: int | None = None, head_at: float | None = None) -> Fleet:
         """Every worker of this store, judged now (this worker as it is now,
-        not as last published). Raises when the presence store cannot be read."""
+        not as last published); ``head`` and ``head_at``: the store's newest
+        revision and its commit time, if known. Raises when the presence
+        store cannot be read."""
         now = time.time()
         records = [
             record
@@ -147,7 +149,7 @@ class FleetMember:
         ]
         if self._reporting:
             records.append(self.record())
-        return judge(records, self.bounds, now, head)
+        return judge(records, self.bounds, now, head, head_at)
 
     async def wait(self, revision: int, within: float, since: float) -> Acknowledgement:
         """Wait until every worker live now serves ``revision`` or newer, or

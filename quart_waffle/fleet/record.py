@@ -187,16 +187,21 @@ class WorkerView:
 
 
 def judge(
-    records: Sequence[PresenceRecord], bounds: Bounds, now: float, head: int | None = None
+    records: Sequence[PresenceRecord],
+    bounds: Bounds,
+    now: float,
+    head: int | None = None,
+    head_at: float | None = None,
 ) -> Fleet:
     """The fleet of ``records`` at ``now``: each (forgotten ones excluded) as a
     :class:`WorkerView`, sorted by host then pid. ``head``: the store's newest
     revision, else the newest any worker serves. A worker heartbeating more
     slowly than ``bounds`` says is judged by its own interval.
 
-    The time a worker has been behind is measured from the moment the first
-    worker served the head (the commit, near enough), so that no clock of the
-    lagging worker is trusted.
+    The time a worker has been behind is measured from the head's commit
+    (``head_at``, from the store's history) or, when earlier or unknown, the
+    moment the first worker served the head, so that no clock of the lagging
+    worker is trusted, and a change no worker applied still counts.
     """
     kept = [record for record in records if now - record.heartbeat <= bounds.forget_after]
     top = max([record.revision for record in kept], default=-1)
@@ -204,6 +209,8 @@ def judge(
     first_served = min(
         (record.applied_at for record in kept if record.revision >= head), default=now
     )
+    if head_at is not None:
+        first_served = min(first_served, head_at)
     views: list[WorkerView] = []
     for record in sorted(kept, key=lambda record: (record.host, record.pid, record.id)):
         age = max(0.0, now - record.heartbeat)
