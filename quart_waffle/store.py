@@ -349,7 +349,13 @@ class SettingsStore:
     async def ensure_head(self) -> None:
         """Create the revision counter (at 0) if missing; an upsert, so workers
         starting together never collide. Nothing else is stored: a key without a
-        row serves its declared default."""
+        row serves its declared default. A read first: once the counter exists,
+        a worker starting writes nothing (a thousand starting at once on SQLite
+        would otherwise queue for its one writer, past its lock timeout)."""
+        async with self.engine.connect() as connection:
+            head = select(head_table.c.id).where(head_table.c.id == _HEAD_ID)
+            if await connection.scalar(head) is not None:
+                return
         async with self.engine.begin() as connection:
             await connection.execute(
                 _insert_for(connection)(head_table)
@@ -359,16 +365,20 @@ class SettingsStore:
 
     async def identity(self) -> str:
         """This database's identity, created on first use: an upsert then a
-        read, so workers starting together all get the one that won."""
+        read, so workers starting together all get the one that won; once it
+        exists, a read alone."""
+        query = select(store_table.c.identity).where(store_table.c.id == _HEAD_ID)
+        async with self.engine.connect() as connection:
+            identity = await connection.scalar(query)
+        if identity is not None:
+            return str(identity)
         async with self.engine.begin() as connection:
             await connection.execute(
                 _insert_for(connection)(store_table)
                 .values(id=_HEAD_ID, identity=secrets.token_hex(16))
                 .on_conflict_do_nothing(index_elements=["id"])
             )
-            identity = await connection.scalar(
-                select(store_table.c.identity).where(store_table.c.id == _HEAD_ID)
-            )
+            identity = await connection.scalar(query)
         return str(identity)
 
     async def forget_secrets(self) -> None:
