@@ -37,9 +37,9 @@ async def test_workers_are_recycled_after_max_requests_under_load_with_no_failur
 
         assert report.failures == [], report.failures[:3]
         recycled = {int(pid) for pid in re.findall(RECYCLED, server.log())}
-        assert first <= recycled
-        # every recycled worker served its requests under this load (which of the
-        # replacements the kernel hands connections to is not ours to say)
+        # with keep-alive the kernel may hand every connection to one worker, so only one
+        # of the first two is sure to reach its max; every recycled worker served requests
+        assert first & recycled
         answered = {sample.pid for sample in report.samples}
         assert len(recycled) >= 3
         assert recycled <= answered
