@@ -4,6 +4,7 @@ only a restart can change)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from harness.ports import free_port
-from quart_waffle.supervisor import configfile
+from quart_waffle.supervisor import cli, configfile
 from quart_waffle.supervisor.config import ServeConfig, control_socket_beside
 from quart_waffle.supervisor.control import request_status
 from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
@@ -125,11 +126,44 @@ def test_missing_file_and_missing_app(tmp_path: Path, config_file: Path) -> None
     assert "no app: give APP, or 'app' in the config file" in result.stderr
 
 
-def test_every_key_is_documented() -> None:
+def reference_table() -> str:
+    """The docs' table of config file keys, made from the keys, their checks, the command
+    line's options and `ServeConfig`'s docstring."""
+    doc = ServeConfig.__doc__ or ""
+    arguments = doc[doc.index("Arguments:") : doc.index("Example::")]
+    meanings = {
+        match.group(1): " ".join(match.group(2).split())
+        for match in re.finditer(
+            r"^        (\w+): (.*?)(?=^        \w+: |\Z)", arguments, re.S | re.M
+        )
+    }
+    meanings[configfile.PID_FILE] = "Write the supervisor's pid there (see --pid-file)."
+    parser = cli._parser()
+    serve = next(
+        action.choices["serve"]
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    flags = {
+        cli.ARGUMENT_FIELDS.get(action.dest, action.dest): (action.option_strings or ["APP"])[-1]
+        for action in serve._actions
+    }
+    rows = ["| key | value | option | meaning |", "| --- | --- | --- | --- |"]
+    for key, field in configfile.keys().items():
+        restart = field in (*configfile.RESTART_ONLY, configfile.PID_FILE)
+        meaning = meanings.get(field, "").replace("|", "\\|")
+        meaning += " Restart only." if restart else ""
+        kind = configfile.describe_kind(field)
+        rows.append(f"| `{key}` | {kind} | `{flags.get(field, '-')}` | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_the_docs_table_of_keys_is_made_from_the_keys() -> None:
     docs = (ROOT / "docs" / "supervisor.md").read_text()
-    table = docs[docs.index("### Config file keys") :]
-    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
-    assert set(configfile.keys()) <= documented
+    start = docs.index("### Config file keys\n\n") + len("### Config file keys\n\n")
+    table = docs[start : docs.index("\n### Signals", start)]
+    expected = reference_table()
+    assert table.strip() == expected.strip(), f"paste into docs/supervisor.md:\n{expected}"
 
 
 @pytest.mark.parametrize(
