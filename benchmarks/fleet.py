@@ -44,6 +44,10 @@ MODES = ("carried", "hint")
 PROFILE_VARIABLE = "WAFFLE_FLEET_PROFILE"
 """A directory: each fleet process writes its cProfile statistics there."""
 GAP = 0.25  # seconds between two updates: every worker has applied the last one
+GAP_PER_WORKER = 0.001  # larger fleets take longer: seconds of gap per worker, at least GAP
+SETTLE_GAPS = 4  # after the last update, this many gaps for it to reach every instance
+LARGE_FLEET = 1_000
+LARGE_FLEET_UPDATES = 5
 
 
 def waffle_for(database_url: str, channel: str, mode: str) -> QuartWaffle:
@@ -91,6 +95,11 @@ async def worker_process(instances: int, database_url: str, channel: str, mode: 
     cpu = time.process_time() - cpu
     print(json.dumps({"applied": applied, "cpu": cpu}), flush=True)
     await asyncio.gather(*(waffle.stop() for waffle in waffles))
+
+
+def gap_for(workers: int) -> float:
+    """Seconds between two updates to a fleet of ``workers``."""
+    return max(GAP, workers * GAP_PER_WORKER)
 
 
 def served_by_all(applied: list[list[tuple[int, float]]], revision: int) -> float | None:
@@ -198,7 +207,8 @@ async def run_fleet(store: str, database_url: str, workers: int, mode: str, upda
             revision = await writer.update({"MAX_ITEMS": 100 + number})
             sent[revision] = time.time()  # the update returned: committed and announced
             writes.append((sent[revision] - started) * 1000)
-            await asyncio.sleep(GAP)
+            await asyncio.sleep(gap_for(workers))
+        await asyncio.sleep(gap_for(workers) * SETTLE_GAPS)
         after = await pg_figures(database_url) if store == "postgres" else None
         applied: list[list[tuple[int, float]]] = []
         cpu = 0.0
@@ -286,9 +296,22 @@ async def run(config: BenchConfig) -> Section:
         print(row.line(), flush=True)
         section.lines.append(row.line())
         rows.append(row)
+    # the largest fleet where the machine allows it: carried only, a few updates
+    with tempfile.TemporaryDirectory(prefix="waffle-fleet-") as directory:
+        url = f"sqlite:///{Path(directory) / 'large.db'}"
+        try:
+            row = await run_fleet("sqlite", url, LARGE_FLEET, "carried", LARGE_FLEET_UPDATES)
+        except Exception as error:  # file descriptors, Redis clients, start-up time
+            section.note(f"{LARGE_FLEET:,} workers did not run: {type(error).__name__}: {error}")
+        else:
+            print(row.line(), flush=True)
+            section.lines.append(row.line())
+            rows.append(row)
     section.lines.append("")
     section.note(
-        f"{updates} updates per fleet, {GAP * 1000:.0f} ms apart; times from the update's"
+        f"{updates} updates per fleet ({LARGE_FLEET_UPDATES} at {LARGE_FLEET:,} workers),"
+        f" {GAP * 1000:.0f} ms apart or {GAP_PER_WORKER * 1000:g} ms per worker if longer,"
+        f" and {SETTLE_GAPS} such gaps after the last; times from the update's"
         " return to the last instance applying it; 'hint' is the 0.1 path (bare hint, then"
         " every worker reads the store); 'load' is the 1-minute load average when the row"
         " started (2 cores)"
