@@ -635,3 +635,7 @@ def apply_command(
         click.echo("nothing to change")
     else:
         click.echo(f"revision {planned.applied_revision}")
+
+
+# registers schedule, scheduled and cancel on waffle_cli (it imports this module)
+from . import schedule_cli  # noqa: E402, F401

@@ -31,12 +31,14 @@ from .store import (
     HistoryEntry,
     SettingsStore,
     StoredValue,
+    WriteGuard,
     create_engine,
     unavailable_as_error,
 )
 from .sync import Carried, SyncHealth, SyncRunner, derive_key, make_channel
 
 if TYPE_CHECKING:
+    from .schedule import ScheduledChange
     from .testing import Override
 
 T = TypeVar("T")
@@ -425,6 +427,56 @@ class QuartWaffle:
             self, revision, expected_revision=expected_revision, actor=actor, reason=reason
         )
 
+    # Scheduled and temporary changes (see docs/schedule.md).
+
+    async def schedule(
+        self,
+        values: Mapping[str, Any],
+        *,
+        at: datetime,
+        until: datetime | None = None,
+        reason: str = "",
+        actor: str = "",
+        force: bool = False,
+    ) -> ScheduledChange:
+        """Store ``values`` to be written at ``at`` (a timezone-aware time,
+        not in the past) by whichever worker comes first, exactly once; with
+        ``until``, put back what was there before at that time, unless a key
+        changed meanwhile (then the entry ends in ``conflict``) or ``force``.
+        Values are checked as :meth:`update` checks them; nothing is stored
+        when one is wrong (:class:`InvalidValueError`).
+
+        Example::
+
+            at = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)
+            entry = await waffle.schedule(
+                {"MAINTENANCE": True}, at=at, until=at + timedelta(hours=8), actor="ops"
+            )
+        """
+        from .schedule import schedule
+
+        return await schedule(
+            self, values, at=at, until=until, reason=reason, actor=actor, force=force
+        )
+
+    async def scheduled(self, *, limit: int = 100) -> list[ScheduledChange]:
+        """The newest scheduled changes (active or not), newest first."""
+        from .schedule import scheduled
+
+        return await scheduled(self, limit=limit)
+
+    async def cancel_scheduled(self, entry_id: int, *, actor: str = "") -> ScheduledChange:
+        """Cancel a pending change, or the end of an applied temporary change
+        (its value stays); :class:`NotCancellableError` when nothing is left."""
+        from .schedule import cancel
+
+        return await cancel(self, entry_id, actor=actor)
+
+    async def _run_scheduled(self) -> float | None:
+        from .schedule import run_due
+
+        return await run_due(self)
+
     def override(self, **values: Any) -> Override:
         """Serve ``values`` in this process for a block or a test, with no
         database: a context manager and a decorator (sync or async); see
@@ -532,6 +584,7 @@ class QuartWaffle:
                 key=_message_key(config.sync_key or app.config.get("SECRET_KEY")),
                 store=identity,
                 observer=sync_observer(),
+                tick=self._run_scheduled,
             )
         except BaseException:
             if self._engine is None:
@@ -608,8 +661,10 @@ class QuartWaffle:
         expected_revision: int | None,
         actor: str,
         reason: str = "",
+        guard: WriteGuard | None = None,
     ) -> int:
-        """Store ``encoded`` (None: back to the default), apply it here, notify."""
+        """Store ``encoded`` (None: back to the default), apply it here, notify;
+        ``guard`` as :meth:`SettingsStore.write` takes it."""
         connection = self._connected()
         defaults = {
             key: self.declarations[key].encode(self.declarations[key].default) for key in encoded
@@ -621,6 +676,7 @@ class QuartWaffle:
                 expected_revision=expected_revision,
                 actor=actor,
                 reason=reason,
+                guard=guard,
             )
         if result.revision is None:
             return self.revision

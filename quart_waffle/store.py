@@ -17,13 +17,14 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -117,10 +118,37 @@ kept_table = Table(
 its default), secrets included, as ``waffle_settings`` holds them: what a
 rollback restores. Never shown; history shows the masked record."""
 
+schedule_table = Table(
+    "waffle_schedule",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("due_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=True),
+    Column("changes", Text, nullable=False),
+    Column("force", Boolean, nullable=False),
+    Column("actor", String(MAX_ACTOR_LENGTH), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("applied_revision", BigInteger, nullable=True),
+    Column("reverted_revision", BigInteger, nullable=True),
+    Column("detail", Text, nullable=True),
+)
+"""Scheduled and temporary changes (docs/schedule.md), run by
+:mod:`quart_waffle.schedule`: ``changes`` is a JSON object of key to stored
+JSON text; ``due_at`` is when the next step is due (``at``, then ``until``).
+A database made by an older version gets it at the next start."""
+
 _HEAD_ID = 1
 _SECRET_TEXT = json.dumps(SECRET_MASK)
 _CREATE_LOCK_ID = 0x5AFF1E  # PostgreSQL advisory lock taken while creating tables
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
+
+
+WriteGuard = Callable[[AsyncConnection, int], Awaitable[None]]
+"""Called by :meth:`SettingsStore.write` inside its transaction with the
+revision it is writing; raising aborts the write."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +455,7 @@ class SettingsStore:
         expected_revision: int | None = None,
         actor: str = "",
         reason: str = "",
+        guard: WriteGuard | None = None,
     ) -> WriteResult:
         """Store ``values`` (key to JSON text) atomically as one new revision.
 
@@ -437,6 +466,9 @@ class SettingsStore:
         :class:`ConflictError` if any of the keys was changed after it. Keys
         whose value is unchanged are skipped; if all are, nothing is written.
         ``actor`` and ``reason`` (checked by the caller) are kept in history.
+        ``guard`` runs in the transaction once the new revision is taken
+        (writers serialised): raising there writes nothing (a scheduled
+        change claims its row so, see :mod:`quart_waffle.schedule`).
         """
         defaults = defaults or {}
         missing = sorted(
@@ -455,6 +487,8 @@ class SettingsStore:
                     .returning(head_table.c.revision)
                 )
             ).scalar_one()
+            if guard is not None:
+                await guard(connection, revision)
             rows = {
                 row.key: row
                 for row in await connection.execute(

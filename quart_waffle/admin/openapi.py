@@ -15,6 +15,7 @@ from typing import Any
 from ..fleet.member import MAX_API_WAIT
 from ..limits import MAX_BODY_BYTES, MAX_HISTORY_LIMIT, MAX_REASON_LENGTH
 from ..settings import Setting
+from .schedule_openapi import schedule_paths
 
 _ERROR_STATUSES = {
     "400": "Malformed JSON body",
@@ -254,6 +255,7 @@ def openapi_document(declarations: Mapping[str, Setting[Any]], prefix: str) -> d
                     ),
                 },
             },
+            **schedule_paths(prefix, values, _responses),
             f"{prefix}/api/fleet": {
                 "get": {
                     "operationId": "fleet",

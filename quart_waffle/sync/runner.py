@@ -24,6 +24,10 @@ CatchUp = Callable[[], Awaitable[int]]
 Apply = Callable[[Carried], Awaitable[bool]]
 """Apply a carried change if the worker serves its base and every value fits;
 return whether it did (if not, the runner catches up from the store)."""
+Tick = Callable[[], Awaitable[float | None]]
+"""Periodic work beside the sync (due scheduled changes): run at the task's
+start and then at each periodic check; returns the seconds until it is next
+due (None: the next check), which the runner wakes up for."""
 
 CATCH_UP_SPACING = 0.05
 """Seconds between two catch-ups while hints keep coming, once the burst is spent."""
@@ -97,6 +101,8 @@ class SyncRunner:
         spacing, burst: Catch-ups caused by hints: ``burst`` at once, then one
             per ``spacing`` seconds however many hints come.
         observer: Told every sync event (the metrics); by default nobody.
+        tick: Run at the task's start and at each periodic check, or sooner
+            when it asked to (:data:`Tick`); a failure is logged.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class SyncRunner:
         spacing: float = CATCH_UP_SPACING,
         burst: int = CATCH_UP_BURST,
         observer: SyncObserver | None = None,
+        tick: Tick | None = None,
     ) -> None:
         self.channel = channel
         self.observer = observer or SyncObserver()
@@ -133,6 +140,8 @@ class SyncRunner:
         self._unannounced = -1  # the newest revision whose message failed
         self._ignored = 0  # payloads that were not hints, since the last warning
         self._ignored_warned = -math.inf
+        self._tick = tick
+        self._tick_due = -math.inf if tick is not None else math.inf
 
     async def start(self, *, watch: bool) -> None:
         """With ``watch``, subscribe (before the caller loads, so nothing
@@ -326,10 +335,23 @@ class SyncRunner:
             )
             self._ignored, self._ignored_warned = 0, now
 
+    async def _run_tick(self, now: float) -> None:
+        """Run the tick if due; it is due again at the next check at the latest."""
+        if self._tick is None or now < self._tick_due:
+            return
+        try:
+            delay = await self._tick()
+        except Exception as error:
+            logger.warning("scheduled work failed, retrying: %s", describe_error(error))
+            delay = None
+        interval = self._check_interval
+        self._tick_due = now + (interval if delay is None else max(0.0, min(delay, interval)))
+
     async def _run(self) -> None:
         backoff = Backoff(cap=min(5.0, self._check_interval))
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self._check_interval
+        await self._run_tick(loop.time())
         owed = False  # a catch-up is owed: a newer hint, a reconnection, a failure
         while True:
             if not self._connected:
@@ -337,11 +359,12 @@ class SyncRunner:
                 await self._connect()
                 owed = True  # a hint may have been missed meanwhile
                 # unreachable: the store may still be, so the periodic check goes on
-                if not self._connected and loop.time() < next_check:
+                if not self._connected and loop.time() < min(next_check, self._tick_due):
                     continue
             else:
                 now = loop.time()
                 due = min(next_check, self._pacing.ready_at(now)) if owed else next_check
+                due = min(due, self._tick_due)
                 if now < due:
                     try:
                         payloads = await self.channel.listener.wait(due - now)
@@ -353,6 +376,9 @@ class SyncRunner:
                     continue
             if self._connected:
                 await self._announce_again()
+            await self._run_tick(loop.time())
+            if loop.time() < next_check and not owed:
+                continue  # woken for the tick alone
             if not owed and await self._witness_agrees():
                 next_check = loop.time() + self._check_interval
                 self._last_sync = time.time()

@@ -1,0 +1,154 @@
+"""Scheduled and temporary changes from the Python API, on real SQLite and
+PostgreSQL: applied once, put back at their end, skipped on conflict,
+cancelled, and bad input refused with nothing stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from quart_waffle import QuartWaffle
+from quart_waffle.errors import InvalidValueError
+from quart_waffle.schedule import NotCancellableError, ScheduledChange, run_due
+from tests.helpers import make_waffle, serving
+
+
+@pytest.fixture(name="served")
+async def _served(database_url: str) -> AsyncIterator[QuartWaffle]:
+    waffle = make_waffle(database_url, check_interval=0.2)
+    async with serving(waffle):
+        yield waffle
+
+
+def soon(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+async def until_true(check: Callable[[], Any], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def entry(waffle: QuartWaffle, entry_id: int) -> ScheduledChange:
+    return next(found for found in await waffle.scheduled() if found.id == entry_id)
+
+
+async def state_is(waffle: QuartWaffle, entry_id: int, state: str) -> None:
+    async def check() -> bool:
+        return (await entry(waffle, entry_id)).state == state
+
+    await until_true(check)
+
+
+async def test_temporary_change_applied_then_put_back(served: QuartWaffle) -> None:
+    waffle = served
+    before = await waffle.update({"MAX_ITEMS": 7, "API_KEY": "old-secret"}, actor="alice")
+    scheduled = await waffle.schedule(
+        {"MAX_ITEMS": 99, "MAINTENANCE": True, "API_KEY": "new-secret"},
+        at=soon(0.5),
+        until=soon(1.5),
+        reason="night work",
+        actor="ops",
+    )
+    assert scheduled.state == "pending"
+    assert scheduled.values == {"MAX_ITEMS": 99, "MAINTENANCE": True, "API_KEY": "********"}
+    await state_is(waffle, scheduled.id, "applied")
+    assert waffle.get("MAX_ITEMS") == 99
+    assert waffle.get("API_KEY") == "new-secret"
+    applied = await entry(waffle, scheduled.id)
+    assert applied.applied_revision == before + 1
+    await state_is(waffle, scheduled.id, "reverted")
+    assert waffle.get("MAX_ITEMS") == 7
+    assert waffle.get("API_KEY") == "old-secret"
+    assert waffle.is_default("MAINTENANCE")
+    history = await waffle.history()
+    assert [(row.revision, row.actor) for row in history[:3]] == [
+        (before + 2, f"schedule:{scheduled.id} by ops")
+    ] * 3
+    assert history[0].reason == f"end of scheduled change {scheduled.id}: night work"
+    assert {row.reason for row in history[3:6]} == {"night work"}
+    assert (await entry(waffle, scheduled.id)).reverted_revision == before + 2
+
+
+async def test_end_skipped_when_the_key_changed_since(served: QuartWaffle) -> None:
+    waffle = served
+    skipped = await waffle.schedule({"MAX_ITEMS": 50}, at=soon(0.3), until=soon(1.5))
+    forced = await waffle.schedule({"THEME": "dark"}, at=soon(0.3), until=soon(1.5), force=True)
+    await state_is(waffle, skipped.id, "applied")
+    await state_is(waffle, forced.id, "applied")
+    await waffle.update({"MAX_ITEMS": 60, "THEME": "dark"}, actor="bob")
+    await waffle.update({"THEME": "light"}, actor="bob")
+    await waffle.update({"THEME": "dark"}, actor="bob")
+    await state_is(waffle, skipped.id, "conflict")
+    await state_is(waffle, forced.id, "reverted")
+    ended = await entry(waffle, skipped.id)
+    assert "MAX_ITEMS" in ended.detail
+    assert ended.reverted_revision is None
+    assert waffle.get("MAX_ITEMS") == 60  # bob's value stays
+    assert waffle.is_default("THEME")  # put back over bob's, as forced
+
+
+async def test_cancel(served: QuartWaffle) -> None:
+    waffle = served
+    pending = await waffle.schedule({"MAX_ITEMS": 40}, at=soon(0.8), actor="ops")
+    temporary = await waffle.schedule({"GREETING": "Hi"}, at=soon(0.2), until=soon(60))
+    cancelled = await waffle.cancel_scheduled(pending.id, actor="carol")
+    assert (cancelled.state, cancelled.detail) == ("cancelled", "cancelled by carol")
+    await state_is(waffle, temporary.id, "applied")
+    await waffle.cancel_scheduled(temporary.id)  # its end: the value stays
+    await asyncio.sleep(1.2)
+    assert waffle.get("MAX_ITEMS") == 20
+    assert waffle.get("GREETING") == "Hi"
+    assert [row.key for row in await waffle.history()] == ["GREETING"]
+    for entry_id, state in ((pending.id, "cancelled"), (999, None)):
+        with pytest.raises(NotCancellableError) as refused:
+            await waffle.cancel_scheduled(entry_id)
+        assert refused.value.state == state
+
+
+async def test_bad_input_stores_nothing(served: QuartWaffle) -> None:
+    waffle = served
+    naive = datetime.now() + timedelta(hours=1)
+    cases: list[tuple[dict[str, Any], dict[str, Any], str]] = [
+        ({"MAX_ITEMS": 501}, {"at": soon(60)}, "MAX_ITEMS"),
+        ({"NOPE": 1}, {"at": soon(60)}, "NOPE"),
+        ({}, {"at": soon(60)}, ""),
+        ({"MAX_ITEMS": 5}, {"at": soon(-60)}, "at"),
+        ({"MAX_ITEMS": 5}, {"at": naive}, "at"),
+        ({"MAX_ITEMS": 5}, {"at": "tomorrow"}, "at"),
+        ({"MAX_ITEMS": 5}, {"at": soon(60), "until": soon(30)}, "until"),
+        ({"MAX_ITEMS": 5}, {"at": soon(60), "actor": "a\nb"}, "actor"),
+        ({"MAX_ITEMS": 5}, {"at": soon(60), "reason": "x" * 501}, "reason"),
+    ]
+    for values, options, field in cases:
+        with pytest.raises(InvalidValueError) as refused:
+            await waffle.schedule(values, **options)
+        assert field in refused.value.errors, (values, options)
+    assert await waffle.scheduled() == []
+
+
+async def test_each_step_written_once_by_racing_workers(database_url: str) -> None:
+    """Four workers run the same due steps at the same moment."""
+    workers = [make_waffle(database_url, check_interval=3600) for _ in range(4)]
+    async with serving(*workers):
+        first = workers[0]
+        entries = [
+            await first.schedule(values, at=soon(0.3), until=soon(0.6))
+            for values in ({"MAX_ITEMS": 30}, {"GREETING": "Hi"}, {"THEME": "dark"})
+        ]
+        await asyncio.sleep(0.7)
+        for _ in range(2):  # the change, then its end (both due)
+            await asyncio.gather(*(run_due(worker) for worker in workers))
+        history = await first.history(limit=100)
+        # each entry: one revision at its time, one at its end
+        assert len(history) == 6
+        assert len({row.revision for row in history}) == 6
+        assert {found.state for found in await first.scheduled()} == {"reverted"}
+        assert [found.id for found in entries] == sorted(found.id for found in entries)

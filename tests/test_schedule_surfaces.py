@@ -1,0 +1,135 @@
+"""Scheduled changes from the admin API, the OpenAPI document and the CLI, on
+real SQLite and PostgreSQL: listed, added, cancelled, and bad input refused
+(422 naming the member, or one line and exit 1) with nothing stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from click.testing import Result
+
+from quart_waffle import QuartWaffle
+from tests.helpers import ADMIN_TOKEN, make_waffle
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(name="served")
+async def _served(database_url: str) -> AsyncIterator[QuartWaffle]:
+    waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN, check_interval=0.2)
+    assert waffle.app is not None
+    async with waffle.app.test_app():
+        yield waffle
+
+
+def later(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+async def test_admin_api(served: QuartWaffle) -> None:
+    waffle = served
+    assert waffle.app is not None
+    client = waffle.app.test_client()
+    body = {"values": {"MAX_ITEMS": 42}, "at": later(0.3), "until": later(60), "reason": "test"}
+    added = await client.post("/waffle/api/schedule", json=body, headers=AUTH)
+    assert added.status_code == 201
+    entry = await added.get_json()
+    assert (entry["state"], entry["values"], entry["actor"]) == (
+        "pending",
+        {"MAX_ITEMS": 42},
+        "token",
+    )
+    for _ in range(100):
+        if waffle.get("MAX_ITEMS") == 42:
+            break
+        await asyncio.sleep(0.05)
+    listed = await (await client.get("/waffle/api/schedule", headers=AUTH)).get_json()
+    assert [(item["id"], item["state"]) for item in listed["schedule"]] == [
+        (entry["id"], "applied")
+    ]
+    cancelled = await client.delete(f"/waffle/api/schedule/{entry['id']}", headers=AUTH)
+    assert (await cancelled.get_json())["state"] == "cancelled"
+    again = await client.delete(f"/waffle/api/schedule/{entry['id']}", headers=AUTH)
+    assert again.status_code == 409
+    missing = await client.delete("/waffle/api/schedule/999", headers=AUTH)
+    assert missing.status_code == 404
+    unauthenticated = await client.get("/waffle/api/schedule")
+    assert unauthenticated.status_code == 401
+    document = await (await client.get("/waffle/openapi.json", headers=AUTH)).get_json()
+    assert {"get", "post"} <= set(document["paths"]["/waffle/api/schedule"])
+    assert "delete" in document["paths"]["/waffle/api/schedule/{id}"]
+
+
+async def test_admin_api_bad_input_stores_nothing(served: QuartWaffle) -> None:
+    waffle = served
+    assert waffle.app is not None
+    client = waffle.app.test_client()
+    good: dict[str, Any] = {"values": {"MAX_ITEMS": 42}, "at": later(60)}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({**good, "values": {"MAX_ITEMS": 0}}, "MAX_ITEMS"),
+        ({**good, "values": {"NOPE": 1}}, "NOPE"),
+        ({**good, "values": {"API_KEY": "********"}}, "API_KEY"),
+        ({**good, "values": {}}, "values"),
+        ({"at": later(60)}, "values"),
+        ({**good, "at": later(-60)}, "at"),
+        ({**good, "at": "2030-01-01T00:00:00"}, "at"),
+        ({**good, "at": 5}, "at"),
+        ({**good, "until": later(30)}, "until"),
+        ({**good, "force": "yes"}, "force"),
+        ({**good, "reason": "a\nb"}, "reason"),
+        ({**good, "extra": 1}, "extra"),
+    ]
+    for body, field in cases:
+        refused = await client.post("/waffle/api/schedule", json=body, headers=AUTH)
+        assert refused.status_code == 422, body
+        assert field in (await refused.get_json())["error"]["fields"], body
+    assert await waffle.scheduled() == []
+
+
+def cli(waffle: QuartWaffle, *args: str) -> Result:
+    assert waffle.app is not None
+    result: Result = waffle.app.test_cli_runner().invoke(args=["waffle", *args])
+    return result
+
+
+def test_cli(database_url: str) -> None:
+    waffle = make_waffle(database_url)
+    added = cli(
+        waffle,
+        "schedule",
+        "MAX_ITEMS=9",
+        "THEME=dark",
+        "--at",
+        later(3600),
+        "--until",
+        later(7200),
+        "--reason",
+        "night",
+    )
+    assert added.exit_code == 0, added.output
+    assert added.output.startswith("1\tpending\tat ")
+    assert 'MAX_ITEMS=9, THEME="dark"' in added.output
+    listed = cli(waffle, "scheduled")
+    assert listed.output.splitlines()[0].startswith("1\tpending")
+    assert '"state": "pending"' in cli(waffle, "scheduled", "--json").output
+    for args in (
+        ("MAX_ITEMS=0", "--at", later(3600)),
+        ("MAX_ITEMS=5", "--at", "2030-01-01T00:00"),
+        ("MAX_ITEMS=5", "--at", later(-60)),
+        ("MAX_ITEMS=5", "--at", later(60), "--until", later(30)),
+        ("NOPE=5", "--at", later(60)),
+        ("MAX_ITEMS", "--at", later(60)),
+    ):
+        refused = cli(waffle, "schedule", *args)
+        assert (refused.exit_code, refused.output.count("\n")) == (1, 1), (args, refused.output)
+    assert len(cli(waffle, "scheduled").output.splitlines()) == 1
+    cancelled = cli(waffle, "cancel", "1", "--actor", "ops")
+    assert cancelled.output.startswith("1\tcancelled")
+    assert "cancelled by ops" in cancelled.output
+    for entry_id in ("1", "7"):
+        refused = cli(waffle, "cancel", entry_id)
+        assert (refused.exit_code, refused.output.count("\n")) == (1, 1)
