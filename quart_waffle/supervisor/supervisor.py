@@ -120,7 +120,7 @@ class Supervisor:
             log.info("Serving with workers %s", self.pool.serving)
             if self.metrics is not None:
                 self.metrics.start()
-            self.state = "serving"
+            self.state = "reloading" if self._reloads_pending else "serving"
             self._notify(READY="1")
             background.append(asyncio.create_task(self.pool.maintain()))
             if self.config.reload:
@@ -182,7 +182,7 @@ class Supervisor:
             return failed
         future = self.pool.request_reload(progress)
         self._reloads_pending += 1
-        if self._reloads_pending == 1:
+        if self.state == "serving":  # not while the first pool starts, nor once stopping
             self.state = "reloading"
             self._notify(RELOADING="1", MONOTONIC_USEC=str(monotonic_usec()))
         future.add_done_callback(self._reload_done)
