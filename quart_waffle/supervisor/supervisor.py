@@ -170,8 +170,9 @@ class Supervisor:
         """Ask for a rolling reload; requests made while one runs share the next one.
 
         With `reread`, the configuration is read anew first; if it cannot be, or changes what
-        only a restart can (the listening addresses), the reload fails at once and nothing is
-        replaced. The future resolves to a summary, or raises `ReloadFailed` with the reason.
+        only a restart can (`configfile.RESTART_ONLY`: the listening sockets, ...), the reload
+        fails at once and nothing is replaced. The future resolves to a summary, or raises
+        `ReloadFailed` with the reason.
         """
         try:
             self._apply(self._reread() if self._reread is not None else self.config)
@@ -243,8 +244,8 @@ class Supervisor:
             return
         if changes := restart_only_changes(self.config, config):
             raise ValueError(
-                f"the configuration changes {'; '.join(changes)}: the listening sockets change "
-                "only with a restart (stop, then serve); nothing was replaced"
+                f"the configuration changes {'; '.join(changes)}: these change only with a "
+                "restart (stop, then serve); nothing was replaced"
             )
         self.config = config
         self.pool.reconfigure(config)
