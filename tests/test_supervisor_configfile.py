@@ -5,6 +5,7 @@ only a restart can change)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import re
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from harness.http import http_get
 from harness.ports import free_port
 from quart_waffle.supervisor import cli, configfile
 from quart_waffle.supervisor.config import ServeConfig, control_socket_beside
@@ -181,3 +183,32 @@ def test_what_only_a_restart_changes(change: dict[str, Any], named: str) -> None
     assert len(changes) == 1
     assert changes[0].startswith(named)
     assert not configfile.restart_only_changes(old, dataclasses.replace(old, workers=3))
+
+
+APP_MODULE = """
+from quart import Quart
+
+app = Quart(__name__)
+
+
+@app.get("/which")
+async def which() -> str:
+    return {name!r}
+"""
+
+
+def test_a_reload_serves_the_app_the_file_names_now(tmp_path: Path, config_file: Path) -> None:
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.py").write_text(APP_MODULE.format(name=name))
+    port = free_port()
+    config_file.write_text(f'app = "first:app"\nbind = "127.0.0.1:{port}"\n')
+    server = ServerProcess(tmp_path, None, ["-c", str(config_file)], {}, bind=(), cwd=tmp_path)
+    try:
+        assert asyncio.run(http_get(port, "/which")) == (200, b"first")
+        config_file.write_text(f'app = "second:app"\nbind = "127.0.0.1:{port}"\n')
+        code, output = _reload(server)
+        assert code == 0, output
+        assert asyncio.run(http_get(port, "/which")) == (200, b"second")
+        assert status(server)["app"] == "second:app"
+    finally:
+        server.close()
