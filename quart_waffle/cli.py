@@ -304,7 +304,7 @@ def get_command(info: ScriptInfo, key: str, reveal: bool) -> None:
     async def action(waffle: QuartWaffle) -> None:
         setting = waffle.setting(key)
         value = waffle.get(key)
-        click.echo(_dump(value if reveal else setting.display(value)))
+        click.echo(_dump(setting.to_json(value) if reveal else setting.display(value)))
 
     _run(info, action)
 
@@ -429,7 +429,7 @@ def export_command(info: ScriptInfo, output: str, include_secrets: bool) -> None
     async def action(waffle: QuartWaffle) -> dict[str, Any]:
         snapshot = waffle.snapshot
         settings = {
-            key: value
+            key: waffle.declarations[key].to_json(value)
             for key, value in snapshot.values.items()
             if include_secrets or not waffle.declarations[key].secret
         }

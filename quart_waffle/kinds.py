@@ -16,13 +16,17 @@ Pure: no I/O, nothing of quart-waffle but its shared limits.
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from .limits import MAX_BODY_BYTES
 
@@ -243,6 +247,10 @@ def _format_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """Everything that differs between setting types.
@@ -252,12 +260,19 @@ class Kind:
         python_type: The Python type of a default that declares this kind,
             or None if only its name does.
         check: Return a value normalised to the kind, or raise ``ValueError``
-            with the reason.
+            with the reason. It takes the Python value and its JSON form.
         parse_text: Read a person's text, or raise ``ValueError`` with the reason.
         format_text: A value as a person would type it (``parse_text`` reads it back).
         json_schema: The JSON Schema of the kind's values.
-        widget: The admin page's input: ``text``, ``number``, ``checkbox`` or ``textarea``.
+        widget: The admin page's input: ``text``, ``number``, ``checkbox``,
+            ``textarea``, ``date``, ``datetime``, ``url`` or ``select``.
         ordered: Whether ``min`` and ``max`` apply.
+        to_json: A checked value in its JSON form (how it is stored, sent and
+            shown); the identity for the kinds whose values are JSON already.
+        sized: What ``min_length`` and ``max_length`` count (``characters``,
+            ``items``), or empty when they do not apply.
+        secret_reason: Said instead of ``check``'s reason for a secret
+            setting, when that reason may repeat the value.
     """
 
     name: str
@@ -268,6 +283,9 @@ class Kind:
     json_schema: Mapping[str, Any]
     widget: str
     ordered: bool = False
+    to_json: Callable[[Any], Any] = _same
+    sized: str = ""
+    secret_reason: str | None = None
 
 
 def _json_kind(
@@ -276,6 +294,7 @@ def _json_kind(
     expected: str,
     schema: Mapping[str, Any],
     fits: Callable[[Any], bool] = lambda _value: True,
+    sized: str = "",
 ) -> Kind:
     return Kind(
         name,
@@ -285,14 +304,196 @@ def _json_kind(
         _format_json,
         schema,
         "textarea",
+        sized=sized,
     )
+
+
+# -- datetime, date, duration, decimal, url ---------------------------------
+
+MAX_URL_LENGTH = 2048
+"""Longest URL, unless the setting's ``max_length`` says otherwise."""
+MAX_DECIMAL_DIGITS = 100
+MAX_DECIMAL_EXPONENT = 1000
+_MAX_TEXT = 64  # longest date, datetime or duration text worth reading
+_DURATION = re.compile(
+    r"P(?:([0-9]{1,9})D)?(?:T(?:([0-9]{1,9})H)?(?:([0-9]{1,9})M)?(?:([0-9]{1,12}(?:\.[0-9]{1,6})?)S)?)?"
+)
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _iso_text(value: Any, what: str, example: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be {what} ({example}), got {_got(value)}")
+    text = value.strip(_SPACE)
+    if len(text) > _MAX_TEXT:
+        raise ValueError(f"must be {what} ({example})")
+    return text
+
+
+def _check_datetime(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        text = _iso_text(value, "an ISO 8601 date and time with a UTC offset", _DATETIME_EXAMPLE)
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"must be an ISO 8601 date and time with a UTC offset ({_DATETIME_EXAMPLE})"
+            ) from None
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(
+            "must be timezone-aware: a naive date and time is ambiguous; give a UTC offset"
+            f" ({_DATETIME_EXAMPLE})"
+        )
+    # a fixed offset: what the ISO text reads back as, on every worker
+    return moment.replace(tzinfo=dt.timezone(offset))
+
+
+_DATETIME_EXAMPLE = "2026-11-25T18:00:00+00:00"
+
+
+def _datetime_json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _check_date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise ValueError("must be a date without a time (2026-11-25), got datetime")
+    if isinstance(value, dt.date):
+        return value
+    text = _iso_text(value, "an ISO 8601 date", "2026-11-25")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date (2026-11-25)") from None
+
+
+def _date_json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+_DURATION_EXPECTED = "an ISO 8601 duration (PT15M, P1DT2H, PT0.5S) or a number of seconds"
+
+
+def _check_duration(value: Any) -> dt.timedelta:
+    if isinstance(value, dt.timedelta):
+        duration = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"must be {_DURATION_EXPECTED}, got a non-finite number")
+        try:
+            duration = dt.timedelta(seconds=value)
+        except OverflowError:
+            raise ValueError("must be at most 999999999 days") from None
+    else:
+        text = _iso_text(value, _DURATION_EXPECTED, "PT15M")
+        match = _DURATION.fullmatch(text)
+        if match is None or text in ("P", "PT") or text.endswith("T"):
+            raise ValueError(f"must be {_DURATION_EXPECTED}")
+        days, hours, minutes, seconds = (part or "0" for part in match.groups())
+        try:
+            duration = dt.timedelta(
+                days=int(days), hours=int(hours), minutes=int(minutes), seconds=float(seconds)
+            )
+        except OverflowError:
+            raise ValueError("must be at most 999999999 days") from None
+    if duration < dt.timedelta(0):
+        raise ValueError("must not be negative")
+    return duration
+
+
+def format_duration(value: dt.timedelta) -> str:
+    """``value`` in ISO 8601: ``P1DT2H30M``, ``PT0.5S``, ``PT0S``."""
+    seconds = value.seconds
+    text = f"P{value.days}D" if value.days else "P"
+    hours, minutes, whole = seconds // 3600, seconds // 60 % 60, seconds % 60
+    clock = f"{hours}H" if hours else ""
+    clock += f"{minutes}M" if minutes else ""
+    if whole or value.microseconds:
+        clock += f"{whole}.{value.microseconds:06d}".rstrip("0").rstrip(".") + "S"
+    if clock:
+        text += "T" + clock
+    return "PT0S" if text == "P" else text
+
+
+def _parse_duration_text(text: str) -> dt.timedelta:
+    stripped = text.strip(_SPACE)
+    if _NUMBER.fullmatch(stripped) is not None:
+        return _check_duration(parse_number(stripped))
+    return _check_duration(stripped)
+
+
+def _duration_json(value: Any) -> Any:
+    return format_duration(value) if isinstance(value, dt.timedelta) else value
+
+
+def _check_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool | float):
+        raise ValueError(
+            f'must be a decimal number as a string ("12.50") or an integer, got {_got(value)}:'
+            " a float is not exact"
+        )
+    if isinstance(value, int):
+        reason = integer_problem(value)
+        if reason is not None:
+            raise ValueError(reason)
+        number = Decimal(value)
+    elif isinstance(value, str):
+        stripped = value.strip(_SPACE)
+        if len(stripped) > MAX_DECIMAL_DIGITS + 10 or _NUMBER.fullmatch(stripped) is None:
+            raise ValueError(
+                "must be a decimal number: ASCII digits with an optional sign, decimal point"
+                " and exponent"
+            )
+        number = Decimal(stripped)
+    elif isinstance(value, Decimal):
+        number = value
+    else:
+        raise ValueError(f"must be a decimal number, got {_got(value)}")
+    if not number.is_finite():
+        raise ValueError("must be a finite decimal number")
+    _sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    if len(digits) > MAX_DECIMAL_DIGITS or abs(exponent) > MAX_DECIMAL_EXPONENT:
+        raise ValueError(
+            f"must have at most {MAX_DECIMAL_DIGITS} digits and an exponent within"
+            f" ±{MAX_DECIMAL_EXPONENT}"
+        )
+    return number
+
+
+def _decimal_json(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def _check_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a URL, got {_got(value)}")
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
+    if _URL_FORBIDDEN.search(value) is not None or text_problem(value) is not None:
+        raise ValueError("must be a URL without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (reading it checks the port)
+    except ValueError as error:
+        raise ValueError(f"must be a valid URL ({error})") from None
+    if not parts.scheme or not parts.netloc:
+        raise ValueError("must be an absolute URL with a scheme and a host (https://example.com/)")
+    return value
+
+
+def _parse_url_text(text: str) -> str:
+    return text.strip(_SPACE)
 
 
 KINDS: Mapping[str, Kind] = MappingProxyType(
     {
         kind.name: kind
         for kind in (
-            Kind("str", str, _check_str, str, str, {"type": "string"}, "text"),
+            Kind("str", str, _check_str, str, str, {"type": "string"}, "text", sized="characters"),
             Kind("int", int, _check_int, parse_integer, repr, {"type": "integer"}, "number", True),
             Kind(
                 "float", float, _check_float, parse_number, repr, {"type": "number"}, "number", True
@@ -306,30 +507,185 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 {"type": "boolean"},
                 "checkbox",
             ),
-            _json_kind("list", list, "a JSON list", {"type": "array"}, _is_list),
+            _json_kind("list", list, "a JSON list", {"type": "array"}, _is_list, "items"),
             _json_kind("dict", dict, "a JSON object", {"type": "object"}, _is_dict),
             _json_kind("json", None, "a JSON value", {}),
+            Kind(
+                "datetime",
+                dt.datetime,
+                _check_datetime,
+                _check_datetime,
+                lambda value: value.isoformat(),
+                {"type": "string", "format": "date-time"},
+                "datetime",
+                to_json=_datetime_json,
+            ),
+            Kind(
+                "date",
+                dt.date,
+                _check_date,
+                _check_date,
+                lambda value: value.isoformat(),
+                {"type": "string", "format": "date"},
+                "date",
+                to_json=_date_json,
+            ),
+            Kind(
+                "duration",
+                dt.timedelta,
+                _check_duration,
+                _parse_duration_text,
+                format_duration,
+                {"type": "string", "format": "duration"},
+                "text",
+                to_json=_duration_json,
+            ),
+            Kind(
+                "decimal",
+                Decimal,
+                _check_decimal,
+                _check_decimal,
+                str,
+                {"type": "string", "format": "decimal", "pattern": _NUMBER.pattern},
+                "number",
+                True,
+                to_json=_decimal_json,
+            ),
+            Kind(
+                "url",
+                None,
+                _check_url,
+                _parse_url_text,
+                str,
+                {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH},
+                "url",
+                sized="characters",
+            ),
         )
     }
 )
-"""Every kind by name; a new type is one entry here."""
+"""Every kind by name; a new type is one entry here. Kinds made from
+another (a list of a kind, an :class:`enum.Enum`, a pydantic type) are built
+by :func:`kind_for` from these."""
 
 
-def kind_for(type_: type | str | None, default: Any) -> Kind:
-    """The kind a declaration names: by ``type_`` (a Python type or a kind's
-    name), else by the exact type of ``default``, else ``json``; raise
-    ``ValueError`` for a type no kind has."""
+def list_of(item: Kind) -> Kind:
+    """The kind of lists whose every item is of kind ``item``."""
+
+    def check(value: Any) -> list[Any]:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"must be a list, got {_got(value)}")
+        checked = []
+        for index, member in enumerate(value):
+            try:
+                checked.append(item.check(member))
+            except ValueError as error:
+                raise ValueError(f"item {index}: {error}") from None
+        return checked
+
+    def to_json(value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [item.to_json(member) for member in value]
+
+    return Kind(
+        f"list[{item.name}]",
+        None,
+        check,
+        load_json,
+        lambda value: _format_json(to_json(value)),
+        {"type": "array", "items": dict(item.json_schema)},
+        "textarea",
+        to_json=to_json,
+        sized="items",
+        secret_reason=item.secret_reason,
+    )
+
+
+def enum_kind(enum_type: type[enum.Enum]) -> Kind:
+    """The kind of one :class:`enum.Enum`: its members, stored as their values
+    (each a string or an integer); typed text may be a value or a member's name."""
+    members = list(enum_type)
+    if not members:
+        raise ValueError(f"enum {enum_type.__name__} has no members")
+    for member in members:
+        if isinstance(member.value, bool) or not isinstance(member.value, str | int):
+            raise ValueError(
+                f"enum {enum_type.__name__}: every value must be a string or an integer,"
+                f" {member.name} is {_got(member.value)}"
+            )
+    values = ", ".join(json.dumps(member.value) for member in members)
+
+    def check(value: Any) -> enum.Enum:
+        if isinstance(value, enum_type):
+            return value
+        if not isinstance(value, bool):
+            for member in members:
+                if type(member.value) is type(value) and member.value == value:
+                    return member
+        raise ValueError(f"must be one of {values}")
+
+    def parse_text(text: str) -> enum.Enum:
+        stripped = text.strip(_SPACE)
+        for member in members:
+            if stripped in (str(member.value), member.name):
+                return member
+        raise ValueError(f"must be one of {values}")
+
+    def to_json(value: Any) -> Any:
+        return value.value if isinstance(value, enum_type) else value
+
+    kinds = {type(member.value) for member in members}
+    schema: dict[str, Any] = {"enum": [member.value for member in members]}
+    if len(kinds) == 1:
+        schema["type"] = "string" if kinds == {str} else "integer"
+    return Kind(
+        "enum",
+        enum_type,
+        check,
+        parse_text,
+        lambda value: str(value.value),
+        schema,
+        "select",
+        to_json=to_json,
+    )
+
+
+def kind_for(type_: Any, default: Any, items: Any = None) -> Kind:
+    """The kind a declaration names: by ``type_`` (a Python type, a kind's
+    name, an :class:`enum.Enum` class or, with pydantic installed, any type
+    pydantic validates), else by the type of ``default``, else ``json``;
+    ``items`` makes it a list of that kind. Raise ``ValueError`` for a type
+    no kind has."""
+    if items is not None:
+        if type_ not in (None, list, "list"):
+            raise ValueError(f"items apply to list settings only, not {type_!r}")
+        return list_of(kind_for(items, None))
     if type_ is None:
+        if isinstance(default, enum.Enum):
+            return enum_kind(type(default))
         for kind in KINDS.values():
             # exact types: True must not declare an int setting
             if kind.python_type is not None and type(default) is kind.python_type:
                 return kind
-        return KINDS["json"]
+        from .kinds_extra import pydantic_kind_of_value
+
+        return pydantic_kind_of_value(default) or KINDS["json"]
     if isinstance(type_, str):
         if type_ in KINDS:
             return KINDS[type_]
         raise ValueError(f"unknown setting type {type_!r}; use one of {', '.join(KINDS)}")
+    if isinstance(type_, type) and issubclass(type_, enum.Enum):
+        return enum_kind(type_)
     for kind in KINDS.values():
         if kind.python_type is type_:
             return kind
-    raise ValueError(f"unsupported setting type {type_!r}; use one of {', '.join(KINDS)}")
+    from .kinds_extra import pydantic_kind
+
+    adapted = pydantic_kind(type_)
+    if adapted is None:
+        raise ValueError(
+            f"unsupported setting type {type_!r}; use one of {', '.join(KINDS)}, an Enum class"
+            " or, with the pydantic extra installed, a pydantic model or type"
+        )
+    return adapted

@@ -57,7 +57,7 @@ def export(waffle: QuartWaffle, *, include_secrets: bool = False) -> dict[str, A
     return {
         "revision": snapshot.revision,
         "settings": {
-            key: value
+            key: waffle.declarations[key].to_json(value)
             for key, value in snapshot.values.items()
             if include_secrets or not waffle.declarations[key].secret
         },
@@ -97,7 +97,7 @@ async def plan(waffle: QuartWaffle, values: dict[str, Any]) -> Plan:
     for key, text in encoded.items():
         setting = waffle.declarations[key]
         new = setting.decode(text) if text is not None else setting.default
-        if _canonical(new) == _canonical(snapshot.values[key]):
+        if _canonical(setting.to_json(new)) == _canonical(setting.to_json(snapshot.values[key])):
             unchanged.append(key)
         else:
             changes.append(

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
+from urllib.parse import urlsplit
 
 from .errors import DeclarationError, InvalidValueError
 from .kinds import KINDS, MAX_VALUE_BYTES, Kind, kind_for, load_json, parse_bool
+from .kinds_extra import SchemaCheck, schema_check
 
 __all__ = [
     "KINDS",
@@ -49,8 +51,16 @@ _CONF_FIELDS = frozenset(
         "secret",
         "group",
         "restart",
+        "min_length",
+        "max_length",
+        "items",
+        "schemes",
+        "schema",
+        "validator",
     }
 )
+DEFAULT_SCHEMES = ("http", "https")
+"""The schemes a ``url`` setting allows unless its ``schemes`` says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,11 @@ class Setting(Generic[T]):
         key: The name, also the ``app.config`` key.
         default: The value until someone changes it; its type is the
             setting's type unless ``type`` is given.
-        type: ``str``, ``int``, ``float``, ``bool``, ``list``, ``dict`` (or
-            their names) or ``"json"`` for any JSON value.
+        type: ``str``, ``int``, ``float``, ``bool``, ``list``, ``dict``,
+            ``datetime.datetime``, ``datetime.date``, ``datetime.timedelta``,
+            ``decimal.Decimal`` (or their names: ``"duration"``, ``"decimal"``),
+            ``"url"``, ``"json"`` for any JSON value, an :class:`enum.Enum`
+            class, or, with pydantic installed, a pydantic model or type.
         description: Shown by the admin and the CLI.
         choices: If given, the only values allowed.
         min: Smallest allowed number (int and float settings).
@@ -73,6 +86,14 @@ class Setting(Generic[T]):
             change takes effect after a restart. Under ``quart-waffle serve``
             the workers are then rolled (one rolling reload per change);
             elsewhere the admin says the change awaits a restart.
+        min_length: Fewest characters (str, url) or items (list).
+        max_length: Most characters (str, url) or items (list).
+        items: The type of every item of a list setting (as ``type``).
+        schemes: The URL schemes a url setting allows (default http, https).
+        schema: A JSON Schema the value's JSON form must match (needs the
+            ``jsonschema`` extra).
+        validator: Called with each value once its type is checked; raises
+            ``ValueError`` whose message is the reason the value is refused.
 
     Example::
 
@@ -89,7 +110,15 @@ class Setting(Generic[T]):
     secret: bool = False
     group: str = ""
     restart: bool = False
+    min_length: int | None = None
+    max_length: int | None = None
+    items: Any = None
+    schemes: tuple[str, ...] | None = None
+    schema: Mapping[str, Any] | None = field(default=None, hash=False)
+    validator: Callable[[Any], object] | None = None
     kind: str = field(init=False)
+    _resolved: Kind = field(init=False, repr=False, compare=False)
+    _schema_check: SchemaCheck | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not _KEY_PATTERN.fullmatch(self.key):
@@ -100,12 +129,18 @@ class Setting(Generic[T]):
         if len(self.key) > MAX_KEY_LENGTH:
             raise DeclarationError(f"setting key {self.key[:20]}... is over {MAX_KEY_LENGTH} chars")
         try:
-            kind = kind_for(self.type, self.default)
+            kind = kind_for(self.type, self.default, self.items)
+            check = None if self.schema is None else schema_check(self.schema)
         except ValueError as error:
-            raise DeclarationError(str(error)) from None
+            raise DeclarationError(f"{self.key}: {error}") from None
         object.__setattr__(self, "kind", kind.name)
+        object.__setattr__(self, "_resolved", kind)
+        object.__setattr__(self, "_schema_check", check)
+        if self.choices is None and kind.widget == "select":  # an Enum: its members
+            object.__setattr__(self, "choices", tuple(cast(Iterable[Any], kind.python_type)))
         if self.choices is not None:
             object.__setattr__(self, "choices", tuple(self.choices))
+        self._check_options(kind)
         if (self.min is not None or self.max is not None) and not kind.ordered:
             raise DeclarationError(f"{self.key}: min/max apply to int and float settings only")
         for name, bound in (("min", self.min), ("max", self.max)):
@@ -123,15 +158,65 @@ class Setting(Generic[T]):
         except InvalidValueError as error:
             raise DeclarationError(f"invalid declaration: {error}") from None
 
+    def _check_options(self, kind: Kind) -> None:
+        for name in ("min_length", "max_length"):
+            bound = getattr(self, name)
+            if bound is None:
+                continue
+            if not kind.sized:
+                raise DeclarationError(f"{self.key}: {name} applies to str, url and list settings")
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+                raise DeclarationError(f"{self.key}: {name} must be a whole number >= 0")
+        if self.schemes is not None:
+            if kind.name != "url":
+                raise DeclarationError(f"{self.key}: schemes apply to url settings only")
+            object.__setattr__(self, "schemes", tuple(s.lower() for s in self.schemes))
+        if self.validator is not None and not callable(self.validator):
+            raise DeclarationError(f"{self.key}: validator must be callable")
+
     @property
     def _kind(self) -> Kind:
-        return KINDS[self.kind]
+        return self._resolved
+
+    def _refuse(self, reason: str) -> InvalidValueError:
+        return InvalidValueError({self.key: reason})
 
     def _check_type(self, value: Any) -> Any:
         try:
             return self._kind.check(value)
         except ValueError as error:
-            raise InvalidValueError({self.key: str(error)}) from None
+            generic = self._kind.secret_reason
+            raise self._refuse(generic if self.secret and generic else str(error)) from None
+
+    def _check_extras(self, value: Any) -> None:
+        """Length, URL scheme, JSON Schema and the validator function."""
+        sized = self._kind.sized
+        if self.min_length is not None and len(value) < self.min_length:
+            raise self._refuse(f"must be at least {self.min_length} {sized} long")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise self._refuse(f"must be at most {self.max_length} {sized} long")
+        if self.kind == "url":
+            allowed = self.schemes or DEFAULT_SCHEMES
+            if urlsplit(value).scheme.lower() not in allowed:
+                raise self._refuse("must be a URL with the scheme " + " or ".join(allowed))
+        if self._schema_check is not None:
+            reason = self._schema_check(self.to_json(value))
+            if reason is not None:
+                raise self._refuse("does not match its JSON Schema" if self.secret else reason)
+        if self.validator is not None:
+            try:
+                self.validator(value)
+            except ValueError as error:
+                raise self._refuse(str(error) or "refused by its validator") from None
+
+    def to_json(self, value: Any) -> Any:
+        """``value`` in its JSON form, as it is stored, sent and shown: a
+        datetime as ISO 8601 text, a Decimal as a string, an Enum member as
+        its value; JSON values are returned as they are."""
+        try:
+            return self._kind.to_json(self._kind.check(value))
+        except ValueError:  # a recorded value of an older declaration: JSON already
+            return value
 
     def validate(self, value: Any) -> T:
         """Return ``value`` normalised to this setting's type, or raise
@@ -141,12 +226,15 @@ class Setting(Generic[T]):
         32 nested lists or objects and 64 KiB of JSON, integers within 64 bits,
         finite numbers, text without lone surrogates."""
         value = self._check_type(value)
-        if self.choices is not None and _canonical(value) not in map(_canonical, self.choices):
+        if self.choices is not None and self._canonical(value) not in map(
+            self._canonical, self.choices
+        ):
             raise InvalidValueError({self.key: self._choices_reason()})
         if self.min is not None and value < self.min:
             raise InvalidValueError({self.key: self._range_reason(f"at least {self.min:g}")})
         if self.max is not None and value > self.max:
             raise InvalidValueError({self.key: self._range_reason(f"at most {self.max:g}")})
+        self._check_extras(value)
         if self.kind != "bool" and len(self.encode(value).encode()) > MAX_VALUE_BYTES:
             raise InvalidValueError({self.key: f"must be at most {MAX_VALUE_BYTES} bytes of JSON"})
         return cast(T, value)
@@ -159,11 +247,18 @@ class Setting(Generic[T]):
         if self.secret:  # a secret's choices would tell much of it
             return "must be one of the allowed values"
         assert self.choices is not None
-        return "must be one of " + ", ".join(json.dumps(choice) for choice in self.choices)
+        return "must be one of " + ", ".join(
+            json.dumps(self.to_json(choice)) for choice in self.choices
+        )
+
+    def _canonical(self, value: Any) -> str:
+        return _canonical(self._kind.to_json(value))
 
     def encode(self, value: T) -> str:
-        """The stored form: compact JSON."""
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        """The stored form: compact JSON of :meth:`to_json`."""
+        return json.dumps(
+            self._kind.to_json(value), allow_nan=False, separators=(",", ":"), ensure_ascii=False
+        )
 
     def decode(self, text: str) -> T:
         """Read a stored value back, validating it against the declaration;
@@ -203,7 +298,13 @@ class Setting(Generic[T]):
         if self.secret:
             return schema | ({"description": self.description} if self.description else {})
         if self.choices is not None:
-            schema["enum"] = list(self.choices)
+            schema["enum"] = [self.to_json(choice) for choice in self.choices]
+        if self.min_length is not None:
+            schema["minItems" if self._kind.sized == "items" else "minLength"] = self.min_length
+        if self.max_length is not None:
+            schema["maxItems" if self._kind.sized == "items" else "maxLength"] = self.max_length
+        if self.schema is not None:
+            schema = {"allOf": [schema, dict(self.schema)]} if schema else dict(self.schema)
         if self.min is not None:
             schema["minimum"] = self.min
         if self.max is not None:
@@ -216,7 +317,7 @@ class Setting(Generic[T]):
     def widget(self) -> str:
         """The admin page's input: ``password`` for secrets, ``checkbox``,
         ``select`` when there are choices, else the kind's (``text``,
-        ``number``, ``textarea``)."""
+        ``number``, ``textarea``, ``date``, ``datetime``, ``url``)."""
         if self.secret:
             return "password"
         if self._kind.widget == "checkbox":
@@ -224,8 +325,8 @@ class Setting(Generic[T]):
         return "select" if self.choices is not None else self._kind.widget
 
     def display(self, value: Any) -> Any:
-        """``value`` as it may be shown to people: masked when secret."""
-        return SECRET_MASK if self.secret else value
+        """``value`` as it may be shown to people, in its JSON form: masked when secret."""
+        return SECRET_MASK if self.secret else self.to_json(value)
 
     def describe(self) -> dict[str, Any]:
         """The declaration as JSON-ready data (default, choices and bounds masked when secret)."""
@@ -234,12 +335,17 @@ class Setting(Generic[T]):
             "type": self.kind,
             "description": self.description,
             "default": self.display(self.default),
-            "choices": None if self.choices is None or self.secret else list(self.choices),
+            "choices": None
+            if self.choices is None or self.secret
+            else [self.to_json(choice) for choice in self.choices],
             "min": None if self.secret else self.min,
             "max": None if self.secret else self.max,
             "secret": self.secret,
             "group": self.group,
             "restart": self.restart,
+            "min_length": self.min_length,
+            "max_length": self.max_length,
+            "schemes": list(self.schemes or DEFAULT_SCHEMES) if self.kind == "url" else None,
         }
 
 
@@ -274,6 +380,12 @@ def setting_from_conf(key: str, conf: Mapping[str, Any]) -> Setting[Any]:
         secret=bool(conf.get("secret", False)),
         group=str(conf.get("group", "")),
         restart=bool(conf.get("restart", False)),
+        min_length=conf.get("min_length"),
+        max_length=conf.get("max_length"),
+        items=conf.get("items"),
+        schemes=None if conf.get("schemes") is None else tuple(conf["schemes"]),
+        schema=conf.get("schema"),
+        validator=conf.get("validator"),
     )
 
 

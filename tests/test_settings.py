@@ -123,8 +123,8 @@ def test_json_values_are_copied() -> None:
     [
         (lambda: Setting("bad key", 1), "must start with a letter"),
         (lambda: Setting("K" * 201, 1), "over 200"),
-        (lambda: Setting("K", 1, type="decimal"), "unknown setting type"),
-        (lambda: Setting("K", 1, type=complex), "unsupported setting type"),
+        (lambda: Setting("K", 1, type="money"), "unknown setting type"),
+        (lambda: Setting("K", 1, type=type("Opaque", (), {})), "unsupported setting type"),
         (lambda: Setting("K", "x", min=1), "min/max apply"),
         (lambda: Setting("K", 1.0, max=float("nan")), "max must be a finite number"),
         (lambda: Setting("K", 1.0, min=float("-inf")), "min must be a finite number"),

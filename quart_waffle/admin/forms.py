@@ -38,6 +38,20 @@ class Field:
         """A number input's ``step``: whole numbers for an integer schema."""
         return "1" if self.setting.json_schema().get("type") == "integer" else "any"
 
+    @property
+    def input_type(self) -> str:
+        """A one-line input's ``type``: ``date`` and ``url`` as the kind says;
+        a datetime is text, since ``datetime-local`` carries no UTC offset."""
+        return self.widget if self.widget in ("date", "url") else "text"
+
+    @property
+    def placeholder(self) -> str:
+        """An example of the text a datetime or duration input reads."""
+        return _PLACEHOLDERS.get(self.setting.kind, "")
+
+
+_PLACEHOLDERS = {"datetime": "2026-11-25T18:00:00+00:00", "duration": "PT15M (or seconds)"}
+
 
 def grouped_fields(
     declarations: Declarations,
@@ -57,7 +71,11 @@ def grouped_fields(
         text = original
         if edited is not None and key in edited and not setting.secret:
             text = edited[key]
-        shown = SECRET_MASK if setting.secret else json.dumps(value, ensure_ascii=False)
+        shown = (
+            SECRET_MASK
+            if setting.secret
+            else json.dumps(setting.to_json(value), ensure_ascii=False)
+        )
         choices = () if setting.secret else setting.choices or ()
         options = [(setting.format_text(choice),) * 2 for choice in choices]
         groups.setdefault(setting.group or "Settings", []).append(
@@ -71,7 +89,9 @@ def grouped_fields(
                 (errors or {}).get(key),
                 options,
                 is_default=snapshot.is_default(key),
-                default_shown="" if setting.secret else json.dumps(setting.default),
+                default_shown=""
+                if setting.secret
+                else json.dumps(setting.to_json(setting.default)),
             )
         )
     return groups
