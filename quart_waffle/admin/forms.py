@@ -14,6 +14,7 @@ from ..errors import InvalidValueError
 from ..settings import SECRET_MASK, Setting
 from ..snapshot import Snapshot
 from .inputs import refuse_mask
+from .page_filter import group_of
 
 Declarations = Mapping[str, Setting[Any]]
 
@@ -78,7 +79,7 @@ def grouped_fields(
         )
         choices = () if setting.secret else setting.choices or ()
         options = [(setting.format_text(choice),) * 2 for choice in choices]
-        groups.setdefault(setting.group or "Settings", []).append(
+        groups.setdefault(group_of(setting), []).append(
             Field(
                 setting,
                 setting.widget,

@@ -35,6 +35,7 @@ from .fleet_panel import PAGE_WAIT, acknowledgement_query, fleet_view, saved_not
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
+from .page_filter import PageFilter, group_names
 from .sessions import page_sessions
 from .static_files import static_file
 
@@ -136,11 +137,16 @@ async def index() -> Response:
     if saved is not None and saved > waffle.revision:
         # the save was answered by another worker: read what it wrote, not an older page
         await waffle.refresh()
+    view = PageFilter.from_args(request.args)
+    listed = view.apply(waffle.declarations, waffle.snapshot, waffle.pending_restart)
     return await _render(
         "settings.html",
         200,
         session,
-        groups=grouped_fields(waffle.declarations, waffle.snapshot),
+        groups=grouped_fields(listed, waffle.snapshot),
+        view=view,
+        all_groups=group_names(waffle.declarations),
+        counts=(len(listed), len(waffle.declarations)),
         form_revision=waffle.revision,
         notice=saved_notice(saved, request.args),
         fleet=await fleet_view(waffle),

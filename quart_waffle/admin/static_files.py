@@ -15,7 +15,7 @@ from quart import Response, request
 from .errors import AdminError
 
 _FOLDER = Path(__file__).parent / "static" / "waffle"
-_NAMES = ("admin.css", "admin.js", "fleet.js")
+_NAMES = ("admin.css", "admin.js", "fleet.js", "filter.js")
 
 
 @cache
