@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from quart import Quart
 from sqlalchemy.engine import make_url
@@ -22,6 +22,9 @@ from .errors import ConfigurationError
 from .kinds import parse_bool, parse_integer, parse_number
 from .redaction import mask_credentials
 from .sync.redis_address import parse_redis_url
+
+if TYPE_CHECKING:
+    from .admin.tokens import NamedToken
 
 Watchtype = Literal["file", "redis", "postgres", "none"]
 WATCHTYPES: tuple[Watchtype, ...] = get_args(Watchtype)
@@ -178,6 +181,12 @@ def _confs(key: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
+def _admin_tokens(key: str, value: Any) -> tuple[NamedToken, ...]:
+    from .admin.tokens import parse_admin_tokens
+
+    return parse_admin_tokens(key, value)
+
+
 @dataclass(frozen=True)
 class Option:
     """One ``WAFFLE_*`` option: the constructor argument ``name`` and the
@@ -311,6 +320,17 @@ OPTIONS: tuple[Option, ...] = (
         _text,
     ),
     Option(
+        "admin_tokens",
+        "mapping",
+        None,
+        'Named admin tokens, each recorded in history as `token:<name>`: `{"alice": "<token>"}`,'
+        ' or `{"ci": {"token": "<token>", "role": "read", "keys": ["FEATURE_*"]}}` (role `admin`'
+        " or `read`; `keys`: glob patterns of the keys it may touch). In the environment: the same"
+        " as JSON. Each token obeys `admin_token`'s rules. See"
+        " [who may change what](admin.md#who-may-change-what).",
+        _admin_tokens,
+    ),
+    Option(
         "metrics_token",
         "str",
         None,
@@ -380,6 +400,7 @@ class WaffleConfig:
     mirror_config: bool
     admin_prefix: str | None
     admin_token: str | None
+    admin_tokens: tuple[NamedToken, ...] | None
     host_id: str | None
     version: str | None
     heartbeat_interval: float | None

@@ -38,6 +38,7 @@ from .store import (
 from .sync import Carried, SyncHealth, SyncRunner, derive_key, make_channel
 
 if TYPE_CHECKING:
+    from .admin.permissions import KeyAuthorizer
     from .schedule import ScheduledChange
     from .testing import Override
 
@@ -81,6 +82,8 @@ class QuartWaffle:
         settings: :class:`Setting` declarations, besides ``WAFFLE_CONFS``.
         engine: An ``AsyncEngine`` of your own; it is not disposed by us.
         authorize: An async callback deciding who may use the admin.
+        authorize_keys: An async callback deciding which keys an admin
+            request may read or change; see :doc:`admin` ("Who may change what").
         confs, database_url, ...: The ``WAFFLE_*`` options (see the
             configuration reference); None takes the option from
             ``app.config``, then the environment, then the default.
@@ -103,6 +106,7 @@ class QuartWaffle:
         settings: Iterable[Setting[Any]] = (),
         engine: AsyncEngine | None = None,
         authorize: Authorizer | None = None,
+        authorize_keys: KeyAuthorizer | None = None,
         confs: Mapping[str, Mapping[str, Any]] | None = None,
         database_url: str | None = None,
         create_tables: bool | None = None,
@@ -119,6 +123,7 @@ class QuartWaffle:
         mirror_config: bool | None = None,
         admin_prefix: str | None = None,
         admin_token: str | None = None,
+        admin_tokens: Mapping[str, Any] | str | None = None,
         host_id: str | None = None,
         version: str | None = None,
         heartbeat_interval: float | None = None,
@@ -128,6 +133,7 @@ class QuartWaffle:
         self._settings = list(settings)
         self._engine = engine
         self.authorize = authorize
+        self.authorize_keys = authorize_keys
         arguments = locals()  # the options, named as in the option table
         self._arguments = {option.name: arguments[option.name] for option in OPTIONS}
         self.app: Quart | None = None

@@ -210,7 +210,7 @@ def test_a_misspelt_environment_variable_is_warned_about_once(
 def test_constructor_takes_each_option_by_name() -> None:
     parameters = inspect.signature(QuartWaffle).parameters
     names = {option.name for option in OPTIONS}
-    assert set(parameters) == {"app", "settings", "engine", "authorize", *names}
+    assert set(parameters) == {"app", "settings", "engine", "authorize", "authorize_keys", *names}
     assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names)
     assert all(parameters[name].default is None for name in names)
     with pytest.raises(TypeError):

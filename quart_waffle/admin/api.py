@@ -28,6 +28,7 @@ from .context import admin_prefix, current_waffle
 from .errors import AdminError, conflict, invalid, register_error_handlers, unknown_setting
 from .inputs import natural_number, read_body, refuse_mask
 from .openapi import openapi_document
+from .permissions import check_apply, check_keys, check_rollback, readable, refuse_read_only
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
@@ -42,6 +43,8 @@ register_error_handlers(api)
 @api.before_request
 async def _authenticate() -> None:
     g.waffle_admin_actor = await authenticate(current_waffle(), request, page=False)
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        refuse_read_only()
 
 
 def setting_item(setting: Setting[Any], waffle: QuartWaffle) -> dict[str, Any]:
@@ -142,6 +145,7 @@ async def _write(
 ) -> int:
     actor: str = g.waffle_admin_actor
     within = wait_seconds(request.args)  # refused before anything is stored
+    await check_keys(waffle, "reset" if isinstance(values, list) else "write", values)
     since = time.monotonic()
     try:
         if isinstance(values, list):
@@ -257,7 +261,12 @@ async def list_settings() -> Response:
     """All settings and this worker's revision; ETag is that revision."""
     waffle = current_waffle()
     revision = waffle.revision
-    items = [setting_item(setting, waffle) for setting in waffle.declarations.values()]
+    shown = await readable(waffle, waffle.declarations)
+    items = [
+        setting_item(setting, waffle)
+        for key, setting in waffle.declarations.items()
+        if key in shown
+    ]
     return _with_etag({"revision": revision, "settings": items}, revision)
 
 
@@ -283,7 +292,9 @@ async def patch_settings() -> Response:
 async def get_setting(key: str) -> Response:
     """One setting; ETag is the revision that last changed it."""
     waffle = current_waffle()
-    item = setting_item(_declared(key), waffle)
+    setting = _declared(key)
+    await check_keys(waffle, "read", [key])
+    item = setting_item(setting, waffle)
     return _with_etag({"revision": waffle.revision, "setting": item}, item["revision"])
 
 
@@ -335,6 +346,7 @@ async def history() -> Response:
     key = request.args.get("key") or None
     if key is not None:
         _declared(key)
+        await check_keys(waffle, "read", [key])
     before = _query_int("before", None, 0, 10**18)
     limit = _query_int("limit", 50, 1, MAX_HISTORY_LIMIT)
     assert limit is not None
@@ -347,8 +359,9 @@ async def history() -> Response:
         until=query_time("until"),
         revision=_query_int("revision", None, 0, 10**18),
     )
+    shown = await readable(waffle, {entry.key for entry in entries})
     body = {
-        "entries": [history_item(waffle, entry) for entry in entries],
+        "entries": [history_item(waffle, entry) for entry in entries if entry.key in shown],
         "next_before": entries[-1].id if len(entries) == limit else None,
     }
     return jsonify(body)
@@ -410,6 +423,7 @@ async def revert(revision: int) -> Response:
     options = await _options(force=bool, reason=str)
     waffle, actor = current_waffle(), g.waffle_admin_actor
     force = bool(options.get("force", False))
+    await check_rollback(waffle, "revert", revision)
     return await _rollback_write(
         lambda: waffle.revert(revision, force=force, actor=actor, reason=_reason())
     )
@@ -422,6 +436,8 @@ async def restore(revision: int) -> Response:
     expected = expected_revision()
     await _options(reason=str)
     waffle, actor = current_waffle(), g.waffle_admin_actor
+    seen = await check_rollback(waffle, "restore", revision)
+    expected = seen if expected is None else expected
     return await _rollback_write(
         lambda: waffle.restore(revision, expected_revision=expected, actor=actor, reason=_reason())
     )
@@ -431,7 +447,10 @@ async def restore(revision: int) -> Response:
 async def export_settings() -> Response:
     """Every setting but the secrets, as ``quart waffle export`` writes them."""
     waffle = current_waffle()
-    return _with_etag(export(waffle), waffle.revision)
+    document = export(waffle)
+    shown = await readable(waffle, document["settings"])
+    document["settings"] = {k: v for k, v in document["settings"].items() if k in shown}
+    return _with_etag(document, waffle.revision)
 
 
 @api.post("/api/apply")
@@ -447,6 +466,8 @@ async def apply_settings() -> Response:
         for key, value in values.items():
             if key in waffle.declarations:
                 refuse_mask(waffle.declarations[key], value)
+        if not options.get("dry_run", False):
+            expected = await check_apply(waffle, values, expected)
         planned = await apply(
             waffle,
             values,

@@ -8,14 +8,19 @@ token into a signed session cookie (:mod:`.cookies`) naming a session kept
 in the settings database (:mod:`.sessions`); unsafe requests are checked
 for cross-site forgery (:mod:`.origin`). The callback may name the actor by setting
 ``g.waffle_actor``; otherwise the actor is ``"authorize"``. Token users are
-recorded as ``"token"``. A wrong token, in the header or the login form, is
-logged and counted against the client's address (see :mod:`.throttle`).
+recorded as ``"token"``, or ``"token:<name>"`` for the named tokens of
+``WAFFLE_ADMIN_TOKENS`` (:mod:`.tokens`). What the request may then read or
+change is :mod:`.permissions`' business: :func:`authenticate` leaves the
+caller's :class:`~.permissions.Access` in ``g.waffle_access``. A wrong
+token, in the header or the login form, is logged and counted against the
+client's address (see :mod:`.throttle`).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from quart import Request, g
@@ -26,8 +31,10 @@ from .context import login_throttle
 from .cookies import PageSession, fingerprint, load_session
 from .errors import AdminError
 from .origin import check_same_origin
+from .permissions import Access
 from .sessions import page_sessions
 from .throttle import MAX_FAILURES, MAX_WORKER_FAILURES, WINDOW, LimitReached, client_bucket
+from .tokens import NamedToken
 
 if TYPE_CHECKING:
     from ..extension import QuartWaffle
@@ -36,7 +43,6 @@ logger = logging.getLogger("quart_waffle.admin")
 
 MIN_TOKEN_LENGTH = 16
 MIN_TOKEN_VARIETY = 8
-TOKEN_ACTOR = "token"
 CALLBACK_ACTOR = "authorize"
 
 NOT_CONFIGURED_MESSAGE = (
@@ -46,7 +52,7 @@ NOT_CONFIGURED_MESSAGE = (
 )
 
 
-def check_token(token: str | None) -> None:
+def check_token(token: str | None, option: str = "WAFFLE_ADMIN_TOKEN") -> None:
     """Refuse, when the app is created, a ``WAFFLE_ADMIN_TOKEN`` that is short
     enough to guess, made of very few different characters (``aaaa...``,
     ``1212...``), or that has spaces around it (a header never carries them)."""
@@ -61,7 +67,7 @@ def check_token(token: str | None) -> None:
     else:
         return
     raise ConfigurationError(
-        f"WAFFLE_ADMIN_TOKEN must be at least {MIN_TOKEN_LENGTH} characters, of at least"
+        f"{option} must be at least {MIN_TOKEN_LENGTH} characters, of at least"
         f" {MIN_TOKEN_VARIETY} different ones, with no spaces around it; the one configured"
         f" {problem}. Generate one with:"
         ' python -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -76,7 +82,26 @@ def not_configured() -> AdminError:
 def is_configured(waffle: QuartWaffle) -> bool:
     """Whether the app configured a token or a callback."""
     assert waffle.config is not None
-    return bool(waffle.config.admin_token) or waffle.authorize is not None
+    return bool(credentials(waffle)) or waffle.authorize is not None
+
+
+def credentials(waffle: QuartWaffle) -> list[NamedToken]:
+    """Every admin token configured: the named ones, then ``WAFFLE_ADMIN_TOKEN``."""
+    assert waffle.config is not None
+    named = list(waffle.config.admin_tokens or ())
+    if waffle.config.admin_token:
+        named.append(NamedToken("", waffle.config.admin_token))
+    return named
+
+
+def matching(presented: str, tokens: Sequence[NamedToken]) -> NamedToken | None:
+    """The token ``presented`` is, compared in constant time with every one
+    (no early exit, so the time says nothing of which one, or how close)."""
+    found = None
+    for named in tokens:
+        if token_matches(presented, named.token) and found is None:
+            found = named
+    return found
 
 
 def token_matches(given: str, expected: str) -> bool:
@@ -116,13 +141,15 @@ _THROTTLED = {
 }
 
 
-def token_login(request: Request, presented: str, token: str, *, where: str) -> bool:
-    """Whether ``presented`` is the token. While the client's network, or
-    this worker as a whole, has failed too often (:mod:`.throttle`): 429 with
-    ``Retry-After``, right token or not. A wrong token is logged in one line
-    (never the token) and counted; the failure that reaches a limit logs one
-    more line, and refused attempts none. A right token clears the network's
-    count."""
+def token_login(
+    request: Request, presented: str, tokens: str | Sequence[NamedToken], *, where: str
+) -> NamedToken | None:
+    """The token ``presented`` is (among ``tokens``, or ``tokens`` itself),
+    or None. While the client's network, or this worker as a whole, has
+    failed too often (:mod:`.throttle`): 429 with ``Retry-After``, right
+    token or not. A wrong token is logged in one line (never the token)
+    and counted; the failure that reaches a limit logs one more line, and
+    refused attempts none. A right token clears the network's count."""
     address = client_address(request)
     throttled = login_throttle().retry_after(address)
     if throttled is not None:
@@ -134,9 +161,10 @@ def token_login(request: Request, presented: str, token: str, *, where: str) -> 
             {"Authorization": "too many wrong tokens"},
             headers={"Retry-After": str(retry_after)},
         )
-    if token_matches(presented, token):
+    named = matching(presented, [NamedToken("", tokens)] if isinstance(tokens, str) else tokens)
+    if named is not None:
         login_throttle().succeeded(address)
-        return True
+        return named
     logger.warning("admin: failed login from %s (wrong token in %s)", address, where)
     reached = login_throttle().failed(address)
     if reached is LimitReached.CLIENT:
@@ -145,32 +173,46 @@ def token_login(request: Request, presented: str, token: str, *, where: str) -> 
         )
     elif reached is LimitReached.WORKER:
         logger.warning(_LIMIT_LOGS[reached], MAX_WORKER_FAILURES, int(WINDOW), address)
-    return False
+    return None
 
 
-async def _logged_in(session: PageSession | None, token: str) -> bool:
-    """Whether the cookie names an open session that logged in with this token."""
+async def _logged_in(
+    session: PageSession | None, tokens: Sequence[NamedToken]
+) -> NamedToken | None:
+    """The token an open session named by the cookie logged in with (its
+    fingerprint says which), or None."""
     if session is None or session.session_id is None or session.fingerprint is None:
-        return False
-    if not hmac.compare_digest(session.fingerprint, fingerprint(token)):
-        return False
-    return await page_sessions().is_open(session.session_id)
+        return None
+    found = None
+    for named in tokens:
+        if hmac.compare_digest(session.fingerprint, fingerprint(named.token)) and found is None:
+            found = named
+    if found is None or not await page_sessions().is_open(session.session_id):
+        return None
+    return found
+
+
+def _token_access(named: NamedToken) -> str:
+    g.waffle_access = Access(named.actor, named.role, named.keys)
+    return named.actor
 
 
 async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> str:
     """Return the actor for ``request`` or raise the right 401/403.
 
     Order: bearer token; then (page only) the logged-in session cookie; then
-    the ``authorize`` callback.
+    the ``authorize`` callback. Leaves the caller's :class:`Access` in
+    ``g.waffle_access``.
     """
     assert waffle.config is not None
-    token = waffle.config.admin_token
+    tokens = credentials(waffle)
     if not is_configured(waffle):
         raise not_configured()
     presented = _bearer(request)
-    if token and presented is not None:
-        if token_login(request, presented, token, where="the Authorization header"):
-            return TOKEN_ACTOR
+    if tokens and presented is not None:
+        named = token_login(request, presented, tokens, where="the Authorization header")
+        if named is not None:
+            return _token_access(named)
         raise AdminError(
             401,
             "invalid_token",
@@ -178,15 +220,17 @@ async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> 
             {"Authorization": "wrong token"},
             headers={"WWW-Authenticate": 'Bearer realm="waffle", error="invalid_token"'},
         )
-    if page and token and await _logged_in(load_session(request), token):
+    if page and tokens and (named := await _logged_in(load_session(request), tokens)):
         check_same_origin(request)
-        return TOKEN_ACTOR
+        return _token_access(named)
     if waffle.authorize is not None:
         g.waffle_actor = None
         if await waffle.authorize(request):
             check_same_origin(request, ambient_credentials=not page)
             # a name the writes refuse (control characters) is a 422 naming actor
-            return checked_actor(str(g.get("waffle_actor") or CALLBACK_ACTOR))
+            actor = checked_actor(str(g.get("waffle_actor") or CALLBACK_ACTOR))
+            g.waffle_access = Access(actor)
+            return actor
         raise AdminError(403, "forbidden", "The app's authorize callback refused this request.")
     raise AdminError(
         401,

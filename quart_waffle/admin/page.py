@@ -9,7 +9,7 @@ shown masked with an empty input that means "unchanged".
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from quart import Blueprint, Response, jsonify, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
 from ..promotion import apply, export, read_document
 from .api import history_item, query_time, refuse_stale_secrets
-from .auth import NOT_CONFIGURED_MESSAGE, authenticate, is_configured, token_login
+from .auth import NOT_CONFIGURED_MESSAGE, authenticate, credentials, is_configured, token_login
 from .context import admin_prefix, current_waffle
 from .cookies import (
     PLAIN_HTTP_MESSAGE,
@@ -35,7 +35,7 @@ from .fleet_panel import PAGE_WAIT, acknowledgement_query, fleet_view, saved_not
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
-from .page_filter import PageFilter, group_names
+from .permissions import check_apply, check_keys, check_rollback, readable, refuse_read_only
 from .sessions import page_sessions
 from .static_files import static_file
 
@@ -137,16 +137,13 @@ async def index() -> Response:
     if saved is not None and saved > waffle.revision:
         # the save was answered by another worker: read what it wrote, not an older page
         await waffle.refresh()
-    view = PageFilter.from_args(request.args)
-    listed = view.apply(waffle.declarations, waffle.snapshot, waffle.pending_restart)
+    shown = await readable(waffle, waffle.declarations)
+    declarations = {key: item for key, item in waffle.declarations.items() if key in shown}
     return await _render(
         "settings.html",
         200,
         session,
-        groups=grouped_fields(listed, waffle.snapshot),
-        view=view,
-        all_groups=group_names(waffle.declarations),
-        counts=(len(listed), len(waffle.declarations)),
+        groups=grouped_fields(declarations, waffle.snapshot),
         form_revision=waffle.revision,
         notice=saved_notice(saved, request.args),
         fleet=await fleet_view(waffle),
@@ -163,20 +160,20 @@ async def login() -> Response:
         return session
     check_same_origin(request)
     form = await _checked_form()
-    config = current_waffle().config
-    token = None if config is None else config.admin_token
-    if not token:
+    tokens = credentials(current_waffle())
+    if not tokens:
         return await _render(
             "login.html", 401, session, error="Token login is off: the app uses its own login."
         )
-    if not token_login(request, form.get("token", ""), token, where="the login form"):
+    named = token_login(request, form.get("token", ""), tokens, where="the login form")
+    if named is None:
         return await _render("login.html", 401, session, error="That token is wrong.")
     sessions = page_sessions()
     if session.session_id is not None:
         await sessions.close(session.session_id)
     response = _redirect_home()
     save_session(
-        response, PageSession.new(await sessions.open(), fingerprint(token)), admin_prefix()
+        response, PageSession.new(await sessions.open(), fingerprint(named.token)), admin_prefix()
     )
     return response
 
@@ -205,6 +202,7 @@ async def save() -> Response:
     if actor is None:
         return await _render("login.html", 401, session, error="Log in again to save.")
     form = await _checked_form()
+    refuse_read_only()
     waffle = current_waffle()
     texts, originals = submitted(waffle.declarations, form)
     edited = edited_texts(waffle.declarations, waffle.snapshot, texts, originals)
@@ -231,6 +229,7 @@ async def save() -> Response:
         )
     if not changes:
         return _redirect_home(f"?saved={waffle.revision}")
+    await check_keys(waffle, "write", changes)
     try:
         revision = await waffle.update(
             changes, expected_revision=expected, actor=actor, reason=form.get("reason", "")
@@ -288,6 +287,7 @@ async def reset() -> Response:
     key = form.get("key", "")
     if key not in waffle.declarations:
         raise AdminError(422, "unknown_setting", "The reset button names no declared setting.")
+    await check_keys(waffle, "reset", [key])
     try:
         revision = await waffle.reset(
             [key],
@@ -338,6 +338,7 @@ async def key_history(key: str) -> Response:
     before = natural_number(raw_before)
     if raw_before and before is None:
         raise AdminError(422, "invalid_query", "The page link is broken: before must be a number.")
+    await check_keys(waffle, "read", [key])
     entries = await waffle.history(key=key, before_id=before, limit=HISTORY_PAGE_SIZE)
     return await _render(
         "history.html",
@@ -373,12 +374,13 @@ async def all_history() -> Response:
         before_id=before,
         limit=HISTORY_PAGE_SIZE,
     )
+    shown = await readable(waffle, {entry.key for entry in entries})
     return await _render(
         "history.html",
         200,
         session,
         setting=None,
-        entries=[history_item(waffle, entry) for entry in entries],
+        entries=[history_item(waffle, entry) for entry in entries if entry.key in shown],
         next_before=entries[-1].id if len(entries) == HISTORY_PAGE_SIZE else None,
         form_revision=waffle.revision,
         filters=filters,
@@ -403,13 +405,18 @@ async def rollback() -> Response:
     if revision is None:
         raise AdminError(422, "invalid_form", "The form names no revision: reload the page.")
     reason = form.get("reason", "")
+    operation: Literal["revert", "restore"] = (
+        "revert" if request.path.endswith("/revert") else "restore"
+    )
+    seen = await check_rollback(waffle, operation, revision)
     try:
-        if request.path.endswith("/revert"):
+        if operation == "revert":
             new = await waffle.revert(
                 revision, force=form.get("force") == "1", actor=actor, reason=reason
             )
         else:
             expected = natural_number(form.get("expected"))
+            expected = seen if expected is None else expected
             new = await waffle.restore(
                 revision, expected_revision=expected, actor=actor, reason=reason
             )
@@ -457,7 +464,11 @@ async def export_file() -> Response:
         return session
     if await _actor() is None:
         return await _render("login.html", 401, session, error=None)
-    response = jsonify(export(current_waffle()))
+    waffle = current_waffle()
+    document = export(waffle)
+    shown = await readable(waffle, document["settings"])
+    document["settings"] = {k: v for k, v in document["settings"].items() if k in shown}
+    response = jsonify(document)
     response.headers["Content-Disposition"] = 'attachment; filename="waffle-settings.json"'
     return response
 
@@ -478,11 +489,14 @@ async def promote() -> Response:
     text = form.get("settings", "")
     dry_run = form.get("action") != "apply"
     try:
+        expected = None if dry_run else natural_number(form.get("expected"))
+        if not dry_run:
+            expected = await check_apply(waffle, read_document(text), expected)
         planned = await apply(
             waffle,
             read_document(text),
             dry_run=dry_run,
-            expected_revision=None if dry_run else natural_number(form.get("expected")),
+            expected_revision=expected,
             actor=actor,
             reason=form.get("reason", ""),
         )

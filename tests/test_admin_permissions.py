@@ -1,0 +1,253 @@
+"""Per-key permissions, a read-only role and named tokens, on the admin API
+and page (real SQLite and PostgreSQL): a refused key is a 403 naming it with
+nothing stored, each next to the allowed path that works."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+import pytest
+from quart import Request, g
+from quart.typing import TestClientProtocol as Client
+
+from quart_waffle import QuartWaffle
+from quart_waffle.admin import auth
+from quart_waffle.admin.tokens import NamedToken
+from quart_waffle.errors import ConfigurationError
+from tests.helpers import make_waffle
+from tests.test_admin_page import csrf_of, form_of, text_of
+
+ALICE = "alice-token-0123456789abcdef"
+VIEWER = "viewer-token-0123456789abcdef"
+CI = "ci-token-0123456789abcdefghij"
+TOKENS = {
+    "alice": ALICE,
+    "viewer": {"token": VIEWER, "role": "read"},
+    "ci": {"token": CI, "keys": ["MAX_*", "THEME", "GREETING"]},
+}
+Asked = list[tuple[str, frozenset[str]]]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(name="asked")
+def _asked() -> Asked:
+    return []
+
+
+@pytest.fixture(name="waffle")
+async def _waffle(database_url: str, asked: Asked) -> AsyncIterator[QuartWaffle]:
+    async def no_greeting(
+        request: Request, operation: str, keys: frozenset[str]
+    ) -> Collection[str]:
+        """The app's rule in these tests: nobody but alice changes GREETING."""
+        asked.append((operation, keys))
+        if operation == "read" or g.waffle_actor == "token:alice":
+            return keys
+        return keys - {"GREETING"}
+
+    waffle = make_waffle(database_url, admin_tokens=TOKENS, authorize_keys=no_greeting)
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    async with waffle.app.test_app():
+        yield waffle
+
+
+@pytest.fixture(name="client")
+def _client(waffle: QuartWaffle) -> Client:
+    assert waffle.app is not None
+    return waffle.app.test_client()
+
+
+async def rows(waffle: QuartWaffle) -> int:
+    return len(await waffle.history(limit=1000))
+
+
+async def test_a_refused_key_stores_nothing_of_a_multi_key_write(
+    client: Client, waffle: QuartWaffle, asked: Asked
+) -> None:
+    body = {"values": {"MAX_ITEMS": 7, "GREETING": "Hi"}}
+    response = await client.patch("/waffle/api/settings", json=body, headers=bearer(CI))
+    assert response.status_code == 403
+    refusal = await response.get_json()
+    assert refusal["error"]["code"] == "forbidden_keys"
+    assert list(refusal["error"]["fields"]) == ["GREETING"]
+    assert ("write", frozenset({"MAX_ITEMS", "GREETING"})) in asked
+    assert waffle.get("MAX_ITEMS") == 20
+    assert await rows(waffle) == 0
+    # the token's own patterns refuse RATE before the callback is asked
+    response = await client.put(
+        "/waffle/api/settings/RATE", json={"value": 2.0}, headers=bearer(CI)
+    )
+    assert response.status_code == 403
+    assert list((await response.get_json())["error"]["fields"]) == ["RATE"]
+    assert await rows(waffle) == 0
+    # controls: the allowed keys alone, and alice with GREETING
+    response = await client.patch(
+        "/waffle/api/settings", json={"values": {"MAX_ITEMS": 7}}, headers=bearer(CI)
+    )
+    assert response.status_code == 200
+    response = await client.patch("/waffle/api/settings", json=body, headers=bearer(ALICE))
+    assert response.status_code == 200
+    assert (waffle.get("MAX_ITEMS"), waffle.get("GREETING")) == (7, "Hi")
+    actors = [(entry.key, entry.actor) for entry in await waffle.history(limit=10)]
+    assert actors == [("GREETING", "token:alice"), ("MAX_ITEMS", "token:ci")]
+
+
+async def test_reset_revert_restore_and_apply_ask_for_the_keys_they_put_back(
+    client: Client, waffle: QuartWaffle
+) -> None:
+    changed = await waffle.update({"GREETING": "Hi", "MAX_ITEMS": 9}, actor="ops")
+    before = await rows(waffle)
+    refused = {
+        "/waffle/api/settings/GREETING/reset": None,
+        f"/waffle/api/revisions/{changed}/revert": None,
+        "/waffle/api/revisions/0/restore": None,
+        "/waffle/api/apply": {"settings": {"GREETING": "Yo", "MAX_ITEMS": 9}},
+    }
+    for path, body in refused.items():
+        options: dict[str, Any] = {} if body is None else {"json": body}
+        response = await client.post(path, headers=bearer(CI), **options)
+        assert response.status_code == 403, path
+        assert list((await response.get_json())["error"]["fields"]) == ["GREETING"], path
+    assert await rows(waffle) == before
+    assert waffle.get("GREETING") == "Hi"
+    # controls: an apply that leaves GREETING as it is, and alice's revert
+    response = await client.post(
+        "/waffle/api/apply",
+        json={"settings": {"GREETING": "Hi", "MAX_ITEMS": 11}},
+        headers=bearer(CI),
+    )
+    assert response.status_code == 200
+    assert waffle.get("MAX_ITEMS") == 11
+    response = await client.post(
+        f"/waffle/api/revisions/{changed}/revert", json={"force": True}, headers=bearer(ALICE)
+    )
+    assert response.status_code == 200, await response.get_json()
+    assert waffle.get("GREETING") == "Hello"
+
+
+async def test_a_read_only_token_reads_everything_and_changes_nothing(
+    client: Client, waffle: QuartWaffle
+) -> None:
+    await waffle.update({"API_KEY": "n3w-s3cret"}, actor="ops")
+    for path in ("/waffle/api/settings", "/waffle/api/history", "/waffle/api/export"):
+        response = await client.get(path, headers=bearer(VIEWER))
+        assert response.status_code == 200, path
+        assert "n3w-s3cret" not in await text_of(response)
+    listed = await (await client.get("/waffle/api/settings", headers=bearer(VIEWER))).get_json()
+    assert len(listed["settings"]) == len(waffle.declarations)
+    before = await rows(waffle)
+    writes = [
+        ("PUT", "/waffle/api/settings/MAX_ITEMS", {"value": 5}),
+        ("PATCH", "/waffle/api/settings", {"values": {"MAX_ITEMS": 5}}),
+        ("POST", "/waffle/api/settings/MAX_ITEMS/reset", None),
+        ("POST", "/waffle/api/revisions/1/revert", None),
+        ("POST", "/waffle/api/apply", {"settings": {"MAX_ITEMS": 5}, "dry_run": True}),
+    ]
+    for method, path, body in writes:
+        options: dict[str, Any] = {} if body is None else {"json": body}
+        response = await client.open(path, method=method, headers=bearer(VIEWER), **options)
+        assert response.status_code == 403, path
+        assert (await response.get_json())["error"]["code"] == "read_only"
+    assert await rows(waffle) == before
+    assert waffle.get("MAX_ITEMS") == 20
+    # control: the same write with an admin token
+    response = await client.put(
+        "/waffle/api/settings/MAX_ITEMS", json={"value": 5}, headers=bearer(ALICE)
+    )
+    assert response.status_code == 200
+
+
+async def login(client: Client, token: str) -> str:
+    login_page = await text_of(await client.get("/waffle/"))
+    response = await client.post(
+        "/waffle/login", form={"csrf": csrf_of(login_page), "token": token}
+    )
+    assert response.status_code == 303
+    page = await text_of(await client.get("/waffle/"))
+    assert 'id="settings-form"' in page
+    return csrf_of(page)
+
+
+async def test_the_page_logs_in_named_tokens_and_applies_their_rules(
+    waffle: QuartWaffle,
+) -> None:
+    assert waffle.app is not None
+    viewer, ci, alice = (waffle.app.test_client() for _ in range(3))
+    csrf = await login(viewer, VIEWER)
+    response = await viewer.post("/waffle/save", form=form_of(waffle, csrf, MAX_ITEMS="30"))
+    assert response.status_code == 403
+    assert "may read the settings but not change them" in await text_of(response)
+    response = await viewer.post("/waffle/reset", form={"csrf": csrf, "key": "MAX_ITEMS"})
+    assert response.status_code == 403
+    assert await rows(waffle) == 0
+
+    csrf = await login(ci, CI)
+    form = form_of(waffle, csrf, MAX_ITEMS="30", GREETING="Hey")
+    response = await ci.post("/waffle/save", form=form)
+    assert response.status_code == 403
+    assert "GREETING" in await text_of(response)
+    assert await rows(waffle) == 0
+    assert waffle.get("MAX_ITEMS") == 20
+    response = await ci.post("/waffle/save", form=form_of(waffle, csrf, MAX_ITEMS="30"))
+    assert response.status_code == 303
+    assert waffle.get("MAX_ITEMS") == 30
+
+    csrf = await login(alice, ALICE)
+    response = await alice.post("/waffle/save", form=form_of(waffle, csrf, GREETING="Hey"))
+    assert response.status_code == 303
+    assert [entry.actor for entry in await waffle.history()] == ["token:alice", "token:ci"]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "named"),
+    [
+        ({"bob": "short"}, "WAFFLE_ADMIN_TOKENS['bob']"),
+        ({"bob": "a" * 40}, "WAFFLE_ADMIN_TOKENS['bob']"),
+        ({"bob": {"token": ALICE, "role": "root"}}, "role must be one of admin, read"),
+        ({"bob": {"token": ALICE, "keys": "MAX_*"}}, "keys must be a list"),
+        ({"bob": {"secret": ALICE}}, "unknown members secret"),
+        ({"bad name": ALICE}, "the name 'bad name'"),
+        ({"a": ALICE, "b": ALICE}, "two names share one token"),
+        ("{not json", "is not JSON"),
+        (["alice"], "must be a mapping"),
+    ],
+)
+def test_a_weak_or_malformed_token_table_is_refused_at_start(
+    sqlite_url: str, tokens: Any, named: str
+) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        make_waffle(sqlite_url, admin_tokens=tokens)
+    assert "WAFFLE_ADMIN_TOKENS" in str(refused.value)
+    assert named in str(refused.value)
+    assert ALICE not in str(refused.value)
+
+
+def test_the_environment_form_is_json(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAFFLE_ADMIN_TOKENS", json.dumps({"ci": {"token": CI, "role": "read"}}))
+    waffle = make_waffle(sqlite_url)
+    assert waffle.config is not None
+    assert waffle.config.admin_tokens is not None
+    (token,) = waffle.config.admin_tokens
+    assert (token.actor, token.role, token.keys) == ("token:ci", "read", None)
+    assert CI not in repr(token)
+
+
+def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+
+    def spy(given: bytes, expected: bytes) -> bool:
+        compared.append((given, expected))
+        return given == expected
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    tokens = [NamedToken("a", ALICE), NamedToken("c", CI)]
+    assert auth.matching(ALICE, tokens) == tokens[0]
+    assert len(compared) == 2  # no early exit once found
+    assert auth.matching("wrong", tokens) is None
