@@ -35,6 +35,7 @@ from .fleet_panel import PAGE_WAIT, acknowledgement_query, fleet_view, saved_not
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
+from .page_filter import PageFilter, group_names
 from .permissions import check_apply, check_keys, check_rollback, readable, refuse_read_only
 from .sessions import page_sessions
 from .static_files import static_file
@@ -139,11 +140,16 @@ async def index() -> Response:
         await waffle.refresh()
     shown = await readable(waffle, waffle.declarations)
     declarations = {key: item for key, item in waffle.declarations.items() if key in shown}
+    view = PageFilter.from_args(request.args)
+    listed = view.apply(declarations, waffle.snapshot, waffle.pending_restart)
     return await _render(
         "settings.html",
         200,
         session,
-        groups=grouped_fields(declarations, waffle.snapshot),
+        groups=grouped_fields(listed, waffle.snapshot),
+        view=view,
+        all_groups=group_names(declarations),
+        counts=(len(listed), len(declarations)),
         form_revision=waffle.revision,
         notice=saved_notice(saved, request.args),
         fleet=await fleet_view(waffle),
