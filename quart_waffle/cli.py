@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from .actor import checked_actor, escape_controls
 from .errors import ConfigurationError, InvalidValueError, StoreUnavailableError, WaffleError
 from .extension import QuartWaffle
-from .fleet import Fleet, WorkerView
+from .fleet import Acknowledgement, Fleet, WorkerView
 from .kinds import parse_integer
 from .promotion import Plan, apply, plan, read_document
 from .redaction import describe_error, mask_credentials
@@ -226,14 +226,37 @@ def waffle_cli() -> None:
     "--min-workers", type=WholeNumber(0, 10**6), default=0, help="Fewer live workers: exit 3."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the fleet as GET /api/fleet does.")
+@click.option(
+    "--revision",
+    type=WholeNumber(),
+    help="Instead: wait until every live worker serves this revision (exit 3 if not).",
+)
+@click.option(
+    "--within",
+    type=click.FloatRange(0, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds --revision waits at most.",
+)
 @pass_script_info
 def status_command(
-    info: ScriptInfo, max_lag: float | None, min_workers: int, as_json: bool
+    info: ScriptInfo,
+    max_lag: float | None,
+    min_workers: int,
+    as_json: bool,
+    revision: int | None,
+    within: float,
 ) -> None:
     """The fleet: every worker of every host on this store, what it serves and
     whether it lags (not the supervisor's `quart-waffle workers`). Exit status
     0 when every live worker keeps up, 3 when one lags or fewer than
-    --min-workers are live, 1 when the fleet cannot be read."""
+    --min-workers are live, 1 when the fleet cannot be read. With --revision,
+    wait until every live worker serves that revision instead (exit 3 if one
+    does not within --within seconds)."""
+
+    if revision is not None:
+        _acknowledged(info, revision, within, as_json)
+        return
 
     async def action(waffle: QuartWaffle) -> Fleet:
         return await waffle.fleet()
@@ -247,6 +270,19 @@ def status_command(
     if lagging or len(fleet.live) < min_workers:
         if len(fleet.live) < min_workers:
             click.echo(f"only {len(fleet.live)} live worker(s), fewer than {min_workers}", err=True)
+        raise SystemExit(3)
+
+
+def _acknowledged(info: ScriptInfo, revision: int, within: float, as_json: bool) -> None:
+    """``status --revision R``: wait until every live worker serves R; print
+    who applied it (and who has not); exit 3 unless all did."""
+
+    async def action(waffle: QuartWaffle) -> Acknowledgement:
+        return await waffle.acknowledged(revision, within=within)
+
+    ack = _run(info, action)
+    click.echo(json.dumps(ack.as_dict(), indent=2) if as_json else ack.text)
+    if not ack.complete:
         raise SystemExit(3)
 
 

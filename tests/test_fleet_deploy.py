@@ -25,8 +25,9 @@ from tests.conftest import require
 
 TOKEN = "fleet-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-HEARTBEAT = 0.5
-"""Seconds between heartbeats: lagging after 2 s, gone after 6 s, forgotten after 11 s."""
+HEARTBEAT = 1.5
+"""Seconds between heartbeats: lagging after 4 s, gone after 16 s (the commands
+run while a worker is paused need seconds to start on a loaded machine)."""
 Fleet = dict[str, Any]
 
 
@@ -154,15 +155,22 @@ async def test_two_hosts_on_postgres_and_redis(postgres_url: str, tmp_path: Path
         paused = min(pids_b)
         os.kill(paused, signal.SIGSTOP)
         try:
+            # started now, it reads the fleet within seconds: the paused worker is live
+            waiting = asyncio.create_task(
+                status_command(env_a, "--revision", str(written["revision"] + 1), "--within", "8")
+            )
             await fleet_until(
                 a.port,
                 lambda f: states(f).get(("host-b", paused)) == "lagging",
-                10,
+                15,
                 "the paused worker flagged lagging",
             )
-            # the command runs while the write waits: both before the worker counts as gone
-            status = asyncio.create_task(status_command(env_a, "--max-lag", "1.5"))
+            # runs while the write waits: both before the worker counts as gone
+            status = asyncio.create_task(status_command(env_a, "--max-lag", "2.5"))
             written = await write(a.port, {"MAX_ITEMS": 33}, wait=1.0)
+            code, output = await waiting
+            assert code == 3, output
+            assert f"not yet: host-b pid {paused} serves revision" in output, output
             code, output = await status
             assert code == 3, output
             assert f"host-b\tpid {paused}\trevision 1\tLAGGING" in output, output
@@ -186,3 +194,7 @@ async def test_two_hosts_on_postgres_and_redis(postgres_url: str, tmp_path: Path
         code, output = await status_command(env_b)
         assert code == 0, output
         assert "4 keeping up, 0 lagging, 0 gone" in output, output
+        head = (await fleet(a.port))["head"]
+        code, output = await status_command(env_b, "--revision", str(head), "--within", "5")
+        assert code == 0, output
+        assert output.startswith("applied by 4 of 4 workers in "), output

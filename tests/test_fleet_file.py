@@ -17,7 +17,8 @@ async def test_file_channel_and_a_killed_worker(sqlite_url: str, tmp_path: Path)
     # two servers on one host sharing the watcher file (hypercorn stops every
     # worker of a server when one dies, so the killed one is a server's only worker)
     run = {"WAFFLE_WATCHER_FILE": str(tmp_path / "run" / "waffle.revision")}
-    env = host_env("file", sqlite_url, tmp_path, "host-f", **run)
+    # heartbeat 0.5 s: gone after 6 s, forgotten after 11 s
+    env = host_env("file", sqlite_url, tmp_path, "host-f", WAFFLE_HEARTBEAT_INTERVAL="0.5", **run)
     async with hosts(env, log_dir=tmp_path) as (deployment,):
         single = Deployment(env, tmp_path / "single.log", workers=1, app="tests.sync_app:app")
         await single.start()
