@@ -14,8 +14,8 @@ Each peer is installed at that version in its own virtualenv, cached under
 Quart peer's virtualenv sees this checkout's packages after its own (a ``.pth`` file), so it
 serves the very app ours does with the server at the version named.
 
-    python -m benchmarks.peers                # about 10 minutes on 2 cores
-    python -m benchmarks.peers --quick        # about 3 minutes: shorter windows
+    python -m benchmarks.peers                # about 10 minutes on 2 idle cores
+    python -m benchmarks.peers --quick        # a few minutes: 10 s windows, four contenders
     python -m benchmarks.peers --only uvicorn --only 'quart-waffle -k uvicorn'
 
 A request fails unless it gets a complete 200 on its first attempt. Every cell runs the load for
@@ -55,6 +55,9 @@ BIN = Path(sys.executable).parent
 CACHE = Path(
     os.environ.get("QUART_WAFFLE_BENCH_CACHE") or Path.home() / ".cache" / "quart-waffle-bench"
 )
+QUICK = ("quart-waffle -k hypercorn", "quart-waffle -k uvicorn", "uvicorn", "granian")
+"""The contenders of ``--quick``: ours with the default and the fastest class, and the two
+fastest peers."""
 SIGNAL_RELOAD_TIMEOUT = 30.0
 AFTER_OLD_GONE = 10.0  # seconds a peer's new workers get to answer once the old ones are gone
 
@@ -451,22 +454,33 @@ async def run(options: Options, chosen: list[Contender]) -> list[Cell]:
     return cells
 
 
+def _named(contender: Contender, name: str) -> bool:
+    """`name` is the contender's name or its first words (``uvicorn``, ``quart-waffle``)."""
+    return contender.name == name or contender.name.startswith(f"{name} ")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10 s windows (about 4 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"10 s windows, and only {', '.join(QUICK)} unless --only is given",
+    )
     parser.add_argument("--seconds", type=float, help="load window per cell (default 30)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--reloads", type=int, default=2)
     parser.add_argument(
-        "--only", action="append", default=[], help="a contender's name prefix; repeatable"
+        "--only",
+        action="append",
+        default=[],
+        help="a contender's name or its first words ('uvicorn', 'quart-waffle'); repeatable",
     )
     args = parser.parse_args(argv)
     seconds = args.seconds or (10.0 if args.quick else 30.0)
     options = Options(args.workers, args.clients, seconds, args.reloads)
-    chosen = [
-        c for c in contenders() if not args.only or any(c.name.startswith(o) for o in args.only)
-    ]
+    only = args.only or (list(QUICK) if args.quick else [])
+    chosen = [c for c in contenders() if not only or any(_named(c, name) for name in only)]
     cells = asyncio.run(run(options, chosen))
     print(
         f"\n{options.workers} workers, {options.clients} clients, {options.seconds:g} s per cell,"
