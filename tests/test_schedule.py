@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from quart_waffle import QuartWaffle
 from quart_waffle.errors import InvalidValueError
-from quart_waffle.schedule import NotCancellableError, ScheduledChange, run_due
+from quart_waffle.schedule import NotCancellableError, ScheduledChange, _apply, _revert, run_due
+from quart_waffle.store import schedule_table
 from tests.helpers import make_waffle, serving
 
 
@@ -152,3 +154,30 @@ async def test_each_step_written_once_by_racing_workers(database_url: str) -> No
         assert len({row.revision for row in history}) == 6
         assert {found.state for found in await first.scheduled()} == {"reverted"}
         assert [found.id for found in entries] == sorted(found.id for found in entries)
+
+
+async def test_a_late_worker_writes_nothing(database_url: str) -> None:
+    """A worker that read an entry as due, then lost the race to another,
+    must not write it again over a change made in between: the claim in the
+    write's transaction refuses it (the same values written twice would be
+    a no-op, so the race itself cannot show this)."""
+    early, late = (make_waffle(database_url, check_interval=3600) for _ in range(2))
+    async with serving(early, late):
+        added = await early.schedule({"MAX_ITEMS": 30}, at=soon(0.2), until=soon(0.4))
+        await asyncio.sleep(0.5)
+        engine = late._connected().store.engine
+        async with engine.connect() as connection:
+            query = select(schedule_table).where(schedule_table.c.id == added.id)
+            stale = (await connection.execute(query)).one()  # pending, as the late worker saw it
+        await run_due(early)  # the change
+        await early.update({"MAX_ITEMS": 60}, actor="bob")
+        await _apply(late, stale, "late")
+        assert (await entry(early, added.id)).state == "applied"
+        await run_due(early)  # its end: bob's value stays
+        async with engine.connect() as connection:
+            applied = (await connection.execute(query)).one()
+        await _revert(late, applied, "late")
+        assert (await entry(early, added.id)).state == "conflict"
+        assert [row.actor for row in await early.history()] == ["bob", f"schedule:{added.id}"]
+        await late.refresh()
+        assert late.get("MAX_ITEMS") == 60
