@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import AsyncIterator, Collection
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -161,6 +162,25 @@ async def test_a_read_only_token_reads_everything_and_changes_nothing(
     response = await client.put(
         "/waffle/api/settings/MAX_ITEMS", json={"value": 5}, headers=bearer(ALICE)
     )
+    assert response.status_code == 200
+
+
+async def test_scheduling_asks_for_the_keys_it_would_change(
+    client: Client, waffle: QuartWaffle
+) -> None:
+    at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {"values": {"MAX_ITEMS": 3, "GREETING": "Later"}, "at": at}
+    response = await client.post("/waffle/api/schedule", json=body, headers=bearer(CI))
+    assert response.status_code == 403
+    assert list((await response.get_json())["error"]["fields"]) == ["GREETING"]
+    assert await waffle.scheduled() == []
+    response = await client.post("/waffle/api/schedule", json=body, headers=bearer(ALICE))
+    assert response.status_code == 201
+    entry = (await response.get_json())["id"]
+    response = await client.delete(f"/waffle/api/schedule/{entry}", headers=bearer(CI))
+    assert response.status_code == 403
+    assert (await waffle.scheduled())[0].state == "pending"
+    response = await client.delete(f"/waffle/api/schedule/{entry}", headers=bearer(ALICE))
     assert response.status_code == 200
 
 

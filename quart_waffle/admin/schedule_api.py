@@ -4,7 +4,7 @@ authentication and JSON error bodies apply."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, jsonify
 
@@ -13,15 +13,23 @@ from .api import api, read_json
 from .context import current_waffle
 from .errors import AdminError
 from .inputs import refuse_mask
+from .permissions import check_keys, has_key_rules, readable
 
+if TYPE_CHECKING:
+    from ..extension import QuartWaffle
+
+_CANCEL_SCAN = 10_000
 _MEMBERS = {"values": dict, "at": str, "until": (str, type(None)), "reason": str, "force": bool}
 
 
 @api.get("/api/schedule")
 async def list_schedule() -> Response:
     """The newest 100 scheduled changes, newest first."""
-    entries = await current_waffle().scheduled()
-    return jsonify({"schedule": [entry.as_dict() for entry in entries]})
+    waffle = current_waffle()
+    entries = await waffle.scheduled()
+    shown = await readable(waffle, {key for entry in entries for key in entry.values})
+    listed = [entry.as_dict() for entry in entries if shown.issuperset(entry.values)]
+    return jsonify({"schedule": listed})
 
 
 @api.post("/api/schedule")
@@ -50,6 +58,7 @@ async def add_schedule() -> Response:
     for key, value in values.items():
         if key in waffle.declarations:
             refuse_mask(waffle.declarations[key], value)
+    await check_keys(waffle, "schedule", values)
     entry = await waffle.schedule(  # InvalidValueError: 422 naming the key or member
         values,
         at=body["at"],
@@ -67,8 +76,11 @@ async def add_schedule() -> Response:
 async def cancel_schedule(entry_id: int) -> Response:
     """Cancel a pending change, or the end of an applied temporary one;
     404 when there is no such entry, 409 when it has no step left."""
+    waffle = current_waffle()
+    if has_key_rules(waffle):
+        await _check_cancel(waffle, entry_id)
     try:
-        entry = await current_waffle().cancel_scheduled(entry_id, actor=g.waffle_admin_actor)
+        entry = await waffle.cancel_scheduled(entry_id, actor=g.waffle_admin_actor)
     except NotCancellableError as error:
         if error.state is None:
             raise AdminError(
@@ -77,3 +89,18 @@ async def cancel_schedule(entry_id: int) -> Response:
         reason = {"id": f"it is {error.state}"}
         raise AdminError(409, "not_cancellable", str(error), reason) from None
     return jsonify(entry.as_dict())
+
+
+async def _check_cancel(waffle: QuartWaffle, entry_id: int) -> None:
+    """403 naming the keys of ``entry_id`` this request may not schedule."""
+    for entry in await waffle.scheduled(limit=_CANCEL_SCAN):
+        if entry.id == entry_id:
+            await check_keys(waffle, "schedule", entry.values)
+            return
+    raise AdminError(
+        403,
+        "forbidden_keys",
+        f"Scheduled change {entry_id} is not among the newest {_CANCEL_SCAN}, so its keys"
+        " cannot be checked; nothing was cancelled.",
+        {"id": "its keys could not be checked"},
+    )
