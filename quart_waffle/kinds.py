@@ -648,6 +648,7 @@ def enum_kind(enum_type: type[enum.Enum]) -> Kind:
         schema,
         "select",
         to_json=to_json,
+        secret_reason="must be one of the allowed values",
     )
 
 

@@ -185,8 +185,12 @@ class Setting(Generic[T]):
         try:
             return self._kind.check(value)
         except ValueError as error:
-            generic = self._kind.secret_reason
-            raise self._refuse(generic if self.secret and generic else str(error)) from None
+            raise self._refuse(self._secret_reason(str(error))) from None
+
+    def _secret_reason(self, reason: str) -> str:
+        """``reason``, or the kind's words that never repeat a value for a secret."""
+        generic = self._kind.secret_reason
+        return generic if self.secret and generic else reason
 
     def _check_extras(self, value: Any) -> None:
         """Length, URL scheme, JSON Schema and the validator function."""
@@ -285,7 +289,7 @@ class Setting(Generic[T]):
         try:
             value = self._kind.parse_text(text)
         except ValueError as error:
-            raise InvalidValueError({self.key: str(error)}) from None
+            raise self._refuse(self._secret_reason(str(error))) from None
         return self.validate(value)
 
     def format_text(self, value: T) -> str:

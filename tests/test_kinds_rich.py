@@ -199,6 +199,14 @@ def test_secrets_never_echo_in_reasons() -> None:
         with pytest.raises(InvalidValueError) as caught:
             setting.validate(bad)
         assert "hunter2" not in caught.value.errors[setting.key]
+    # nor do a secret enum's members (they would narrow the secret down)
+    tier = Setting("TIER", Tier.FREE, secret=True)
+    attempts: list[Callable[[str], Any]] = [tier.validate, tier.parse_text]
+    for attempt in attempts:
+        with pytest.raises(InvalidValueError) as caught:
+            attempt("gold")
+        assert "free" not in caught.value.errors["TIER"]
+        assert "pro" not in caught.value.errors["TIER"]
 
 
 def test_schema_widget_and_description_come_from_the_table() -> None:
@@ -395,12 +403,13 @@ def test_cli_set_export_apply(database_url: str, tmp_path: Path) -> None:
     path.write_text(json.dumps(exported))
     assert run("apply", str(path)).exit_code == 0, run("apply", str(path)).output
     path.write_text(json.dumps({"settings": {key: bad for key, _g, _t, _v, bad, *_r in CASES}}))
-    result = run("apply", str(path))
-    assert result.exit_code == 1, result.output
-    [line] = result.output.strip().splitlines()
-    for key, *_rest, words in CASES:
-        assert f"{key}:" in line
-        assert reason_matches(line, words), line
+    for command in ("apply", "import"):
+        result = run(command, str(path))
+        assert result.exit_code == 1, result.output
+        [line] = result.output.strip().splitlines()
+        for key, *_rest, words in CASES:
+            assert f"{key}:" in line
+            assert reason_matches(line, words), line
     assert json.loads(run("export").output)["revision"] == exported["revision"]
 
 
@@ -423,3 +432,14 @@ async def test_a_stored_value_that_no_longer_fits_is_served_as_the_default(
             assert key in waffle.snapshot.rejected
         assert "timezone-aware" in waffle.snapshot.rejected["LAUNCH_AT"]
         assert "not exact" in waffle.snapshot.rejected["PRICE"]
+
+
+def test_override_checks_values_as_a_write_does(tmp_path: Path) -> None:
+    waffle = make(f"sqlite+aiosqlite:///{tmp_path / 'never-opened.db'}")
+    with pytest.raises(InvalidValueError, match="not exact"):
+        waffle.override(PRICE=0.1)
+    with waffle.override(LAUNCH_AT="2026-06-01T18:30:00Z", PRICE="1.50", TIER="pro"):
+        assert waffle.get("LAUNCH_AT") == dt.datetime(2026, 6, 1, 18, 30, tzinfo=UTC)
+        assert waffle.get("PRICE") == Decimal("1.50")
+        assert waffle.get("TIER") is Tier.PRO
+    assert not (tmp_path / "never-opened.db").exists()
