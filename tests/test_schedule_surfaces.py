@@ -14,6 +14,7 @@ from click.testing import Result
 
 from quart_waffle import QuartWaffle
 from tests.helpers import ADMIN_TOKEN, make_waffle
+from tests.test_admin_page import logged_in, text_of
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -133,3 +134,43 @@ def test_cli(database_url: str) -> None:
     for entry_id in ("1", "7"):
         refused = cli(waffle, "cancel", entry_id)
         assert (refused.exit_code, refused.output.count("\n")) == (1, 1)
+
+
+async def test_admin_page(served: QuartWaffle) -> None:
+    waffle = served
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    client = waffle.app.test_client()
+    csrf = await logged_in(client)
+    empty = await text_of(await client.get("/waffle/schedule"))
+    assert 'id="schedule-none"' in empty
+    form = {"csrf": csrf, "values": "MAX_ITEMS=33\nTHEME=dark", "at": later(3600), "reason": "r"}
+    for bad, field in (
+        ({"values": "MAX_ITEMS=0"}, "MAX_ITEMS"),
+        ({"values": "NOPE=1"}, "NOPE"),
+        ({"values": "MAX_ITEMS"}, "values"),
+        ({"at": "2030-01-01T00:00:00"}, "at"),
+        ({"until": later(60)}, "until"),
+    ):
+        refused = await client.post("/waffle/schedule", form={**form, **bad})
+        assert refused.status_code == 422, bad
+        assert field in await text_of(refused), bad
+    assert await waffle.scheduled() == []
+    forged = await client.post("/waffle/schedule", form={**form, "csrf": "forged"})
+    assert forged.status_code == 403
+    added = await client.post("/waffle/schedule", form=form)
+    assert added.status_code == 303
+    html = await text_of(await client.get(added.headers["Location"]))
+    assert 'id="schedule-1" data-state="pending"' in html
+    assert 'id="cancel-1"' in html
+    (entry,) = await waffle.scheduled()
+    assert (entry.values, entry.actor, entry.reason) == (
+        {"MAX_ITEMS": 33, "THEME": "dark"},
+        "token",
+        "r",
+    )
+    cancelled = await client.post("/waffle/schedule/cancel", form={"csrf": csrf, "id": "1"})
+    assert cancelled.status_code == 303
+    assert (await waffle.scheduled())[0].state == "cancelled"
+    again = await client.post("/waffle/schedule/cancel", form={"csrf": csrf, "id": "1"})
+    assert again.status_code == 409

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def register_admin(app: Quart, waffle: QuartWaffle) -> None:
     """Mount the admin on ``app`` under ``waffle.config.admin_prefix``."""
     from ..metrics.endpoint import check_metrics_token, metrics
-    from . import schedule_api  # noqa: F401  (its routes join the api blueprint)
+    from . import schedule_api, schedule_page  # noqa: F401  (their routes join the blueprints)
     from .api import api
     from .page import page
 
