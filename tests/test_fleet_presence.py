@@ -203,3 +203,13 @@ def test_behind_a_change_no_worker_applied() -> None:
     assert [view.state for view in fresh.workers] == ["ok"]
     served = judge([record(1, 4, now - 90), record(2, 5, now - 10)], bounds, now, 5)
     assert [view.state for view in served.workers] == ["lagging", "ok"]
+
+
+async def test_page_fleet_needs_a_login(client: Client) -> None:
+    """The page's fleet data (host names, pids, versions) is for a logged-in
+    page only; a bearer token reads /api/fleet instead."""
+    response = await client.get("/waffle/fleet")
+    assert response.status_code in (401, 403)
+    body = await response.get_data(as_text=True)
+    assert str(os.getpid()) not in body
+    assert '"workers"' not in body
