@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,22 @@ async def test_filter_without_javascript_and_statements_per_render(tmp_path: Pat
         assert "Showing 2 of 1000 settings" in changed
         assert 'id="filter-clear"' in changed
         assert 'id="history-SEARCH_RETRIES_2"' in changed  # rollback is one click away
+
+        # scheduled changes still due are listed, and marked on their settings
+        assert 'id="schedule-empty"' in changed
+        soon = datetime.now(UTC) + timedelta(hours=1)
+        entry = await waffle.schedule(
+            {"FEEDS_MODE_1": "manual"}, at=soon, until=soon + timedelta(hours=1), reason="night"
+        )
+        feeds = await text_of(await client.get("/waffle/?group=Feeds"))
+        row = re.search(
+            rf'<tr id="schedule-{entry.id}" data-state="pending">(.*?)</tr>', feeds, re.S
+        )
+        assert row is not None, feeds
+        assert 'FEEDS_MODE_1 = "manual"' in row.group(1)
+        assert "night" in row.group(1)
+        assert f'href="#schedule-{entry.id}" class="scheduled" id="scheduled-FEEDS_MODE_1"' in feeds
+        assert 'id="scheduled-FEEDS_MODE_2"' not in feeds
 
         # a render reads the worker's snapshot: 1,000 settings cost no more
         # statements than 10 (the session check, permissions, the fleet panel)

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
 from ..promotion import apply, export, read_document
+from ..schedule import ACTIVE
 from .api import history_item, query_time, refuse_stale_secrets
 from .auth import NOT_CONFIGURED_MESSAGE, authenticate, credentials, is_configured, token_login
 from .context import admin_prefix, current_waffle
@@ -142,6 +143,11 @@ async def index() -> Response:
     declarations = {key: item for key, item in waffle.declarations.items() if key in shown}
     view = PageFilter.from_args(request.args)
     listed = view.apply(declarations, waffle.snapshot, waffle.pending_restart)
+    upcoming = [
+        entry
+        for entry in await waffle.scheduled()
+        if entry.state in ACTIVE and shown.issuperset(entry.values)
+    ]
     return await _render(
         "settings.html",
         200,
@@ -150,6 +156,8 @@ async def index() -> Response:
         view=view,
         all_groups=group_names(declarations),
         counts=(len(listed), len(declarations)),
+        schedule=upcoming,
+        scheduled_keys={key: entry for entry in reversed(upcoming) for key in entry.values},
         form_revision=waffle.revision,
         notice=saved_notice(saved, request.args),
         fleet=await fleet_view(waffle),
