@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     )
     from .extension import Authorizer, QuartWaffle
     from .fleet import Acknowledgement, Fleet
+    from .schedule import NotCancellableError, ScheduledChange
     from .settings import Setting
     from .signals import settings_changed
     from .snapshot import Snapshot
@@ -36,7 +37,9 @@ _MODULE_OF = {
     "Fleet": ".fleet",
     "HistoryEntry": ".store",
     "InvalidValueError": ".errors",
+    "NotCancellableError": ".schedule",
     "QuartWaffle": ".extension",
+    "ScheduledChange": ".schedule",
     "Setting": ".settings",
     "Snapshot": ".snapshot",
     "StoreUnavailableError": ".errors",
@@ -55,7 +58,9 @@ __all__ = [
     "Fleet",
     "HistoryEntry",
     "InvalidValueError",
+    "NotCancellableError",
     "QuartWaffle",
+    "ScheduledChange",
     "Setting",
     "Snapshot",
     "StoreUnavailableError",
