@@ -417,6 +417,12 @@ def verdicts(cells: list[Cell]) -> list[str]:
             lines.append(
                 f"- {mode}: fastest of ours ({best.contender.name}) served {ratio:.2f}x"
                 f" uvicorn's requests"
+                + (
+                    f" (uvicorn completed {len(uvicorn[0].windows) - uvicorn[0].incomplete} of"
+                    f" {len(uvicorn[0].windows)} reloads: it gave up and kept its old workers)"
+                    if uvicorn[0].incomplete
+                    else ""
+                )
             )
         for cell in ours:
             steady = percentile(cell.latencies(during=False), 0.99)
