@@ -1,5 +1,5 @@
 """An app declaring a datetime and a Decimal setting, for the deployment test
-of tests/test_kinds_rich_paths.py: ``GET /whoami`` answers each worker's pid,
+and the browser test of tests/test_kinds_rich_paths.py: ``GET /whoami`` answers each worker's pid,
 revision and the ``repr`` of each value it serves (so a type, an offset or a
 trailing zero that differs shows)."""
 
@@ -20,10 +20,13 @@ def declarations() -> list[Setting[Any]]:
         Setting("LAUNCH_AT", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
         Setting("PRICE", Decimal("9.99")),
         Setting("SESSION_TTL", dt.timedelta(minutes=15)),
+        Setting("LAUNCH_DAY", dt.date(2026, 1, 1)),
+        Setting("WEBHOOK", "https://example.com/hook", type="url"),
     ]
 
 
 app = Quart(__name__, instance_path=os.environ.get("WAFFLE_INSTANCE_PATH") or None)
+app.config.from_prefixed_env()  # QUART_SECRET_KEY signs the admin page session
 waffle = QuartWaffle(app, settings=declarations())
 
 
