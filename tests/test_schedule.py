@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from quart_waffle import QuartWaffle
 from quart_waffle.errors import InvalidValueError
@@ -181,3 +181,29 @@ async def test_a_late_worker_writes_nothing(database_url: str) -> None:
         assert [row.actor for row in await early.history()] == ["bob", f"schedule:{added.id}"]
         await late.refresh()
         assert late.get("MAX_ITEMS") == 60
+
+
+async def test_a_failing_look_is_logged_once(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule that cannot be read (a table dropped, say) warns once per
+    outage, not at every periodic check; the worker keeps serving."""
+    waffle = make_waffle(sqlite_url, check_interval=0.1)
+    async with serving(waffle):
+        store = waffle._connected().store
+        async with store.engine.begin() as connection:
+            await connection.execute(text("DROP TABLE waffle_schedule"))
+        await asyncio.sleep(1.0)
+
+        def failures() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "scheduled work" in r.getMessage()]
+
+        assert len(failures()) == 1
+        assert failures()[0].startswith("scheduled work failed, retrying")
+        await store.create_tables()
+
+        async def recovered() -> bool:
+            return failures()[-1:] == ["scheduled work recovered"]
+
+        await until_true(recovered)
+        assert len(failures()) == 2

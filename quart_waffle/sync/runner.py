@@ -142,6 +142,7 @@ class SyncRunner:
         self._ignored_warned = -math.inf
         self._tick = tick
         self._tick_due = -math.inf if tick is not None else math.inf
+        self._tick_failing = False
 
     async def start(self, *, watch: bool) -> None:
         """With ``watch``, subscribe (before the caller loads, so nothing
@@ -342,8 +343,14 @@ class SyncRunner:
         try:
             delay = await self._tick()
         except Exception as error:
-            logger.warning("scheduled work failed, retrying: %s", describe_error(error))
+            if not self._tick_failing:  # once per outage, not once per check
+                logger.warning("scheduled work failed, retrying: %s", describe_error(error))
+            self._tick_failing = True
             delay = None
+        else:
+            if self._tick_failing:
+                logger.warning("scheduled work recovered")
+            self._tick_failing = False
         interval = self._check_interval
         self._tick_due = now + (interval if delay is None else max(0.0, min(delay, interval)))
 
