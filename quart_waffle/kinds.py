@@ -546,7 +546,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 _check_decimal,
                 _check_decimal,
                 str,
-                {"type": "string", "format": "decimal", "pattern": _NUMBER.pattern},
+                {"type": "string", "format": "decimal", "pattern": f"^{_NUMBER.pattern}$"},
                 "number",
                 True,
                 to_json=_decimal_json,

@@ -78,8 +78,8 @@ class Setting(Generic[T]):
             class, or, with pydantic installed, a pydantic model or type.
         description: Shown by the admin and the CLI.
         choices: If given, the only values allowed.
-        min: Smallest allowed number (int and float settings).
-        max: Largest allowed number (int and float settings).
+        min: Smallest allowed number (int, float and decimal settings).
+        max: Largest allowed number (int, float and decimal settings).
         secret: Never echoed by the admin, the history or the logs.
         group: Heading the admin page lists the setting under.
         restart: The app reads it only at start-up (a log level, a pool size): a
@@ -142,7 +142,9 @@ class Setting(Generic[T]):
             object.__setattr__(self, "choices", tuple(self.choices))
         self._check_options(kind)
         if (self.min is not None or self.max is not None) and not kind.ordered:
-            raise DeclarationError(f"{self.key}: min/max apply to int and float settings only")
+            raise DeclarationError(
+                f"{self.key}: min/max apply to int, float and decimal settings only"
+            )
         for name, bound in (("min", self.min), ("max", self.max)):
             if bound is not None and (
                 isinstance(bound, bool)

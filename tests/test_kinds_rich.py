@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import importlib
 import json
 import re
 from collections.abc import Callable
@@ -239,6 +240,22 @@ def test_schema_widget_and_description_come_from_the_table() -> None:
     }
     assert setting["TIER"].describe()["choices"] == ["free", "pro"]
     assert setting["PORTS"].kind == "list[int]"
+
+
+@pytest.mark.parametrize(("key", "good", "text", "value", "bad", "bad_text", "words"), CASES)
+def test_the_schema_in_the_openapi_document_fits_what_the_api_serves(
+    key: str, good: Any, text: str, value: Any, bad: Any, bad_text: str, words: str
+) -> None:
+    jsonschema: Any = importlib.import_module("jsonschema")  # no type stubs
+    setting = {s.key: s for s in declarations()}[key]
+    schema = setting.json_schema()
+    checker = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    assert list(checker.iter_errors(setting.to_json(value))) == []
+    assert list(checker.iter_errors(setting.to_json(setting.default))) == []
+    if key == "PRICE":
+        assert list(checker.iter_errors("abc1")) != []
 
 
 def test_a_carried_message_decodes_to_what_a_catch_up_gives() -> None:
