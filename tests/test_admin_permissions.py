@@ -184,6 +184,13 @@ async def test_scheduling_asks_for_the_keys_it_would_change(
     assert response.status_code == 200
 
 
+async def test_named_tokens_read_the_metrics(client: Client) -> None:
+    response = await client.get("/waffle/metrics", headers=bearer(VIEWER))
+    assert response.status_code == 200
+    response = await client.get("/waffle/metrics", headers=bearer(VIEWER + "x"))
+    assert response.status_code == 401
+
+
 async def login(client: Client, token: str) -> str:
     login_page = await text_of(await client.get("/waffle/"))
     response = await client.post(

@@ -20,7 +20,8 @@ from .schedule_openapi import schedule_paths
 _ERROR_STATUSES = {
     "400": "Malformed JSON body",
     "401": "Missing or wrong bearer token",
-    "403": "Refused: admin not configured, authorize callback refused, or cross-site",
+    "403": "Refused: admin not configured, authorize callback refused, cross-site,"
+    " a read-only token (read_only) or keys refused (forbidden_keys, naming them)",
     "404": "Unknown setting key",
     "409": "Conflict: a key changed after the If-Match revision (current values included)",
     "412": "If-Match is not an ETag of this API",

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from ..admin.auth import authenticate, is_configured, token_login, token_matches
+from ..admin.auth import authenticate, credentials, is_configured, token_login
 from ..admin.context import current_waffle
 from ..admin.errors import AdminError, register_error_handlers
+from ..admin.tokens import NamedToken
 from ..errors import ConfigurationError
 from . import INSTALL_HINT, MetricsDisabledError, exposition
 
@@ -55,14 +56,13 @@ async def _check_access() -> None:
     config = waffle.config
     if config.metrics_public:
         return
-    token, admin_token = config.metrics_token, config.admin_token
+    token = config.metrics_token
+    # the metrics token, and the admin's own (named ones included, read-only too)
+    tokens = [NamedToken("metrics", token)] if token else []
+    tokens += credentials(waffle)
     presented = _bearer()
-    if presented is not None and (token or admin_token):
-        if token and admin_token and token_matches(presented, admin_token):
-            return
-        expected = token or admin_token
-        assert expected is not None
-        if token_login(request, presented, expected, where="the metrics Authorization header"):
+    if presented is not None and tokens:
+        if token_login(request, presented, tokens, where="the metrics Authorization header"):
             return
         raise AdminError(
             401,
