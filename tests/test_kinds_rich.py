@@ -21,6 +21,7 @@ import pytest
 from quart import Quart
 
 from quart_waffle import DeclarationError, InvalidValueError, QuartWaffle, Setting
+from quart_waffle.kinds import KINDS
 from quart_waffle.settings import setting_from_conf
 from quart_waffle.sync.message import (
     MAX_MESSAGE,
@@ -141,6 +142,28 @@ def test_good_and_bad_values(
         with pytest.raises(InvalidValueError) as caught:
             attempt(wrong)
         assert reason_matches(caught.value.errors[key], words), caught.value.errors
+
+
+SAMPLE_DEFAULTS = {
+    "datetime": dt.datetime(2026, 1, 1, tzinfo=UTC),
+    "date": dt.date(2026, 1, 1),
+    "duration": dt.timedelta(0),
+    "decimal": Decimal("0"),
+    "url": "https://example.com/",
+}
+
+
+def test_every_new_kind_is_one_complete_entry() -> None:
+    assert list(KINDS)[7:] == list(SAMPLE_DEFAULTS)
+    for name, default in SAMPLE_DEFAULTS.items():
+        kind = KINDS[name]
+        assert kind.widget in {"text", "number", "date", "datetime", "url"}
+        setting = Setting("K", default, type=name)
+        assert setting.kind == name
+        if kind.python_type is not None:
+            assert Setting("K", default).kind == name
+        assert setting.decode(setting.encode(default)) == default
+        assert setting.parse_text(setting.format_text(default)) == default
 
 
 def test_exact_and_aware_values() -> None:
