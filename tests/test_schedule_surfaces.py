@@ -60,6 +60,10 @@ async def test_admin_api(served: QuartWaffle) -> None:
     assert missing.status_code == 404
     unauthenticated = await client.get("/waffle/api/schedule")
     assert unauthenticated.status_code == 401
+    stranger = await client.post("/waffle/api/schedule", json={**body, "at": later(60)})
+    assert stranger.status_code == 401
+    assert (await client.delete("/waffle/api/schedule/1")).status_code == 401
+    assert len(await waffle.scheduled()) == 1
     document = await (await client.get("/waffle/openapi.json", headers=AUTH)).get_json()
     assert {"get", "post"} <= set(document["paths"]["/waffle/api/schedule"])
     assert "delete" in document["paths"]["/waffle/api/schedule/{id}"]
@@ -141,6 +145,10 @@ async def test_admin_page(served: QuartWaffle) -> None:
     assert waffle.app is not None
     waffle.app.secret_key = "test-secret-key"
     client = waffle.app.test_client()
+    stranger = waffle.app.test_client()
+    assert (await stranger.get("/waffle/schedule")).status_code == 401
+    form = {"values": "MAX_ITEMS=33", "at": later(3600), "csrf": "x"}
+    assert (await stranger.post("/waffle/schedule", form=form)).status_code in (401, 403)
     csrf = await logged_in(client)
     empty = await text_of(await client.get("/waffle/schedule"))
     assert 'id="schedule-none"' in empty
