@@ -17,7 +17,7 @@ from quart_waffle import QuartWaffle
 from quart_waffle.errors import InvalidValueError
 from quart_waffle.schedule import NotCancellableError, ScheduledChange, _apply, _revert, run_due
 from quart_waffle.store import schedule_table
-from tests.helpers import make_waffle, serving
+from tests.helpers import CONFS, make_waffle, serving
 
 
 @pytest.fixture(name="served")
@@ -207,3 +207,21 @@ async def test_a_failing_look_is_logged_once(
 
         await until_true(recovered)
         assert len(failures()) == 2
+
+
+async def test_a_value_that_no_longer_fits_fails(sqlite_url: str) -> None:
+    """A release that narrowed a declaration meanwhile: the step writes
+    nothing and the entry says why."""
+    old = make_waffle(sqlite_url, check_interval=3600)
+    narrowed = {**CONFS, "MAX_ITEMS": {"default": 5, "min": 1, "max": 10}}
+    new = make_waffle(sqlite_url, confs=narrowed, check_interval=3600)
+    async with serving(old, new):
+        added = await old.schedule({"MAX_ITEMS": 300, "THEME": "dark"}, at=soon(0.2))
+        await asyncio.sleep(0.3)
+        await run_due(new)
+        failed = await entry(new, added.id)
+        assert failed.state == "failed"
+        assert "MAX_ITEMS" in failed.detail
+        assert await new.history() == []
+        await run_due(old)  # nothing left to run
+        assert await old.history() == []
