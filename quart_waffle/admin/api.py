@@ -234,6 +234,8 @@ async def _options(**allowed: type) -> dict[str, Any]:
     if request.mimetype not in _JSON_TYPES and not request.content_length:
         return {}
     body = await read_json()
+    if body is None:  # a JSON null says "no options", as no body does
+        return {}
     if not isinstance(body, dict):
         raise AdminError(
             422, "invalid_body", "The body must be a JSON object.", {"body": "must be an object"}
