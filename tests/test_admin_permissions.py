@@ -208,6 +208,7 @@ async def test_the_page_logs_in_named_tokens_and_applies_their_rules(
     assert waffle.app is not None
     viewer, ci, alice = (waffle.app.test_client() for _ in range(3))
     csrf = await login(viewer, VIEWER)
+    assert "Signed in as token:viewer, read-only" in await text_of(await viewer.get("/waffle/"))
     response = await viewer.post("/waffle/save", form=form_of(waffle, csrf, MAX_ITEMS="30"))
     assert response.status_code == 403
     assert "may read the settings but not change them" in await text_of(response)
@@ -227,6 +228,7 @@ async def test_the_page_logs_in_named_tokens_and_applies_their_rules(
     assert waffle.get("MAX_ITEMS") == 30
 
     csrf = await login(alice, ALICE)
+    assert "read-only" not in await text_of(await alice.get("/waffle/"))
     response = await alice.post("/waffle/save", form=form_of(waffle, csrf, GREETING="Hey"))
     assert response.status_code == 303
     assert [entry.actor for entry in await waffle.history()] == ["token:alice", "token:ci"]

@@ -37,7 +37,14 @@ from .forms import edited_texts, grouped_fields, parsed_changes, submitted
 from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
 from .page_filter import PageFilter, group_names
-from .permissions import check_apply, check_keys, check_rollback, readable, refuse_read_only
+from .permissions import (
+    check_apply,
+    check_keys,
+    check_rollback,
+    current_access,
+    readable,
+    refuse_read_only,
+)
 from .sessions import page_sessions
 from .static_files import static_file
 
@@ -103,6 +110,13 @@ async def _actor() -> str | None:
         raise
 
 
+def _read_only_notice() -> str | None:
+    access = current_access()
+    if access.role != "read":
+        return None
+    return f"Signed in as {access.actor}, read-only: you may look at everything; saving is refused."
+
+
 def _redirect_home(query: str = "") -> Response:
     response = redirect(f"{admin_prefix()}/{query}", 303)
     assert isinstance(response, Response)
@@ -159,7 +173,7 @@ async def index() -> Response:
         schedule=upcoming,
         scheduled_keys={key: entry for entry in reversed(upcoming) for key in entry.values},
         form_revision=waffle.revision,
-        notice=saved_notice(saved, request.args),
+        notice=saved_notice(saved, request.args) or _read_only_notice(),
         fleet=await fleet_view(waffle),
         problem=None,
         signed_in=True,
