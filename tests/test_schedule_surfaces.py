@@ -150,6 +150,8 @@ async def test_admin_page(served: QuartWaffle) -> None:
     form = {"values": "MAX_ITEMS=33", "at": later(3600), "csrf": "x"}
     assert (await stranger.post("/waffle/schedule", form=form)).status_code in (401, 403)
     csrf = await logged_in(client)
+    settings_page = await text_of(await client.get("/waffle/"))
+    assert 'href="/waffle/schedule" id="schedule-page"' in settings_page
     empty = await text_of(await client.get("/waffle/schedule"))
     assert 'id="schedule-none"' in empty
     form = {"csrf": csrf, "values": "MAX_ITEMS=33\nTHEME=dark", "at": later(3600), "reason": "r"}
