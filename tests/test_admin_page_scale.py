@@ -200,18 +200,22 @@ async def _search_collapse_edit_reset(browser: Browser, base: str) -> None:
     async with page.expect_navigation():
         await page.click("#confirm")
     await expect(page.locator(".notice")).to_contain_text("Saved")
+    assert "q=email+retries" in page.url  # back to the view it was saved from
+    await expect(page.locator(".setting")).to_have_count(6)
+    await expect(page.locator("#filter-q")).to_have_value("email retries")
     await page.goto(f"{base}?changed=1")
     await expect(page.locator(".setting")).to_have_count(1)
     await expect(page.locator("#value-EMAIL_RETRIES_2")).to_have_value("9")
 
-    # reset to default, from the filtered view
+    # reset to default, from the filtered view, which it leaves
     async with page.expect_navigation():
         await page.click("#reset-EMAIL_RETRIES_2")
     await expect(page.locator(".notice")).to_contain_text("Saved")
+    assert "changed=1" in page.url
+    await expect(page.locator(".setting")).to_have_count(0)
+    await page.goto(f"{base}?q=EMAIL_RETRIES_2")
     await expect(page.locator("#value-EMAIL_RETRIES_2")).to_have_value("3")
     await expect(page.locator("#default-EMAIL_RETRIES_2")).to_be_visible()
-    await page.goto(f"{base}?changed=1")
-    await expect(page.locator(".setting")).to_have_count(0)
     await page.close()
 
 
@@ -238,6 +242,7 @@ async def _filter_and_save_without_javascript(browser: Browser, base: str) -> No
     async with page.expect_navigation():
         await page.click("#save")
     await expect(page.locator(".notice")).to_contain_text("Saved")
+    await expect(page.locator(".setting")).to_have_count(6)  # the same view
     await page.goto(f"{base}?changed=1")
     await expect(page.locator(".setting")).to_have_count(1)
     await expect(page.locator("#value-QUEUE_POOL_SIZE_1")).to_have_value("12")

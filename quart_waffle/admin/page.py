@@ -256,7 +256,7 @@ async def save() -> Response:
             signed_in=True,
         )
     if not changes:
-        return _redirect_home(f"?saved={waffle.revision}")
+        return _redirect_home(f"?saved={waffle.revision}{PageFilter.from_args(form).query()}")
     await check_keys(waffle, "write", changes)
     try:
         revision = await waffle.update(
@@ -279,7 +279,8 @@ async def save() -> Response:
         )
     # the answer waits (a little) until every worker serves what was saved
     ack = await waffle.acknowledged(revision, within=PAGE_WAIT)
-    return _redirect_home(f"?saved={revision}{acknowledgement_query(ack)}")
+    back = PageFilter.from_args(form).query()  # the filtered view the form was saved from
+    return _redirect_home(f"?saved={revision}{acknowledgement_query(ack)}{back}")
 
 
 async def _conflict(session: PageSession, edited: dict[str, str], error: ConflictError) -> Response:
@@ -336,7 +337,7 @@ async def reset() -> Response:
             problem=f"Nothing was reset: someone else changed {key} meanwhile. Its current"
             " value is shown below; reset it again if you still mean to.",
         )
-    return _redirect_home(f"?saved={revision}")
+    return _redirect_home(f"?saved={revision}{PageFilter.from_args(form).query()}")
 
 
 @page.get("/fleet")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from ..settings import Setting
 from ..snapshot import Snapshot
@@ -53,6 +54,12 @@ class PageFilter:
     @property
     def active(self) -> bool:
         return bool(self.text or self.group or self.changed or self.restart)
+
+    def query(self) -> str:
+        """``&q=...&group=...`` for a redirect back to this view ("" when unfiltered)."""
+        members = {"q": self.text, "group": self.group}
+        members |= {"changed": "1" if self.changed else "", "restart": "1" if self.restart else ""}
+        return "".join(f"&{urlencode({name: value})}" for name, value in members.items() if value)
 
     def matches(self, setting: Setting[Any], snapshot: Snapshot, pending: Collection[str]) -> bool:
         if self.group and group_of(setting) != self.group:

@@ -51,6 +51,16 @@ document.addEventListener("DOMContentLoaded", () => {
       shown += inGroup;
     }
     status.textContent = `Showing ${shown} of ${total} settings`;
+    // a save or reset comes back to this view
+    const view = {
+      q: query.value.trim(),
+      group: group.value,
+      changed: changed.checked ? "1" : "",
+      restart: restart.checked ? "1" : "",
+    };
+    for (const input of document.querySelectorAll("input[data-view]")) {
+      input.value = view[input.dataset.view];
+    }
     form.dataset.shown = String(shown);
   }
 
