@@ -184,6 +184,22 @@ async def test_scheduling_asks_for_the_keys_it_would_change(
     assert response.status_code == 200
 
 
+async def test_a_token_with_keys_reads_only_those(client: Client, waffle: QuartWaffle) -> None:
+    await waffle.update({"RATE": 2.5, "MAX_ITEMS": 8}, actor="ops")
+    listed = await (await client.get("/waffle/api/settings", headers=bearer(CI))).get_json()
+    assert {item["key"] for item in listed["settings"]} == {"MAX_ITEMS", "THEME", "GREETING"}
+    history = await (await client.get("/waffle/api/history", headers=bearer(CI))).get_json()
+    assert [entry["key"] for entry in history["entries"]] == ["MAX_ITEMS"]
+    exported = await (await client.get("/waffle/api/export", headers=bearer(CI))).get_json()
+    assert set(exported["settings"]) == {"MAX_ITEMS", "THEME", "GREETING"}
+    response = await client.get("/waffle/api/settings/RATE", headers=bearer(CI))
+    assert response.status_code == 403
+    assert list((await response.get_json())["error"]["fields"]) == ["RATE"]
+    # control: an unrestricted token sees RATE
+    response = await client.get("/waffle/api/settings/RATE", headers=bearer(ALICE))
+    assert response.status_code == 200
+
+
 async def test_named_tokens_read_the_metrics(client: Client) -> None:
     response = await client.get("/waffle/metrics", headers=bearer(VIEWER))
     assert response.status_code == 200
