@@ -178,7 +178,13 @@ async def _search_collapse_edit_reset(browser: Browser, base: str) -> None:
     await page.wait_for_selector("#filter-form[data-filter-ready=true]")
     await expect(page.locator(".setting:visible")).to_have_count(COUNT)
 
-    # typing narrows the list at once, without leaving the page
+    # typing narrows the list at once, without leaving the page ("/" goes to the search)
+    await page.keyboard.press("/")
+    await expect(page.locator("#filter-q")).to_be_focused()
+    await page.keyboard.type("cdn")
+    await expect(page.locator(".setting:visible")).to_have_count(50)
+    await page.keyboard.press("Escape")
+    await expect(page.locator(".setting:visible")).to_have_count(COUNT)
     await page.fill("#filter-q", "email retries")
     await expect(page.locator(".setting:visible")).to_have_count(6)
     await expect(page.locator("#filter-status")).to_have_text("Showing 6 of 1000 settings")

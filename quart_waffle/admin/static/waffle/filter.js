@@ -76,6 +76,17 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault(); // already applied; leaving would lose unsaved edits
     apply();
   });
+  // "/" anywhere but in a field goes to the search; Escape in it clears it
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target.closest("input, textarea, select");
+    if (event.key === "/" && !typing) {
+      event.preventDefault();
+      query.focus();
+    } else if (event.key === "Escape" && event.target === query && query.value) {
+      query.value = "";
+      apply();
+    }
+  });
   const collapse = document.getElementById("collapse-all");
   const expand = document.getElementById("expand-all");
   collapse.addEventListener("click", () => groups.forEach((d) => (d.open = false)));
