@@ -349,20 +349,30 @@ def main() -> None:
     _restarts.supervised = True
     channel = socket.socket(fileno=spec.channel_fd)
     try:
-        if spec.worker_class not in WORKER_CLASSES:
-            raise ValueError(f"unknown worker class {spec.worker_class!r}")
+        loop_factory = _loop_factory(spec.worker_class)
         app = load_app(spec.app)
     except Exception as error:
         channel.sendall(_failure(error, traceback.format_exc()))
         channel.close()
         raise
-    with asyncio.Runner(loop_factory=_loop_factory(spec.worker_class)) as runner:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_serve(app, spec, channel))
 
 
 def _loop_factory(worker_class: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if worker_class in ("uvicorn", "hypercorn-uvloop"):
+    """The event loop of `worker_class`; raises `RuntimeError` naming the extra it needs."""
+    if worker_class not in WORKER_CLASSES:
+        raise ValueError(f"unknown worker class {worker_class!r}")
+    if worker_class == "hypercorn":
+        return None
+    try:
         import uvloop
 
-        return uvloop.new_event_loop
-    return None
+        if worker_class == "uvicorn":
+            import uvicorn  # noqa: F401 (checked here, where a failure is reported)
+    except ImportError as error:
+        raise RuntimeError(
+            f"worker class {worker_class} needs the uvicorn extra ({error}):"
+            " pip install 'quart-waffle[uvicorn]'"
+        ) from None
+    return uvloop.new_event_loop
