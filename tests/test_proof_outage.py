@@ -34,43 +34,60 @@ CAUGHT_UP_WITHIN = 15.0
 
 class CuttableProxy:
     """A TCP proxy from a free loopback port to ``target``; :meth:`cut` closes
-    every connection and refuses new ones, :meth:`restore` accepts again."""
+    every connection and resets new ones, :meth:`restore` links them again.
+
+    The listening socket stays open throughout: closing an asyncio server while
+    a connection is being accepted leaks that connection's socket (Python 3.11).
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = free_port()
         self._server: asyncio.Server | None = None
+        self._linking = False
         self._links: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self._linking = True
 
     async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        self._linking = False
         for writer in list(self._links):
             writer.transport.abort()
         self._links.clear()
         # aborted transports end the pipes; cancelling their tasks would log errors
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def close(self) -> None:
+        await self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._links.update((writer, upstream))
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        try:
+        ends = [writer]
+        if not self._linking:
+            self._tasks.discard(task)
+            writer.transport.abort()
+            return
+        try:  # whatever ends this link (a cut, a refusal, a cancelled loop) closes both ends
+            upstream_reader, upstream = await asyncio.open_connection(*self.target)
+            ends.append(upstream)
+            if not self._linking:  # cut: reset it
+                return
+            self._links.update(ends)
             await asyncio.gather(_pipe(reader, upstream), _pipe(upstream_reader, writer))
+        except OSError:
+            return
         finally:
             self._tasks.discard(task)
-            for end in (writer, upstream):
+            for end in ends:
                 self._links.discard(end)
                 end.transport.abort()
 
@@ -93,7 +110,7 @@ async def _proxy(postgres_url: str) -> AsyncIterator[tuple[CuttableProxy, str]]:
     try:
         yield proxy, parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl()
     finally:
-        await proxy.cut()
+        await proxy.close()
 
 
 async def until_all(

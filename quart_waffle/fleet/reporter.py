@@ -97,8 +97,8 @@ class PresenceReporter:
             try:
                 await self.backend.publish(record)
             except Exception as error:
-                if not self._failing:
-                    logger.warning(
+                if not self._failing:  # info: the store's outage has its own one warning
+                    logger.info(
                         "could not publish this worker's presence (%s): %s; retrying",
                         self.backend.name,
                         describe_error(error),
@@ -107,6 +107,6 @@ class PresenceReporter:
                 retry_at = time.monotonic() + min(5.0, self.interval)
                 continue
             if self._failing:
-                logger.warning("presence published again (%s)", self.backend.name)
+                logger.info("presence published again (%s)", self.backend.name)
             self._failing = False
             self._published = record
