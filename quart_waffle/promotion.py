@@ -85,10 +85,12 @@ def settings_of(document: Any, field: str = "file") -> dict[str, Any]:
     return values
 
 
-async def plan(waffle: QuartWaffle, values: dict[str, Any]) -> Plan:
+async def plan(waffle: QuartWaffle, values: dict[str, Any], *, blind_secrets: bool = False) -> Plan:
     """What applying ``values`` would change in the store now: every value
     is checked as a write checks it (:class:`InvalidValueError` names each
-    bad key) and compared with the store's newest revision."""
+    bad key) and compared with the store's newest revision. With
+    ``blind_secrets`` (the admin's plans), a secret is always among the
+    changes, whatever its value: "unchanged" would confirm a guessed secret."""
     encoded = waffle._encode(values)
     await waffle.refresh()
     snapshot = waffle.snapshot
@@ -97,7 +99,8 @@ async def plan(waffle: QuartWaffle, values: dict[str, Any]) -> Plan:
     for key, text in encoded.items():
         setting = waffle.declarations[key]
         new = setting.decode(text) if text is not None else setting.default
-        if _canonical(setting.to_json(new)) == _canonical(setting.to_json(snapshot.values[key])):
+        same = _canonical(setting.to_json(new)) == _canonical(setting.to_json(snapshot.values[key]))
+        if same and not (blind_secrets and setting.secret):
             unchanged.append(key)
         else:
             changes.append(
@@ -119,18 +122,20 @@ async def apply(
     expected_revision: int | None = None,
     actor: str = "",
     reason: str = "",
+    blind_secrets: bool = False,
 ) -> Plan:
     """Plan ``values``, then (unless ``dry_run``) write the keys that change
     as one revision: :class:`ConflictError` when one of them changed after
     ``expected_revision``, and nothing is stored. The plan returned names
-    the new revision in ``applied_revision``.
+    the new revision in ``applied_revision``. ``blind_secrets``: see
+    :func:`plan` (a secret in ``values`` is then written whatever its value).
 
     Example::
 
         plan = await apply(waffle, read_document(text), expected_revision=41, actor="deploy")
     """
     actor, reason = checked_actor(actor), checked_reason(reason)
-    planned = await plan(waffle, values)
+    planned = await plan(waffle, values, blind_secrets=blind_secrets)
     if expected_revision is not None and dry_run:
         stale = {
             change.key: waffle.snapshot.revisions[change.key]

@@ -296,3 +296,45 @@ def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
     assert auth.matching(ALICE, tokens) == tokens[0]
     assert len(compared) == 2  # no early exit once found
     assert auth.matching("wrong", tokens) is None
+
+
+async def test_a_plan_is_checked_as_the_apply_it_shows(client: Client, waffle: QuartWaffle) -> None:
+    """A dry run asks for the keys it would change, a secret always counts
+    as changed (so no guess is confirmed) and "unchanged" lists only the
+    keys the token may read; the page's Plan button likewise."""
+    await waffle.update({"RATE": 2.5}, actor="ops")
+    for settings in ({"GREETING": "Yo"}, {"API_KEY": "s3cret"}, {"API_KEY": "wrong"}):
+        body = {"settings": settings, "dry_run": True}
+        response = await client.post("/waffle/api/apply", json=body, headers=bearer(CI))
+        assert response.status_code == 403, settings
+        assert list((await response.get_json())["error"]["fields"]) == list(settings)
+    body = {"settings": {"MAX_ITEMS": 5, "RATE": 2.5}, "dry_run": True}
+    response = await client.post("/waffle/api/apply", json=body, headers=bearer(CI))
+    assert response.status_code == 200
+    plan = await response.get_json()
+    assert ([c["key"] for c in plan["changes"]], plan["unchanged"]) == (["MAX_ITEMS"], [])
+    # control: alice reads RATE, and sees the secret as one to write whatever its value
+    body = {"settings": {"RATE": 2.5, "API_KEY": "s3cret"}, "dry_run": True}
+    plan = await (
+        await client.post("/waffle/api/apply", json=body, headers=bearer(ALICE))
+    ).get_json()
+    assert plan["unchanged"] == ["RATE"]
+    assert plan["changes"] == [{"key": "API_KEY", "old": "********", "new": "********"}]
+
+    assert waffle.app is not None
+    viewer, ci = waffle.app.test_client(), waffle.app.test_client()
+    csrf = await login(viewer, VIEWER)
+    form = {"csrf": csrf, "settings": '{"MAX_ITEMS": 5}', "action": "plan"}
+    response = await viewer.post("/waffle/promote", form=form)
+    assert response.status_code == 403
+    assert "may read the settings but not change them" in await text_of(response)
+    csrf = await login(ci, CI)
+    form = {"csrf": csrf, "settings": '{"API_KEY": "s3cret"}', "action": "plan"}
+    response = await ci.post("/waffle/promote", form=form)
+    assert response.status_code == 403
+    assert "API_KEY" in await text_of(response)
+    form["settings"] = '{"MAX_ITEMS": 5, "RATE": 2.5}'
+    response = await ci.post("/waffle/promote", form=form)
+    assert response.status_code == 200
+    assert "0 unchanged." in await text_of(response)  # RATE, which ci may not read
+    assert await rows(waffle) == 1

@@ -153,3 +153,34 @@ async def test_admin_page(database_url: str) -> None:
         assert bad.status_code == 422
         assert "THEME" in await text_of(bad)
         assert waffle.revision == 2
+
+
+async def test_the_page_refuses_the_mask_and_stale_secrets_as_the_api_does(
+    database_url: str,
+) -> None:
+    waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN)
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    async with waffle.app.test_app():
+        client = waffle.app.test_client()
+        csrf = await logged_in(client)
+        form = {"csrf": csrf, "action": "apply", "expected": "0"}
+        masked = await client.post(
+            "/waffle/promote", form={**form, "settings": '{"API_KEY": "********"}'}
+        )
+        assert masked.status_code == 422
+        assert "API_KEY" in await text_of(masked)
+        assert (waffle.revision, waffle.get("API_KEY")) == (0, "s3cret")
+        await waffle.update({"API_KEY": "rotated"})
+        stale = await client.post(
+            "/waffle/promote", form={**form, "settings": '{"API_KEY": "s3cret"}'}
+        )
+        assert stale.status_code == 409
+        assert (waffle.revision, waffle.get("API_KEY")) == (1, "rotated")
+        # control: the right revision writes the secret
+        done = await client.post(
+            "/waffle/promote",
+            form={**form, "expected": "1", "settings": '{"API_KEY": "promoted"}'},
+        )
+        assert done.status_code == 303
+        assert (waffle.revision, waffle.get("API_KEY")) == (2, "promoted")

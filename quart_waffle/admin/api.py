@@ -468,15 +468,16 @@ async def apply_settings() -> Response:
         for key, value in values.items():
             if key in waffle.declarations:
                 refuse_mask(waffle.declarations[key], value)
-        if not options.get("dry_run", False):
-            expected = await check_apply(waffle, values, expected)
+        dry_run = bool(options.get("dry_run", False))
+        checked = await check_apply(waffle, values, expected)  # a plan shows what it checks
         planned = await apply(
             waffle,
             values,
-            dry_run=bool(options.get("dry_run", False)),
-            expected_revision=expected,
+            dry_run=dry_run,
+            expected_revision=expected if dry_run else checked,
             actor=actor,
             reason=_reason(),
+            blind_secrets=True,
         )
     except ConflictError as error:
         current = {
@@ -484,7 +485,10 @@ async def apply_settings() -> Response:
             for key, value in error.current.items()
         }
         raise conflict(error, current) from None
-    return _with_etag(planned.as_dict(), planned.applied_revision or waffle.revision)
+    document = planned.as_dict()
+    shown = await readable(waffle, planned.unchanged)  # "unchanged" tells a value
+    document["unchanged"] = [key for key in planned.unchanged if key in shown]
+    return _with_etag(document, planned.applied_revision or waffle.revision)
 
 
 @api.get("/api/health")

@@ -9,6 +9,7 @@ shown masked with an empty input that means "unchanged".
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Literal
 
 from quart import Blueprint, Response, jsonify, redirect, render_template, request
@@ -16,7 +17,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
-from ..promotion import apply, export, read_document
+from ..promotion import Plan, apply, export, read_document
 from ..schedule import ACTIVE
 from .api import history_item, query_time, refuse_stale_secrets
 from .auth import NOT_CONFIGURED_MESSAGE, authenticate, credentials, is_configured, token_login
@@ -34,7 +35,7 @@ from .cookies import (
 from .errors import AdminError, log_unavailable
 from .fleet_panel import PAGE_WAIT, acknowledgement_query, fleet_view, saved_notice
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
-from .inputs import natural_number, read_form
+from .inputs import natural_number, read_form, refuse_mask
 from .origin import check_same_origin, csrf_matches
 from .page_filter import PageFilter, group_names
 from .permissions import (
@@ -518,16 +519,21 @@ async def promote() -> Response:
     text = form.get("settings", "")
     dry_run = form.get("action") != "apply"
     try:
+        values = read_document(text)
         expected = None if dry_run else natural_number(form.get("expected"))
-        if not dry_run:
-            expected = await check_apply(waffle, read_document(text), expected)
+        await refuse_stale_secrets(waffle, values, expected)  # as the API's apply
+        for key, value in values.items():
+            if key in waffle.declarations:
+                refuse_mask(waffle.declarations[key], value)
+        checked = await check_apply(waffle, values, expected)  # a plan shows what it checks
         planned = await apply(
             waffle,
-            read_document(text),
+            values,
             dry_run=dry_run,
-            expected_revision=expected,
+            expected_revision=expected if dry_run else checked,
             actor=actor,
             reason=form.get("reason", ""),
+            blind_secrets=True,
         )
     except InvalidValueError as error:
         problem = f"Nothing was stored: {error}"
@@ -539,10 +545,20 @@ async def promote() -> Response:
             f"Nothing was stored: {', '.join(sorted(error.current))} changed after revision"
             f" {error.expected_revision}, which the plan was made against. Review the new plan."
         )
-        planned = await apply(waffle, read_document(text), dry_run=True)
+        await check_apply(waffle, values, None)  # the conflict may come before the check
+        planned = await _readable_plan(
+            await apply(waffle, values, blind_secrets=True, dry_run=True)
+        )
         return await _render(
             "promote.html", 409, session, signed_in=True, text=text, plan=planned, problem=problem
         )
     if not dry_run:
         return _redirect_home(f"?saved={planned.applied_revision or waffle.revision}")
+    planned = await _readable_plan(planned)
     return await _render("promote.html", 200, session, signed_in=True, text=text, plan=planned)
+
+
+async def _readable_plan(planned: Plan) -> Plan:
+    """``planned`` without the unchanged keys the user may not read ("unchanged" tells a value)."""
+    shown = await readable(current_waffle(), planned.unchanged)
+    return replace(planned, unchanged=tuple(key for key in planned.unchanged if key in shown))

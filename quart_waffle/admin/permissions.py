@@ -166,14 +166,16 @@ async def check_rollback(
 async def check_apply(
     waffle: QuartWaffle, values: dict[str, object], expected: int | None
 ) -> int | None:
-    """Check the keys applying ``values`` would change; return the expected
-    revision to apply with (the plan's, when none was given, so that a key
-    that starts to differ meanwhile is a conflict rather than unchecked)."""
+    """Check the keys applying ``values`` would change (a secret always
+    counts as changed); return the expected revision to apply with (the
+    plan's, when none was given, so that a key that starts to differ
+    meanwhile is a conflict rather than unchecked). A plan (dry run) is
+    checked as the apply it shows: read-only tokens get 403 for both."""
     from ..promotion import plan
 
     refuse_read_only()
     if not has_key_rules(waffle):
         return expected
-    planned = await plan(waffle, values)
+    planned = await plan(waffle, values, blind_secrets=True)
     await check_keys(waffle, "apply", [change.key for change in planned.changes])
     return planned.base_revision if expected is None else expected
