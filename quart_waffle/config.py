@@ -152,7 +152,12 @@ def _redis_url(key: str, value: Any) -> str | None:
     try:
         parse_redis_url(url)
     except ValueError as error:
-        raise ConfigurationError(f"{key}={mask_credentials(url)}: {error}") from None
+        # No part of the URL but its scheme: one that does not parse may hold its
+        # password anywhere (an unencoded '/', '?' or '#' in it moves the split).
+        scheme = url.partition("://")[0] if "://" in url else ""
+        plain = scheme.isascii() and scheme.replace("+", "").isalnum()
+        shown = f"{scheme}://..." if plain else "..."
+        raise ConfigurationError(f"{key}={shown}: {error}") from None
     return url
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")
+# Up to the last '@' before white space: a password with an unencoded '/', '?'
+# or '#' does not end the user part for the reader who wants it masked.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)\S*@")
 _PASSWORD_PAIR = re.compile(
     r"(?i)\b([a-z_]*password|passwd|pwd)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)"
 )

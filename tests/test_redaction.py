@@ -15,6 +15,11 @@ from quart_waffle.redaction import describe_error, mask_credentials
         ("postgresql+asyncpg://app:s3cret@db/prod", "postgresql+asyncpg://***@db/prod"),
         ("host=db password='a b' user=x", "host=db password=*** user=x"),
         ("rediss://host:6380/0", "rediss://host:6380/0"),
+        # a password with an unencoded '/', '?' or '#': masked up to the last '@'
+        ("redis+sentinel://admin:Sup3rS/cretPw@h1:26379/m", "redis+sentinel://***@h1:26379/m"),
+        ("redis://:Sup3rS/cretPw@h1:6379/0", "redis://***@h1:6379/0"),
+        ("redis+cluster://u:Sup3rS?cretPw@n1:6379", "redis+cluster://***@n1:6379"),
+        ("postgresql://u:pw#x@db/prod failed", "postgresql://***@db/prod failed"),
     ],
 )
 def test_credentials_are_masked(text: str, expected: str) -> None:

@@ -13,7 +13,7 @@ read without importing redis, so the configuration can check them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
@@ -55,8 +55,14 @@ def parse_redis_url(url: str) -> str | SentinelAddress | ClusterAddress:
             "the scheme must be redis://, rediss:// or unix:// (one server), redis+sentinel://"
             " (Sentinel) or redis+cluster:// (a cluster), e.g. redis://host:6379/0"
         )
+    userinfo_part = url[len(scheme) + 3 :].rpartition("@")[0]
+    if scheme != "unix" and any(mark in userinfo_part for mark in "/?#"):
+        raise ValueError(
+            "a user or password with '/', '?', '#' or '@' must be percent-encoded"
+            " (%2F, %3F, %23, %40)"
+        )
     if scheme in SINGLE_SCHEMES:
-        urlsplit(url).port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        _port(urlsplit(url))
         return url
     parts = urlsplit(url)
     userinfo, at, hosts = parts.netloc.rpartition("@")
@@ -80,13 +86,13 @@ def parse_redis_url(url: str) -> str | SentinelAddress | ClusterAddress:
     unknown = sorted(set(query) - set(_SENTINEL_QUERY))
     if unknown or parts.fragment:
         raise ValueError(
-            f"unknown option {(unknown or ['#' + parts.fragment])[0]!r}; a Sentinel URL takes"
+            f"unknown option {repr(unknown[0]) if unknown else 'after #'}; a Sentinel URL takes"
             f" {' and '.join(_SENTINEL_QUERY)} only"
         )
     db = 0
     if len(path) == 2:
         if not path[1].isascii() or not path[1].isdigit():
-            raise ValueError(f"the database must be a number, got {path[1]!r}")
+            raise ValueError("the database must be a number")
         db = int(path[1])
     return SentinelAddress(
         sentinels=addresses,
@@ -105,14 +111,21 @@ def _credentials(userinfo: str) -> tuple[str | None, str | None]:
 
 
 def _address(host: str, default_port: int) -> Address:
-    """``host[:port]`` (or ``[v6]:port``) as a pair; ValueError if it is not one."""
-    try:
-        parts = urlsplit(f"//{host}")
-        port = parts.port
-    except ValueError as error:
-        raise ValueError(f"{error} in {host!r}") from None
+    """``host[:port]`` (or ``[v6]:port``) as a pair; ValueError if it is not one.
+    The messages quote no part of the URL: a misplaced password could be it."""
+    parts = urlsplit(f"//{host}")
+    port = _port(parts)
     if not parts.hostname or parts.username or parts.password or parts.path:
-        raise ValueError(f"{host!r} is not host:port; list the servers as host1:port,host2:port")
+        raise ValueError("a server is not host:port; list the servers as host1:port,host2:port")
     if port == 0:
-        raise ValueError(f"port 0 in {host!r}")
+        raise ValueError("port 0 in a server's address")
     return parts.hostname, default_port if port is None else port
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError as error:
+        if str(error).startswith("Port out of range"):
+            raise ValueError("Port out of range 0-65535") from None
+        raise ValueError("a port must be a number") from None
