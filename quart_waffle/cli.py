@@ -7,6 +7,7 @@ import contextlib
 import errno
 import getpass
 import json
+import math
 import os
 import re
 import tempfile
@@ -55,6 +56,17 @@ class WholeNumber(click.ParamType[int]):
 
 
 # The drivers quart-waffle supports, and the extra that installs each one.
+class Seconds(click.FloatRange):
+    """A number of seconds from ``min`` to ``max``; click's FloatRange lets
+    ``nan`` through (it compares false with both bounds)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return number
+
+
 _EXTRAS = {"asyncpg": "postgres", "redis": "redis", "aiosqlite": ""}
 _MISSING_TABLE = re.compile(r'no such table: waffle_|relation "waffle_\w*" does not exist')
 
@@ -218,7 +230,7 @@ def waffle_cli() -> None:
 @waffle_cli.command("status")
 @click.option(
     "--max-lag",
-    type=click.FloatRange(0, 86400),
+    type=Seconds(0, 86400),
     help="Seconds a worker may go without a heartbeat, or serve a revision below the"
     " head, before it counts as lagging (default: the fleet's own bounds).",
 )
@@ -233,7 +245,7 @@ def waffle_cli() -> None:
 )
 @click.option(
     "--within",
-    type=click.FloatRange(0, 3600),
+    type=Seconds(0, 3600),
     default=10.0,
     show_default=True,
     help="Seconds --revision waits at most.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -536,6 +537,8 @@ class QuartWaffle:
         ``within`` seconds (counted from ``since``, a ``time.monotonic()``
         reading, default now); see :class:`Acknowledgement`. Never raises for
         the presence store: the answer's ``error`` says it could not be read.
+        Raises :class:`InvalidValueError` for a ``within`` that is no duration
+        (negative, not finite, over an hour).
 
         Example (a deploy script)::
 
@@ -543,7 +546,13 @@ class QuartWaffle:
             if not ack.complete:
                 print(ack.text)  # "applied by 39 of 40 workers in 30000 ms; not yet: ..."
         """
+        if isinstance(within, bool) or not isinstance(within, int | float):
+            raise InvalidValueError({"within": "must be a number of seconds"})
+        if not 0 <= within <= MAX_WAIT:  # NaN too, which would wait forever
+            raise InvalidValueError({"within": f"must be from 0 to {MAX_WAIT:g} seconds"})
         start = time.monotonic() if since is None else since
+        if not math.isfinite(start):
+            raise InvalidValueError({"since": "must be a time.monotonic() reading"})
         return await self._connected().fleet.wait(revision, within, start)
 
     # Lifecycle.

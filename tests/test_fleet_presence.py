@@ -125,6 +125,38 @@ async def test_bad_wait_refused_before_storing(waffle: QuartWaffle) -> None:
     assert await waffle.update({"MAX_ITEMS": 8}, wait=False) == revision + 1
 
 
+async def test_acknowledged_refuses_a_wait_that_is_no_duration(waffle: QuartWaffle) -> None:
+    for within in (float("nan"), float("inf"), -1.0, 10**9):
+        with pytest.raises(InvalidValueError) as error:
+            await asyncio.wait_for(waffle.acknowledged(waffle.revision + 1, within=within), 5)
+        assert "within" in error.value.errors
+    with pytest.raises(InvalidValueError):
+        await asyncio.wait_for(waffle.acknowledged(1, since=float("nan")), 5)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--revision", "5", "--within", "nan"],
+        ["--max-lag", "nan"],
+        ["--max-lag", "NaN"],
+        ["--within", "inf", "--revision", "5"],
+    ],
+)
+def test_status_refuses_seconds_that_are_not_finite(arguments: list[str]) -> None:
+    """One line and exit 1, before the app is even loaded (``nan`` passes
+    click's FloatRange: ``--within nan`` waited forever, ``--max-lag nan``
+    passed every worker)."""
+    from click.testing import CliRunner
+
+    from quart_waffle.cli import waffle_cli
+
+    result = CliRunner().invoke(waffle_cli, ["status", *arguments], obj=None)
+    assert result.exit_code == 1, result.output
+    assert "is not a number of seconds" in result.output or "not in the range" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 async def test_api_fleet_and_waiting_write(client: Client) -> None:
     response = await client.get("/waffle/api/fleet")
     assert response.status_code == 401
