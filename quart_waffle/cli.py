@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -26,6 +26,7 @@ from .errors import ConfigurationError, InvalidValueError, StoreUnavailableError
 from .extension import QuartWaffle
 from .fleet import Acknowledgement, Fleet, WorkerView
 from .kinds import parse_integer
+from .limits import TIME_RANGE, in_utc
 from .promotion import Plan, apply, plan, read_document
 from .redaction import describe_error, mask_credentials
 from .rollback import json_diff
@@ -200,7 +201,10 @@ class Moment(click.ParamType[datetime]):
             moment = datetime.fromisoformat(str(value))
         except ValueError:
             self.fail("must be an ISO 8601 time, like 2026-11-25T18:00:00+00:00", param, ctx)
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        utc = in_utc(moment)
+        if utc is None:
+            self.fail(TIME_RANGE, param, ctx)
+        return utc
 
 
 def _time(moment: datetime | None) -> str:

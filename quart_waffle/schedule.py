@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .actor import checked_actor, checked_reason
 from .errors import ConflictError, InvalidValueError, WaffleError
 from .kinds import load_json
-from .limits import MAX_ACTOR_LENGTH
+from .limits import MAX_ACTOR_LENGTH, TIME_RANGE, in_utc
 from .settings import display_value
 from .store import WriteGuard, schedule_table, unavailable_as_error
 
@@ -108,7 +108,10 @@ def parse_time(text: object, name: str) -> datetime:
         raise InvalidValueError({name: f"must be a time, got {type(text).__name__}"})
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidValueError({name: "must say its offset (like +00:00 or Z)"})
-    return moment.astimezone(UTC)
+    utc = in_utc(moment)
+    if utc is None:
+        raise InvalidValueError({name: TIME_RANGE})
+    return utc
 
 
 async def schedule(

@@ -87,12 +87,31 @@ async def test_admin_api_bad_input_stores_nothing(served: QuartWaffle) -> None:
         ({**good, "force": "yes"}, "force"),
         ({**good, "reason": "a\nb"}, "reason"),
         ({**good, "extra": 1}, "extra"),
+        # past year 1 or 9998 once in UTC (an OverflowError was a 500)
+        (
+            {**good, "at": "2026-11-25T00:00:00-23:59", "until": "0001-01-01T00:00:00+14:00"},
+            "until",
+        ),
+        ({**good, "at": "9999-12-31T23:59:59-23:59"}, "at"),
     ]
     for body, field in cases:
         refused = await client.post("/waffle/api/schedule", json=body, headers=AUTH)
         assert refused.status_code == 422, body
         assert field in (await refused.get_json())["error"]["fields"], body
     assert await waffle.scheduled() == []
+    for entry_id in (2**63, 10**30):  # past the databases' ids: 422, not a 500
+        refused = await client.delete(f"/waffle/api/schedule/{entry_id}", headers=AUTH)
+        assert refused.status_code == 422, entry_id
+        assert list((await refused.get_json())["error"]["fields"]) == ["id"]
+    for query in ("since=9999-12-31T23:59:59-23:59", "until=0001-01-01T00:00:00%2B14:00"):
+        refused = await client.get(f"/waffle/api/history?{query}", headers=AUTH)
+        assert refused.status_code == 422, query
+        assert list((await refused.get_json())["error"]["fields"]) == [query.split("=")[0]]
+    # controls: the largest id is only not found, a time within range is read
+    missing = await client.delete(f"/waffle/api/schedule/{2**63 - 1}", headers=AUTH)
+    assert missing.status_code == 404
+    listed = await client.get("/waffle/api/history?since=9998-12-31T23:59:59%2B00:00", headers=AUTH)
+    assert listed.status_code == 200
 
 
 def cli(waffle: QuartWaffle, *args: str) -> Result:
@@ -128,6 +147,8 @@ def test_cli(database_url: str) -> None:
         ("MAX_ITEMS=5", "--at", later(60), "--until", later(30)),
         ("NOPE=5", "--at", later(60)),
         ("MAX_ITEMS", "--at", later(60)),
+        ("MAX_ITEMS=5", "--at", later(60), "--until", "0001-01-01T00:00:00+14:00"),
+        ("MAX_ITEMS=5", "--at", "9999-12-31T23:59:59-23:59"),
     ):
         refused = cli(waffle, "schedule", *args)
         assert (refused.exit_code, refused.output.count("\n")) == (1, 1), (args, refused.output)
@@ -135,9 +156,13 @@ def test_cli(database_url: str) -> None:
     cancelled = cli(waffle, "cancel", "1", "--actor", "ops")
     assert cancelled.output.startswith("1\tcancelled")
     assert "cancelled by ops" in cancelled.output
-    for entry_id in ("1", "7"):
+    for entry_id in ("1", "7", str(2**63)):
         refused = cli(waffle, "cancel", entry_id)
         assert (refused.exit_code, refused.output.count("\n")) == (1, 1)
+    for since in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"):
+        refused = cli(waffle, "history", "--since", since)
+        assert (refused.exit_code, refused.output.count("\n")) == (1, 1), refused.output
+        assert "year 1 to 9998" in refused.output
 
 
 async def test_admin_page(served: QuartWaffle) -> None:
@@ -161,11 +186,14 @@ async def test_admin_page(served: QuartWaffle) -> None:
         ({"values": "MAX_ITEMS"}, "values"),
         ({"at": "2030-01-01T00:00:00"}, "at"),
         ({"until": later(60)}, "until"),
+        ({"until": "0001-01-01T00:00:00+14:00"}, "until"),
     ):
         refused = await client.post("/waffle/schedule", form={**form, **bad})
         assert refused.status_code == 422, bad
         assert field in await text_of(refused), bad
     assert await waffle.scheduled() == []
+    huge = await client.post("/waffle/schedule/cancel", form={"csrf": csrf, "id": str(2**63)})
+    assert huge.status_code == 422
     forged = await client.post("/waffle/schedule", form={**form, "csrf": "forged"})
     assert forged.status_code == 403
     added = await client.post("/waffle/schedule", form=form)

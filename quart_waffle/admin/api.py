@@ -12,14 +12,14 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, g, jsonify, request
 
 from ..errors import ConflictError, InvalidValueError
 from ..fleet.member import DEFAULT_WAIT, MAX_API_WAIT
-from ..limits import MAX_HISTORY_LIMIT
+from ..limits import MAX_HISTORY_LIMIT, TIME_RANGE, in_utc
 from ..promotion import apply, export, settings_of
 from ..rollback import json_diff
 from ..settings import Setting, display_value
@@ -402,7 +402,12 @@ def query_time(name: str) -> datetime | None:
             f"The query parameter {name} is not a time.",
             {name: "must be an ISO 8601 time, like 2026-11-25T18:00:00+00:00"},
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    utc = in_utc(moment)
+    if utc is None:
+        raise AdminError(
+            422, "invalid_query", f"The query parameter {name} is out of range.", {name: TIME_RANGE}
+        )
+    return utc
 
 
 async def _rollback_write(write: Callable[[], Awaitable[int]]) -> Response:

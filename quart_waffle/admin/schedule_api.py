@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, jsonify
 
+from ..limits import MAX_ID
 from ..schedule import NotCancellableError
 from .api import api, read_json
 from .context import current_waffle
@@ -76,6 +77,13 @@ async def add_schedule() -> Response:
 async def cancel_schedule(entry_id: int) -> Response:
     """Cancel a pending change, or the end of an applied temporary one;
     404 when there is no such entry, 409 when it has no step left."""
+    if entry_id > MAX_ID:  # the route takes any digits; the database holds no more
+        raise AdminError(
+            422,
+            "invalid_id",
+            "No scheduled change has that id.",
+            {"id": f"must be at most {MAX_ID}"},
+        )
     waffle = current_waffle()
     if has_key_rules(waffle):
         await _check_cancel(waffle, entry_id)
