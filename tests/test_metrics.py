@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from harness import REDIS_URL
 from harness.processes import ROOT
 from quart_waffle import QuartWaffle
+from quart_waffle.admin.throttle import MAX_FAILURES, MAX_WORKER_FAILURES
 from quart_waffle.errors import ConfigurationError
 from quart_waffle.metrics import available, sync_observer
 from quart_waffle.metrics.prometheus import PrometheusObserver, forget_dead_workers
@@ -142,6 +143,27 @@ async def test_the_metrics_token_opens_nothing_else(sqlite_url: str) -> None:
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         assert (await _get(waffle, admin))[0] == 200  # the admin's token reads the metrics
         assert (await _get(waffle, BEARER))[0] == 200
+
+
+async def test_wrong_metrics_tokens_do_not_lock_the_admin_out(sqlite_url: str) -> None:
+    """A scraper with a wrong token, from many addresses, reaches /metrics'
+    own limit (429) but not the admin's: the admin still logs in."""
+    waffle = _metrics_app(sqlite_url, metrics_token=METRICS_TOKEN, admin_token=ADMIN_TOKEN)
+    assert waffle.app is not None
+    async with serving(waffle):
+        client = waffle.app.test_client()
+        wrong = {"Authorization": "Bearer wrong-but-long-enough"}
+        statuses = set()
+        for n in range(MAX_WORKER_FAILURES + 5):  # 5 per address, ~20 addresses
+            peer = {"client": (f"198.51.100.{n // MAX_FAILURES}", 1)}
+            response = await client.get("/waffle/metrics", headers=wrong, scope_base=peer)
+            statuses.add(response.status_code)
+        assert statuses == {401, 429}
+        response = await client.get("/waffle/metrics", headers=BEARER)
+        assert response.status_code == 429  # /metrics' own limit holds
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        response = await client.get("/waffle/api/settings", headers=admin)
+        assert response.status_code == 200
 
 
 async def test_the_endpoint_is_closed_until_configured(sqlite_url: str) -> None:

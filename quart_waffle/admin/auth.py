@@ -142,16 +142,24 @@ _THROTTLED = {
 
 
 def token_login(
-    request: Request, presented: str, tokens: str | Sequence[NamedToken], *, where: str
+    request: Request,
+    presented: str,
+    tokens: str | Sequence[NamedToken],
+    *,
+    where: str,
+    metrics: bool = False,
 ) -> NamedToken | None:
     """The token ``presented`` is (among ``tokens``, or ``tokens`` itself),
     or None. While the client's network, or this worker as a whole, has
     failed too often (:mod:`.throttle`): 429 with ``Retry-After``, right
     token or not. A wrong token is logged in one line (never the token)
     and counted; the failure that reaches a limit logs one more line, and
-    refused attempts none. A right token clears the network's count."""
+    refused attempts none. A right token clears the network's count.
+    ``metrics``: counted apart from the admin's logins (see
+    :func:`~.context.login_throttle`)."""
     address = client_address(request)
-    throttled = login_throttle().retry_after(address)
+    throttle = login_throttle(metrics=metrics)
+    throttled = throttle.retry_after(address)
     if throttled is not None:
         retry_after, limit = throttled
         raise AdminError(
@@ -163,10 +171,10 @@ def token_login(
         )
     named = matching(presented, [NamedToken("", tokens)] if isinstance(tokens, str) else tokens)
     if named is not None:
-        login_throttle().succeeded(address)
+        throttle.succeeded(address)
         return named
     logger.warning("admin: failed login from %s (wrong token in %s)", address, where)
-    reached = login_throttle().failed(address)
+    reached = throttle.failed(address)
     if reached is LimitReached.CLIENT:
         logger.warning(
             _LIMIT_LOGS[reached], address, client_bucket(address), MAX_FAILURES, int(WINDOW)

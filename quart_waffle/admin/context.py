@@ -62,6 +62,8 @@ class AdminState:
     """What the admin of one app remembers between requests, in this worker."""
 
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    metrics_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    """/metrics' own count: a scraper's wrong tokens never lock the admin out."""
     unavailable_logged_at: float = float("-inf")
 
 
@@ -76,6 +78,8 @@ def admin_state() -> AdminState:
     return state
 
 
-def login_throttle() -> LoginThrottle:
-    """The failed logins counted by the app serving this request."""
-    return admin_state().throttle
+def login_throttle(*, metrics: bool = False) -> LoginThrottle:
+    """The failed logins counted by the app serving this request: the
+    admin's, or with ``metrics`` those of its ``/metrics`` endpoint."""
+    state = admin_state()
+    return state.metrics_throttle if metrics else state.throttle

@@ -4,7 +4,8 @@ Who may read them, first match wins: anyone when ``WAFFLE_METRICS_PUBLIC`` is
 on; a bearer token, ``WAFFLE_METRICS_TOKEN`` (read-only: it opens nothing else)
 or the admin's own; the app's ``authorize`` callback. With none of these
 configured the endpoint refuses everyone (403), as the admin does. A wrong
-token is logged and throttled as the admin's are.
+token is logged and throttled as the admin's are, but counted apart: a
+misconfigured scraper never locks the admin out.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ async def _check_access() -> None:
     tokens += credentials(waffle)
     presented = _bearer()
     if presented is not None and tokens:
-        if token_login(request, presented, tokens, where="the metrics Authorization header"):
+        where = "the metrics Authorization header"
+        if token_login(request, presented, tokens, where=where, metrics=True):
             return
         raise AdminError(
             401,
