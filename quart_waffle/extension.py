@@ -515,20 +515,26 @@ class QuartWaffle:
         Example: ``[view.record.pid for view in (await waffle.fleet()).lagging]``.
         """
         connection = self._connected()
-        head: int | None = None
-        head_at: float | None = None
-        try:
-            with unavailable_as_error():
-                head = await connection.store.latest_revision()
-                newest = await connection.store.history(revision=head, limit=1)
-        except StoreUnavailableError:
-            newest = []
-        if newest and newest[0].changed_at is not None:
-            head_at = newest[0].changed_at.timestamp()  # the head's commit
-        try:
-            return await connection.fleet.fleet(head, head_at)
-        except Exception as error:
-            raise StoreUnavailableError(f"presence unreadable: {describe_error(error)}") from None
+        for _ in range(2):
+            head: int | None = None
+            head_at: float | None = None
+            try:
+                with unavailable_as_error():
+                    head = await connection.store.latest_revision()
+                    newest = await connection.store.history(revision=head, limit=1)
+            except StoreUnavailableError:
+                newest = []
+            if newest and newest[0].changed_at is not None:
+                head_at = newest[0].changed_at.timestamp()  # the head's commit
+            try:
+                fleet = await connection.fleet.fleet(head, head_at)
+            except Exception as error:
+                message = f"presence unreadable: {describe_error(error)}"
+                raise StoreUnavailableError(message) from None
+            # a worker above the head read a moment ago may serve a write committed since
+            if head is None or all(view.record.revision <= head for view in fleet.workers):
+                break
+        return fleet
 
     async def acknowledged(
         self, revision: int, *, within: float = DEFAULT_WAIT, since: float | None = None

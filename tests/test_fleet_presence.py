@@ -94,6 +94,76 @@ async def test_idle_worker_writes_once_per_heartbeat(options: dict[str, Any]) ->
         assert slow.writes == first_slow
 
 
+async def forge(waffle: QuartWaffle, worker_id: str, text: str, heartbeat: float) -> None:
+    """Store ``text`` as worker ``worker_id``'s presence record, as a
+    misbehaving (or hostile) writer could: a Redis hash field, a file, a row."""
+    backend: Any = waffle._connected().fleet.backend
+    if hasattr(backend, "engine"):
+        from quart_waffle.store import presence_table
+
+        async with backend.engine.begin() as connection:
+            values = {"id": worker_id, "heartbeat": heartbeat, "record": text}
+            await connection.execute(presence_table.insert().values(**values))
+    elif hasattr(backend, "folder"):
+        os.makedirs(backend.folder, exist_ok=True)
+        Path(backend.folder, f"{os.urandom(6).hex()}.json").write_text(text)
+    else:
+        await backend._client.hset(backend.key, worker_id, text)
+
+
+async def test_forged_records_hide_no_worker(options: dict[str, Any]) -> None:
+    """A pid or revision of 1e400 (int(inf)) or past 64 bits is skipped and
+    counted; a revision above the store's head moves no real worker behind
+    (the forger is lagging); a heartbeat far in the future is flagged as clock
+    skew and still goes once it stops changing."""
+    from quart_waffle.fleet.presence import undecodable_records
+
+    waffle = worker(options, heartbeat_interval=0.1)
+    async with serving(waffle):
+        await waffle.update({"MAX_ITEMS": 3})
+        member = waffle._connected().fleet
+        mine = member.record().as_dict()
+        now = time.time()
+
+        def text(worker_id: str, **fields: Any) -> str:
+            return json.dumps({**mine, "id": worker_id, "heartbeat": now, **fields})
+
+        skipped = undecodable_records()
+        await forge(
+            waffle,
+            "f/1/inf-pid",
+            text("f/1/inf-pid").replace(f'"pid": {mine["pid"]}', '"pid": 1e400'),
+            now,
+        )
+        await forge(waffle, "f/2/inf-rev", text("f/2/inf-rev", revision=1e400), now)
+        await forge(waffle, "f/3/huge-rev", text("f/3/huge-rev", revision=10**30), now)
+        await forge(waffle, "f/4/above", text("f/4/above", revision=10**12, pid=4), now)
+        await forge(waffle, "f/5/ahead", text("f/5/ahead", heartbeat=now + 3600, pid=5), now + 3600)
+        fleet = await waffle.fleet()
+        assert undecodable_records() >= skipped + 3
+        assert fleet.head == waffle.revision
+        views = {view.record.id: view for view in fleet.workers}
+        assert set(views) == {mine["id"], "f/4/above", "f/5/ahead"}
+        assert views[mine["id"]].state == "ok"
+        assert views[mine["id"]].behind == 0
+        assert views["f/4/above"].state == "lagging"
+        assert "above the head" in views["f/4/above"].reasons[0]
+        assert views["f/5/ahead"].state == "lagging"
+        assert "clock skew" in views["f/5/ahead"].reasons[0]
+        bounds = member.bounds
+        assert bounds.gone_after < 2.5
+        # the reader ages the future heartbeat by its own clock: it goes
+        await fleet_of(
+            waffle,
+            10,
+            lambda fleet: (
+                {view.record.id: view.state for view in fleet.workers}.get("f/5/ahead") == "gone"
+            ),
+        )
+        ack = await waffle.acknowledged(waffle.revision, within=2)
+        assert ack.complete, ack.text
+
+
 async def test_no_credentials_in_presence(sqlite_url: str, tmp_path: Path) -> None:
     """A channel whose URL holds a password, and which fails: the record
     says the channel is down and why, never the password."""

@@ -20,7 +20,16 @@ from ..redaction import describe_error
 from ..sync import channel_options
 from ..sync.runner import SyncHealth
 from .presence import PresenceABC, open_presence
-from .record import Acknowledgement, Bounds, Fleet, PresenceRecord, WorkerView, bounds_for, judge
+from .record import (
+    CLOCK_SKEW,
+    Acknowledgement,
+    Bounds,
+    Fleet,
+    PresenceRecord,
+    WorkerView,
+    bounds_for,
+    judge,
+)
 from .reporter import PresenceReporter
 
 logger = logging.getLogger("quart_waffle.fleet")
@@ -92,6 +101,8 @@ class FleetMember:
         self._applied_at = identity.started_at
         self.reporter = PresenceReporter(backend, self.record, bounds.heartbeat)
         self._reporting = False
+        # id -> (a heartbeat ahead of our clock, when we first saw it): ages it by our clock
+        self._ahead: dict[str, tuple[float, float]] = {}
 
     def record(self) -> PresenceRecord:
         """This worker's record now."""
@@ -149,7 +160,17 @@ class FleetMember:
         ]
         if self._reporting:
             records.append(self.record())
-        return judge(records, self.bounds, now, head, head_at)
+        ahead = {
+            record.id: (record.heartbeat, now)
+            for record in records
+            if record.heartbeat - now > CLOCK_SKEW
+        }
+        for id, (heartbeat, first) in self._ahead.items():
+            if ahead.get(id, (None,))[0] == heartbeat:
+                ahead[id] = (heartbeat, first)
+        self._ahead = ahead
+        seen = {id: first for id, (_, first) in ahead.items()}
+        return judge(records, self.bounds, now, head, head_at, seen)
 
     async def wait(self, revision: int, within: float, since: float) -> Acknowledgement:
         """Wait until every worker live now serves ``revision`` or newer, or

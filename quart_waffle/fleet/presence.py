@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError
 from ..sync.registry import ChannelOptions
-from .record import PresenceRecord
+from .record import RECORD_VERSION, PresenceRecord
+
+logger = logging.getLogger("quart_waffle.fleet")
 
 
 class PresenceABC(ABC):
@@ -62,12 +65,42 @@ def encode(record: PresenceRecord) -> str:
     return json.dumps(record.as_dict(), separators=(",", ":"))
 
 
+class _Undecodable:
+    """Records skipped because they cannot be read (not JSON, a field out of
+    range such as a pid of 1e400): counted, and logged once per process, so
+    one bad record hides neither the fleet nor the log."""
+
+    count = 0
+
+    @classmethod
+    def skip(cls) -> None:
+        cls.count += 1
+        if cls.count == 1:
+            logger.warning(
+                "presence: a record that cannot be read was skipped (another version"
+                " or a forged one); further ones are counted, not logged"
+            )
+
+
+def undecodable_records() -> int:
+    """How many presence records this process skipped as unreadable."""
+    return _Undecodable.count
+
+
 def decode(text: str | bytes) -> PresenceRecord | None:
+    """The record stored as ``text``; None (counted) when it is not one, or
+    of a shape this version does not know (not counted)."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        _Undecodable.skip()
         return None
-    return PresenceRecord.from_dict(data) if isinstance(data, dict) else None
+    record = PresenceRecord.from_dict(data)
+    if record is None and data.get("v") == RECORD_VERSION:
+        _Undecodable.skip()
+    return record
 
 
 PresenceFactory = Callable[[ChannelOptions, AsyncEngine], PresenceABC]

@@ -40,6 +40,11 @@ seconds (then forgotten after ``forget_after``)."""
 
 RECORD_VERSION = 1
 """The shape of a stored record; a reader skips records of a shape it does not know."""
+MAX_WHOLE = 2**63 - 1
+"""The largest pid or revision a record may hold (a revision is a 64-bit id)."""
+CLOCK_SKEW = 5.0
+"""Seconds a heartbeat may be ahead of the reader's clock before the reader
+distrusts it: such a worker is judged by when the reader saw its heartbeat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +93,11 @@ class PresenceRecord:
             record = cls(
                 id=str(data["id"]),
                 host=str(data["host"]),
-                pid=int(data["pid"]),
+                pid=_whole(data["pid"]),
                 started_at=float(data["started_at"]),
                 version=str(data["version"]),
                 store=str(data["store"]),
-                revision=int(data["revision"]),
+                revision=_whole(data["revision"]),
                 applied_at=float(data["applied_at"]),
                 channel=str(data["channel"]),
                 connected=bool(data["connected"]),
@@ -101,7 +106,7 @@ class PresenceRecord:
                 heartbeat=float(data["heartbeat"]),
                 interval=float(data["interval"]),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
         finite = (record.started_at, record.applied_at, record.heartbeat, record.interval)
         return record if all(math.isfinite(value) for value in finite) else None
@@ -121,6 +126,16 @@ class PresenceRecord:
     def beat(self, now: float) -> PresenceRecord:
         """This record with its heartbeat at ``now``."""
         return replace(self, heartbeat=now)
+
+
+def _whole(value: Any) -> int:
+    """A pid or revision read back: a whole number from 0 to :data:`MAX_WHOLE`."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(value)
+    number = int(value)  # OverflowError for an infinite float (JSON's 1e400)
+    if not 0 <= number <= MAX_WHOLE:
+        raise ValueError(value)
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,28 +207,42 @@ def judge(
     now: float,
     head: int | None = None,
     head_at: float | None = None,
+    seen: Mapping[str, float] | None = None,
 ) -> Fleet:
     """The fleet of ``records`` at ``now``: each (forgotten ones excluded) as a
     :class:`WorkerView`, sorted by host then pid. ``head``: the store's newest
-    revision, else the newest any worker serves. A worker heartbeating more
+    revision (a record claiming a newer one is lagging, and moves no one
+    behind), else the newest any worker serves. A worker heartbeating more
     slowly than ``bounds`` says is judged by its own interval.
+
+    A heartbeat more than :data:`CLOCK_SKEW` seconds ahead of ``now`` is
+    lagging (clock skew), and aged from ``seen[record.id]``, when the reader
+    first saw that heartbeat (``now`` if not given), so that it still goes
+    stale when the worker stops.
 
     The time a worker has been behind is measured from the head's commit
     (``head_at``, from the store's history) or, when earlier or unknown, the
     moment the first worker served the head, so that no clock of the lagging
     worker is trusted, and a change no worker applied still counts.
     """
-    kept = [record for record in records if now - record.heartbeat <= bounds.forget_after]
-    top = max([record.revision for record in kept], default=-1)
-    head = max(top, head if head is not None else -1)
+    seen = seen or {}
+
+    def age_of(record: PresenceRecord) -> float:
+        if record.heartbeat - now > CLOCK_SKEW:
+            return max(0.0, now - seen.get(record.id, now))
+        return max(0.0, now - record.heartbeat)
+
+    kept = [record for record in records if age_of(record) <= bounds.forget_after]
+    if head is None:
+        head = max([record.revision for record in kept], default=-1)
     first_served = min(
-        (record.applied_at for record in kept if record.revision >= head), default=now
+        (record.applied_at for record in kept if record.revision == head), default=now
     )
     if head_at is not None:
         first_served = min(first_served, head_at)
     views: list[WorkerView] = []
     for record in sorted(kept, key=lambda record: (record.host, record.pid, record.id)):
-        age = max(0.0, now - record.heartbeat)
+        age = age_of(record)
         behind = max(0.0, now - first_served) if record.revision < head else 0.0
         reasons: list[str] = []
         state: WorkerState = "ok"
@@ -221,6 +250,10 @@ def judge(
             state = "gone"
             reasons.append(f"no heartbeat for {age:.0f} s")
         else:
+            if record.heartbeat - now > CLOCK_SKEW:
+                reasons.append(f"clock skew: heartbeat {record.heartbeat - now:.0f} s ahead")
+            if record.revision > head:
+                reasons.append(f"claims revision {record.revision}, above the head {head}")
             if age > max(bounds.lagging_after, 2 * record.interval + 1.0):
                 reasons.append(f"heartbeat {age:.1f} s old")
             if not record.connected:
