@@ -364,7 +364,11 @@ def get_command(info: ScriptInfo, key: str, reveal: bool) -> None:
 @waffle_cli.command("set")
 @click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
 @click.option(
-    "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
+    "--expected-revision",
+    "--expect-revision",
+    "expect_revision",
+    type=WholeNumber(),
+    help="Fail if a key changed after this revision.",
 )
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
 @_reason
@@ -527,7 +531,11 @@ def _write_private(path: str, text: str) -> None:
 @waffle_cli.command("import")
 @click.argument("source", type=click.File("r"))
 @click.option(
-    "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
+    "--expected-revision",
+    "--expect-revision",
+    "expect_revision",
+    type=WholeNumber(),
+    help="Fail if a key changed after this revision.",
 )
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
 @_reason
@@ -579,16 +587,23 @@ def revert_command(
     """Undo what REVISION changed, as a new revision; refused when one of
     its keys changed after it, unless --force."""
 
-    async def action(waffle: QuartWaffle) -> int:
-        return await waffle.revert(revision, force=force, actor=_actor(actor), reason=reason)
+    async def action(waffle: QuartWaffle) -> tuple[int, bool]:
+        return await _rolled_back(
+            waffle,
+            lambda: waffle.revert(revision, force=force, actor=_actor(actor), reason=reason),
+        )
 
-    click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
+    _echo_rolled_back(*_run(info, action, notify=not no_channel_check))
 
 
 @waffle_cli.command("restore")
 @click.argument("revision", type=WholeNumber())
 @click.option(
-    "--expect-revision", type=WholeNumber(), help="Fail if a key changed after this revision."
+    "--expected-revision",
+    "--expect-revision",
+    "expect_revision",
+    type=WholeNumber(),
+    help="Fail if a key changed after this revision.",
 )
 @click.option("--actor", help="Recorded in history (default: cli:<user>).")
 @_reason
@@ -605,12 +620,32 @@ def restore_command(
     """Put every setting back as it was at REVISION (0: every default), as
     a new revision."""
 
-    async def action(waffle: QuartWaffle) -> int:
-        return await waffle.restore(
-            revision, expected_revision=expect_revision, actor=_actor(actor), reason=reason
+    async def action(waffle: QuartWaffle) -> tuple[int, bool]:
+        return await _rolled_back(
+            waffle,
+            lambda: waffle.restore(
+                revision, expected_revision=expect_revision, actor=_actor(actor), reason=reason
+            ),
         )
 
-    click.echo(f"revision {_run(info, action, notify=not no_channel_check)}")
+    _echo_rolled_back(*_run(info, action, notify=not no_channel_check))
+
+
+async def _rolled_back(
+    waffle: QuartWaffle, write: Callable[[], Awaitable[int]]
+) -> tuple[int, bool]:
+    """Run a revert or restore: the revision it returns, and whether it wrote
+    one (else every key already had the value it would put back)."""
+    await waffle.refresh()
+    before = waffle.revision
+    revision = await write()
+    return revision, revision > before
+
+
+def _echo_rolled_back(revision: int, changed: bool) -> None:
+    if not changed:
+        click.echo("nothing to change")
+    click.echo(f"revision {revision}")
 
 
 def _read_settings(source: TextIO) -> dict[str, Any]:

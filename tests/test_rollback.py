@@ -110,7 +110,14 @@ def test_cli(database_url: str) -> None:
     assert "reason: revert of revision 1: undo" in history
     assert "reason: more room" in cli(waffle, "history", "--until", "2999-01-01").output
     assert cli(waffle, "history", "--since", "2999-01-01").output == ""
-    assert cli(waffle, "restore", "2").output == "revision 4\n"
+    again = cli(waffle, "revert", "1", "--force")  # MAX_ITEMS is already back
+    assert again.output == "nothing to change\nrevision 3\n"
+    stale = cli(waffle, "restore", "2", "--expected-revision", "0")
+    assert (stale.exit_code, stale.output.count("\n")) == (1, 1)
+    assert cli(waffle, "restore", "2", "--expected-revision", "3").output == "revision 4\n"
+    assert cli(waffle, "restore", "2", "--expect-revision", "4").output == (
+        "nothing to change\nrevision 4\n"
+    )
     assert cli(waffle, "history", "--since", "yesterday").exit_code == 1
 
 
