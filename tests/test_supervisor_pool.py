@@ -28,6 +28,7 @@ class FakeWorker:
         self.pid = pid
         self.generation = generation
         self.fails = fails
+        self.startup = spawner.startup
         self.age = 0.0
         self.accepting = False
         self.stopped = False
@@ -50,7 +51,7 @@ class FakeWorker:
         return self.silent
 
     async def wait_ready(self, startup_timeout: float) -> None:
-        await asyncio.sleep(self.spawner.startup)
+        await asyncio.sleep(self.startup)
         if self.fails:
             self.exited.set_result(1)
             raise WorkerFailed(self.pid, "RuntimeError: broken", "Traceback ...\nRuntimeError")
@@ -103,6 +104,7 @@ class FakeSpawner:
         # generation: how many of its workers start before every further one fails
         self.healthy_starts: dict[int, int] = {}
         self.fail_next = 0
+        self.first_startup: dict[int, float] = {}  # generation: its first worker's startup
         self.accepting_counts: list[int] = []
         self.concurrent_starts: list[int] = []
         self.live_counts: list[int] = []  # workers neither draining nor gone, at each spawn
@@ -116,6 +118,8 @@ class FakeSpawner:
         )
         self.fail_next = max(self.fail_next - 1, 0)
         worker = FakeWorker(self, next(self.pids), generation, fails)
+        if earlier == 0:
+            worker.startup = self.first_startup.get(generation, self.startup)
         self.workers.append(worker)
         starting = [w for w in self.workers if not w.accepting and not w.exited.done()]
         self.concurrent_starts.append(len([w for w in starting if not w.stopped]))
@@ -296,6 +300,43 @@ async def test_requests_made_during_a_reload_share_the_next_one(
     assert summaries[1] == summaries[2]
     assert summaries[1].startswith("reload 2 done")
     assert len(spawner.workers) == 4 * 3  # the first pool and two reloads, not three
+
+
+async def test_a_reload_that_grows_the_pool_starts_the_new_worker_at_the_new_generation(
+    spawner: FakeSpawner, delays: list[float]
+) -> None:
+    """The supervisor's reload reads a config file raising `workers` (reconfigure), then
+    requests the reload, in one step: the missing worker starts at the reload's generation,
+    not at the old one only to be drained and replaced at once."""
+    async with maintained(spawner, delays, workers=2) as pool:
+        pool.reconfigure(ServeConfig(app="a:app", workers=3))
+        summary = await pool.request_reload()
+
+        assert summary.startswith("reload 1 done")
+        assert [w.generation for w in spawner.workers].count(0) == 2
+        assert len(spawner.workers) == 2 + 3
+        assert len(pool.serving) == 3
+        assert all(spawner.by_pid(pid).generation == 1 for pid in pool.serving)
+        assert not any(w.stopped for w in spawner.workers if w.generation == 1)
+
+
+async def test_a_failed_reload_that_grows_the_pool_leaves_it_on_the_old_generation(
+    spawner: FakeSpawner, delays: list[float]
+) -> None:
+    """The reload fails while the worker started for it is still starting: the rollback
+    misses that worker, so it is drained once ready and replaced at the old generation."""
+    spawner.healthy_starts[1] = 1  # the missing worker starts, the reload's own fails
+    spawner.first_startup[1] = 0.3  # and is ready only after the rollback
+    async with maintained(spawner, delays, workers=2) as pool:
+        pool.reconfigure(ServeConfig(app="a:app", workers=3))
+        with pytest.raises(ReloadFailed):
+            await pool.request_reload()
+        await _until(
+            lambda: (
+                len(pool.serving) == 3
+                and all(spawner.by_pid(pid).generation == 0 for pid in pool.serving)
+            )
+        )
 
 
 async def test_a_dead_worker_is_replaced_at_once_when_it_was_stable(

@@ -499,8 +499,9 @@ class Pool:
                 log.info("Restarting %d worker(s) in %.1f s", missing, delay)
                 await self._sleep(delay)
                 missing = self.config.workers - len(self._serving) - self._starting
+            generation = self._wanted_generation()
             results = await asyncio.gather(
-                *(self._start_worker() for _ in range(missing)), return_exceptions=True
+                *(self._start_worker(generation) for _ in range(missing)), return_exceptions=True
             )
             self.observer.respawned(sum(not isinstance(r, BaseException) for r in results))
             for result in results:
@@ -510,6 +511,19 @@ class Pool:
                     self._pool_changed.set()
                 elif isinstance(result, BaseException):
                     raise result
+                elif result.generation > self._wanted_generation() and result in self._serving:
+                    # the reload it was started for failed meanwhile, its rollback missed it
+                    log.info("Draining worker %d: reload %d failed", result.pid, generation)
+                    self._retire(result)
+                    self._pool_changed.set()
+
+    def _wanted_generation(self) -> int:
+        """The generation a missing worker starts at: that of the reload under way or
+        requested (the reload would replace a worker of the old one at once), else the
+        generation serving."""
+        if self._reload_requests:
+            return (self._generation if self._reloading is None else self._reloading) + 1
+        return self._current if self._reloading is None else self._reloading
 
     async def _drain_surplus(self) -> None:
         """Drain the oldest workers beyond `config.workers` (the count was lowered), once no
