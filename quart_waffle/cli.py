@@ -56,7 +56,6 @@ class WholeNumber(click.ParamType[int]):
         return number
 
 
-# The drivers quart-waffle supports, and the extra that installs each one.
 class Seconds(click.FloatRange):
     """A number of seconds from ``min`` to ``max``; click's FloatRange lets
     ``nan`` through (it compares false with both bounds)."""
@@ -68,6 +67,7 @@ class Seconds(click.FloatRange):
         return number
 
 
+# The drivers quart-waffle supports, and the extra that installs each one.
 _EXTRAS = {"asyncpg": "postgres", "redis": "redis", "aiosqlite": ""}
 _MISSING_TABLE = re.compile(r'no such table: waffle_|relation "waffle_\w*" does not exist')
 
