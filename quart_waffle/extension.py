@@ -319,11 +319,14 @@ class QuartWaffle:
         since = time.monotonic()
         within = _wait_seconds(wait)
         actor, reason = checked_actor(actor), checked_reason(reason)
-        revision = await self._write(self._encode(values), expected_revision, actor, reason)
+        revision = await self._write(
+            self._encode(values), expected_revision, actor, reason, ack=within is not None
+        )
         if within is None:
             return revision
         return await self.acknowledged(revision, within=within, since=since)
 
+    @overload
     async def reset(
         self,
         keys: Iterable[str],
@@ -331,13 +334,35 @@ class QuartWaffle:
         expected_revision: int | None = None,
         actor: str = "",
         reason: str = "",
-    ) -> int:
+        wait: Literal[False] | None = None,
+    ) -> int: ...
+    @overload
+    async def reset(
+        self,
+        keys: Iterable[str],
+        *,
+        expected_revision: int | None = None,
+        actor: str = "",
+        reason: str = "",
+        wait: float | Literal[True],
+    ) -> Acknowledgement: ...
+    async def reset(
+        self,
+        keys: Iterable[str],
+        *,
+        expected_revision: int | None = None,
+        actor: str = "",
+        reason: str = "",
+        wait: float | bool | None = None,
+    ) -> int | Acknowledgement:
         """Make ``keys`` follow their declared defaults again, as one new
         revision recorded in history (as :meth:`update` does); a key that
-        already follows its default is left alone.
+        already follows its default is left alone. ``wait`` as :meth:`update`.
 
         Example: ``await waffle.reset(["MAX_ITEMS"], actor="ops")``.
         """
+        since = time.monotonic()
+        within = _wait_seconds(wait)
         actor, reason = checked_actor(actor), checked_reason(reason)
         keys = list(keys)
         unknown = [key for key in keys if key not in self.declarations]
@@ -345,7 +370,12 @@ class QuartWaffle:
             raise InvalidValueError(
                 dict.fromkeys(unknown, "unknown setting") or {"": "no settings given"}
             )
-        return await self._write(dict.fromkeys(keys), expected_revision, actor, reason)
+        revision = await self._write(
+            dict.fromkeys(keys), expected_revision, actor, reason, ack=within is not None
+        )
+        if within is None:
+            return revision
+        return await self.acknowledged(revision, within=within, since=since)
 
     async def refresh(self) -> int:
         """Catch up from the store, reading only what changed after
@@ -683,9 +713,12 @@ class QuartWaffle:
         actor: str,
         reason: str = "",
         guard: WriteGuard | None = None,
+        *,
+        ack: bool = False,
     ) -> int:
         """Store ``encoded`` (None: back to the default), apply it here, notify;
-        ``guard`` as :meth:`SettingsStore.write` takes it."""
+        ``guard`` as :meth:`SettingsStore.write` takes it; ``ack``: the writer
+        will wait for the fleet, so every worker publishes its presence at once."""
         connection = self._connected()
         defaults = {
             key: self.declarations[key].encode(self.declarations[key].default) for key in encoded
@@ -702,7 +735,9 @@ class QuartWaffle:
         if result.revision is None:
             return self.revision
         try:
-            if not await self._apply_change(connection, result.revision - 1, result.changes):
+            if not await self._apply_change(
+                connection, result.revision - 1, result.changes, urgent=ack
+            ):
                 await self.refresh()
         except StoreUnavailableError as error:
             # committed all the same: the others must hear of it, and this worker
@@ -711,22 +746,31 @@ class QuartWaffle:
                 "revision %d is committed; applying it here failed: %s", result.revision, error
             )
         await connection.sync.notify(
-            result.revision, _travelling(self.declarations, result.changes)
+            result.revision, _travelling(self.declarations, result.changes), ack=ack
         )
         return result.revision
 
     async def _apply_carried(self, change: Carried) -> bool:
         """Apply a change another worker's message carried; the sync task
         catches up from the store instead when this returns False."""
-        return await self._apply_change(self._connected(), change.base, dict(change.changes))
+        return await self._apply_change(
+            self._connected(), change.base, dict(change.changes), urgent=change.ack
+        )
 
     async def _apply_change(
-        self, connection: _Connection, base: int, changes: Mapping[str, str | None]
+        self,
+        connection: _Connection,
+        base: int,
+        changes: Mapping[str, str | None],
+        *,
+        urgent: bool = True,
     ) -> bool:
         """Apply revision ``base + 1``'s ``changes`` (key to stored JSON text,
         None: back to the default) with no database round trip, if this worker
         serves ``base`` and every key is declared here with a value that fits;
-        return whether it did. Each value is decoded and validated once."""
+        return whether it did. Each value is decoded and validated once.
+        ``urgent``: publish presence at once (someone waits), else at the
+        next heartbeat."""
         values: dict[str, Any] = {}
         for key, text in changes.items():
             setting = self.declarations.get(key)
@@ -744,7 +788,13 @@ class QuartWaffle:
             for key in defaults:
                 values[key] = self.declarations[key].default
             applied = self._swap(
-                connection, base + 1, values, dict.fromkeys(changes, base + 1), defaults, {}
+                connection,
+                base + 1,
+                values,
+                dict.fromkeys(changes, base + 1),
+                defaults,
+                {},
+                urgent=urgent,
             )
         await self._announce(connection, applied)
         return True
@@ -848,14 +898,17 @@ class QuartWaffle:
         rejected: dict[str, str],
         *,
         reload: bool = False,
+        urgent: bool = True,
     ) -> dict[str, tuple[Any, Any]]:
         """Swap in a snapshot at ``revision`` with ``values`` (decoded and
         validated) laid over the one served (with ``reload``, over the
-        defaults); return key to (old, new) for the values that changed."""
+        defaults); return key to (old, new) for the values that changed.
+        ``urgent``: this worker's presence is published at once, else at its
+        next heartbeat (a carried change nobody waits for)."""
         old = self._snapshot
         base = self._defaults() if reload else old
         self._snapshot = new = base.merged(revision, values, revisions, defaults, rejected)
-        connection.fleet.changed()
+        connection.fleet.changed(new.revision, urgent=urgent)
         connection.sync.observer.served(revision)
         touched = new.values if reload else values
         changes = {

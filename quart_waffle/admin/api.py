@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -146,25 +145,24 @@ async def _write(
     actor: str = g.waffle_admin_actor
     within = wait_seconds(request.args)  # refused before anything is stored
     await check_keys(waffle, "reset" if isinstance(values, list) else "write", values)
-    since = time.monotonic()
     try:
         if isinstance(values, list):
-            revision = await waffle.reset(
-                values, expected_revision=expected, actor=actor, reason=_reason()
+            written = await waffle.reset(
+                values, expected_revision=expected, actor=actor, reason=_reason(), wait=within
             )
         else:
             await refuse_stale_secrets(waffle, values, expected)
             for key, value in values.items():
                 if key in waffle.declarations:
                     refuse_mask(waffle.declarations[key], value)
-            revision = await waffle.update(
-                values, expected_revision=expected, actor=actor, reason=_reason()
+            # with wait, the change's message asks every worker to report at once
+            written = await waffle.update(
+                values, expected_revision=expected, actor=actor, reason=_reason(), wait=within
             )
-        if within is not None:
-            g.waffle_acknowledgement = await waffle.acknowledged(
-                revision, within=within, since=since
-            )
-        return revision
+        if isinstance(written, int):
+            return written
+        g.waffle_acknowledgement = written
+        return written.revision
     except ConflictError as error:
         current = {
             key: display_value(waffle.declarations, key, value)

@@ -260,8 +260,13 @@ async def save() -> Response:
         return _redirect_home(f"?saved={waffle.revision}{PageFilter.from_args(form).query()}")
     await check_keys(waffle, "write", changes)
     try:
-        revision = await waffle.update(
-            changes, expected_revision=expected, actor=actor, reason=form.get("reason", "")
+        # the answer waits (a little) until every worker serves what was saved
+        ack = await waffle.update(
+            changes,
+            expected_revision=expected,
+            actor=actor,
+            reason=form.get("reason", ""),
+            wait=PAGE_WAIT,
         )
     except ConflictError as error:
         return await _conflict(session, edited, error)
@@ -278,8 +283,7 @@ async def save() -> Response:
             problem="Nothing was saved: fix the fields marked below.",
             signed_in=True,
         )
-    # the answer waits (a little) until every worker serves what was saved
-    ack = await waffle.acknowledged(revision, within=PAGE_WAIT)
+    revision = ack.revision
     back = PageFilter.from_args(form).query()  # the filtered view the form was saved from
     return _redirect_home(f"?saved={revision}{acknowledgement_query(ack)}{back}")
 

@@ -133,10 +133,14 @@ class FleetMember:
         self._reporting = True
         self.reporter.start()
 
-    def changed(self) -> None:
-        """The revision served changed: publish it now."""
+    def changed(self, revision: int, *, urgent: bool = True) -> None:
+        """This worker now serves ``revision`` (perhaps the one it served):
+        with ``urgent`` (someone waits for it, or it came by a catch-up) the
+        record is published now, else at the next heartbeat."""
+        if revision != self._revision:
+            self._revision, self._applied_at = revision, time.time()
         if self._reporting:
-            self.reporter.changed()
+            self.reporter.changed(urgent=urgent)
 
     async def stop(self) -> None:
         """Stop heartbeating, delete our record, close the backend."""

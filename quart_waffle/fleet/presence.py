@@ -87,6 +87,45 @@ def undecodable_records() -> int:
     return _Undecodable.count
 
 
+class RecordEncoder:
+    """:func:`encode` for the records of one worker, cheaply: what stays the
+    same for its whole life (id, host, pid, start, version, store, channel,
+    interval) is serialised once, and each write adds only the few fields
+    that move (no ``dataclasses.asdict``, no dict: a heartbeat is a hot path
+    at 1,000 workers). Decodes to the same record as :func:`encode`."""
+
+    def __init__(self) -> None:
+        self._static: tuple[object, ...] = ()
+        self._prefix = ""
+
+    def __call__(self, record: PresenceRecord) -> str:
+        static = (
+            record.id,
+            record.host,
+            record.pid,
+            record.started_at,
+            record.version,
+            record.store,
+            record.channel,
+            record.interval,
+        )
+        if static != self._static:
+            head = {key: value for key, value in record.as_dict().items() if key not in _MOVING}
+            self._static, self._prefix = static, json.dumps(head, separators=(",", ":"))[:-1]
+        error = "null" if record.last_error is None else json.dumps(record.last_error)
+        last_sync = "null" if record.last_sync is None else repr(float(record.last_sync))
+        return (
+            f'{self._prefix},"revision":{int(record.revision)}'
+            f',"applied_at":{float(record.applied_at)!r}'
+            f',"connected":{"true" if record.connected else "false"}'
+            f',"last_sync":{last_sync},"last_error":{error}'
+            f',"heartbeat":{float(record.heartbeat)!r}}}'
+        )
+
+
+_MOVING = frozenset(("revision", "applied_at", "connected", "last_sync", "last_error", "heartbeat"))
+
+
 def decode(text: str | bytes) -> PresenceRecord | None:
     """The record stored as ``text``; None (counted) when it is not one, or
     of a shape this version does not know (not counted)."""

@@ -5,6 +5,7 @@ workers forgotten meanwhile."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from redis.asyncio.retry import Retry
@@ -13,11 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..sync.redis import redis_connection
 from ..sync.registry import ChannelOptions
-from .presence import PresenceABC, PresenceKind, decode, encode
+from .presence import PresenceABC, PresenceKind, RecordEncoder, decode
 from .record import PresenceRecord
 
 KEY_TTL = 3600
-"""Seconds the hash outlives its last write."""
+"""Seconds the hash outlives its last expiry refresh."""
+EXPIRE_EVERY = 300.0
+"""Seconds between two refreshes of the hash's expiry by one worker: the
+other writes are one ``HSET`` each, without a pipeline."""
 
 
 class RedisPresence(PresenceABC):
@@ -32,12 +36,20 @@ class RedisPresence(PresenceABC):
             options, socket_timeout=options.timeout, retry=Retry(NoBackoff(), 0)
         )
         self._client = self._connection.client
+        self._encode = RecordEncoder()
+        self._expire_at = -1.0  # monotonic time of the next expiry refresh
 
     async def publish(self, record: PresenceRecord) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hset(self.key, record.id, encode(record))
-            pipe.expire(self.key, KEY_TTL)
-            await pipe.execute()
+        text = self._encode(record)
+        now = time.monotonic()
+        if now < self._expire_at:
+            await self._client.hset(self.key, record.id, text)
+        else:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hset(self.key, record.id, text)
+                pipe.expire(self.key, KEY_TTL)
+                await pipe.execute()
+            self._expire_at = now + EXPIRE_EVERY
         self.writes += 1
 
     async def remove(self, worker_id: str) -> None:

@@ -1,7 +1,11 @@
 """The worker's side: a task on the worker's own event loop that publishes
-its presence record when what it serves changes, and otherwise once per
-heartbeat. Running on the serving loop is the point: a loop that is
-blocked (or a process that is paused) stops heartbeating, and readers flag it."""
+its presence record once per heartbeat, and at once when someone waits for
+the revision it now serves (a write made with ``wait``: its message says so)
+or when that revision came by a catch-up. A carried change nobody waits for
+goes with the next heartbeat, so an ordinary change costs the presence store
+nothing (docs/fleet.md, "What presence costs"). Running on the serving loop
+is the point: a loop that is blocked (or a process that is paused) stops
+heartbeating, and readers flag it."""
 
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ LOOK_EVERY = 1.0
 """Seconds between two looks at the worker's state (in memory, no I/O): a
 change of channel state or error is published within this."""
 MIN_SPACING = 1.0
-"""Seconds between two writes caused by a change other than of revision, so
-a flapping channel cannot flood the store."""
+"""Seconds between two writes caused by a change of channel state or error,
+so a flapping channel cannot flood the store."""
 REMOVE_TIMEOUT = 1.0
 """Seconds a clean shutdown spends deleting its own record."""
 
@@ -47,6 +51,7 @@ class PresenceReporter:
         self._task: asyncio.Task[None] | None = None
         self._published: PresenceRecord | None = None
         self._failing = False
+        self._urgent = True  # the first record at once
 
     @property
     def published(self) -> PresenceRecord | None:
@@ -57,9 +62,13 @@ class PresenceReporter:
         self._changed.set()  # the first record at once
         self._task = asyncio.create_task(self._run(), name="quart-waffle-presence")
 
-    def changed(self) -> None:
-        """What this worker serves changed: publish now, not at the next look."""
-        self._changed.set()
+    def changed(self, *, urgent: bool = True) -> None:
+        """What this worker serves changed. ``urgent`` (someone waits for
+        it): publish now; otherwise the new revision goes with the next
+        heartbeat, at most one write per interval however many changes."""
+        if urgent:
+            self._urgent = True
+            self._changed.set()
 
     async def stop(self) -> None:
         """Stop the task and delete this worker's record, so a clean shutdown
@@ -75,13 +84,14 @@ class PresenceReporter:
                 async with asyncio.timeout(REMOVE_TIMEOUT):
                     await self.backend.remove(self._published.id)
 
-    def _due(self, record: PresenceRecord, now: float) -> bool:
+    def _due(self, record: PresenceRecord, now: float, urgent: bool) -> bool:
         last = self._published
-        if last is None or last.revision != record.revision or last.store != record.store:
+        if last is None or last.store != record.store or now - last.heartbeat >= self.interval:
             return True
-        if now - last.heartbeat >= self.interval:
+        if urgent and last.revision != record.revision:
             return True
-        return not record.same_state(last) and now - last.heartbeat >= MIN_SPACING
+        state = (record.connected, record.last_error) != (last.connected, last.last_error)
+        return state and now - last.heartbeat >= MIN_SPACING
 
     async def _run(self) -> None:
         retry_at = -math.inf
@@ -90,13 +100,17 @@ class PresenceReporter:
                 async with asyncio.timeout(min(LOOK_EVERY, self.interval)):
                     await self._changed.wait()
             self._changed.clear()
+            urgent, self._urgent = self._urgent, False
             record = self._make_record()
-            now = record.heartbeat
-            if not self._due(record, now) or time.monotonic() < retry_at:
+            if not self._due(record, record.heartbeat, urgent):
+                continue
+            if time.monotonic() < retry_at:
+                self._urgent |= urgent
                 continue
             try:
                 await self.backend.publish(record)
             except Exception as error:
+                self._urgent |= urgent
                 if not self._failing:  # info: the store's outage has its own one warning
                     logger.info(
                         "could not publish this worker's presence (%s): %s; retrying",

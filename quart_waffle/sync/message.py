@@ -8,11 +8,16 @@ trip::
 
     <revision> <sender>\\n
     w1 <HMAC-SHA256 hex> {"base": B, "at": <ms since the epoch>, "store": <identity>,
-                          "changes": [[key, text], ...]}
+                          "changes": [[key, text], ...], "ack": true}
 
 ``text`` is the stored JSON text, or null for "back to the declared default";
 ``store`` the identity of the database the change was committed to: a
 receiver whose store is another one reads the message as its hint alone.
+``ack`` (present only when true) says the writer waits until every worker
+has applied the revision: a receiver publishes its presence at once rather
+than at its next heartbeat (docs/fleet.md). Readers ignore members they do
+not know, so ``ack`` needs no new version: a worker that does not know it
+publishes at once anyway, and a message without it is a change nobody waits for.
 The first line is an ordinary hint, so a worker that does not read
 envelopes (quart-waffle 0.1 takes the first word as the revision) still
 catches up from the store.
@@ -71,6 +76,8 @@ class Carried(Hint):
     changes: tuple[tuple[str, str | None], ...]
     store: str
     sent_at: float = field(default=0.0, compare=False)
+    ack: bool = field(default=False, compare=False)
+    """The writer waits for every worker to apply it: publish presence at once."""
 
 
 def derive_key(secret: str | bytes) -> bytes:
@@ -92,23 +99,25 @@ def encode_message(
     key: bytes | None,
     store: str,
     max_payload: int,
+    ack: bool = False,
 ) -> bytes:
     """The payload announcing ``hint``: carrying ``changes`` (what the
     revision changed over the one before in the database whose identity is
     ``store``) when there is a ``key`` and they fit in ``max_payload`` bytes,
-    else the bare hint."""
+    else the bare hint. ``ack``: the writer waits for every worker's
+    acknowledgement (a bare hint makes receivers publish at once anyway)."""
     line = encode_hint(hint)
     if key is None or not changes:
         return line
-    body = json.dumps(
-        {
-            "base": hint.revision - 1,
-            "at": int(time.time() * 1000),
-            "store": store,
-            "changes": [[name, text] for name, text in changes.items()],
-        },
-        separators=(",", ":"),
-    ).encode("ascii")
+    envelope: dict[str, Any] = {
+        "base": hint.revision - 1,
+        "at": int(time.time() * 1000),
+        "store": store,
+        "changes": [[name, text] for name, text in changes.items()],
+    }
+    if ack:
+        envelope["ack"] = True
+    body = json.dumps(envelope, separators=(",", ":")).encode("ascii")
     payload = b"%s\n%s %s %s" % (line, VERSION, _mac(key, line, body).encode("ascii"), body)
     return payload if len(payload) <= min(max_payload, MAX_MESSAGE) else line
 
@@ -186,4 +195,5 @@ def _carried(hint: Hint, body: bytes) -> Carried | None:
         ):
             return None
         pairs.append((change[0], change[1]))
-    return Carried(hint.revision, hint.sender, base, tuple(pairs), store, sent_at / 1000)
+    ack = data.get("ack") is True
+    return Carried(hint.revision, hint.sender, base, tuple(pairs), store, sent_at / 1000, ack)

@@ -165,13 +165,17 @@ class SyncRunner:
         self._connected = False
         self.observer.closed()
 
-    async def notify(self, revision: int, changes: Mapping[str, str | None] | None = None) -> None:
+    async def notify(
+        self, revision: int, changes: Mapping[str, str | None] | None = None, *, ack: bool = False
+    ) -> None:
         """Tell the other workers that ``revision`` is committed, carrying
         ``changes`` (what it changed over ``revision - 1``: key to stored JSON
         text, None for the default) when the runner has a key and they fit the
-        channel. A failure is logged, never raised: the change is committed,
-        this worker's task sends a bare hint again at its next periodic check,
-        and the other workers' checks carry it meanwhile."""
+        channel; ``ack``: the writer waits for every worker to acknowledge it,
+        so receivers publish their presence at once. A failure is logged,
+        never raised: the change is committed, this worker's task sends a bare
+        hint again at its next periodic check, and the other workers' checks
+        carry it meanwhile."""
         notifier = self.channel.notifier
         payload = encode_message(
             Hint(revision, self.sender),
@@ -179,6 +183,7 @@ class SyncRunner:
             key=self._key,
             store=self._store,
             max_payload=notifier.max_payload,
+            ack=ack,
         )
         try:
             await notifier.send(payload)
