@@ -105,8 +105,9 @@ async def forge(waffle: QuartWaffle, worker_id: str, text: str, heartbeat: float
             values = {"id": worker_id, "heartbeat": heartbeat, "record": text}
             await connection.execute(presence_table.insert().values(**values))
     elif hasattr(backend, "folder"):
-        os.makedirs(backend.folder, exist_ok=True)
-        Path(backend.folder, f"{os.urandom(6).hex()}.json").write_text(text)
+        forged = Path(backend.folder, f"{os.urandom(6).hex()}.json")
+        await asyncio.to_thread(forged.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(forged.write_text, text)
     else:
         await backend._client.hset(backend.key, worker_id, text)
 
