@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from ..errors import StoreUnavailableError
 from ..redaction import describe_error
 from .base import Channel
 from .message import Carried, Hint, decode_hint, decode_message, encode_message
@@ -143,6 +144,8 @@ class SyncRunner:
         self._tick = tick
         self._tick_due = -math.inf if tick is not None else math.inf
         self._tick_failing = False
+        self._tick_level = logging.WARNING  # of the failure logged, and of its recovery
+        self._tick_outage = False  # the tick found the store down: the outage is warned of
 
     async def start(self, *, watch: bool) -> None:
         """With ``watch``, subscribe (before the caller loads, so nothing
@@ -234,7 +237,7 @@ class SyncRunner:
     def _report(self, message: str, kind: str = "channel") -> None:
         """Log once per outage, not once per retry; count every failure."""
         self.observer.error(kind)
-        if self._last_error is None:
+        if self._last_error is None and not self._tick_outage:
             logger.warning("%s; serving the last known values and retrying", message)
         self._last_error = message
 
@@ -349,13 +352,18 @@ class SyncRunner:
             delay = await self._tick()
         except Exception as error:
             if not self._tick_failing:  # once per outage, not once per check
-                logger.warning("scheduled work failed, retrying: %s", describe_error(error))
+                # a store that is down gets one warning, from whichever part noticed first
+                self._tick_outage = isinstance(error, StoreUnavailableError)
+                repeated = self._tick_outage and self._last_error is not None
+                self._tick_level = logging.INFO if repeated else logging.WARNING
+                message = "scheduled work failed, retrying: %s"
+                logger.log(self._tick_level, message, describe_error(error))
             self._tick_failing = True
             delay = None
         else:
             if self._tick_failing:
-                logger.warning("scheduled work recovered")
-            self._tick_failing = False
+                logger.log(self._tick_level, "scheduled work recovered")
+            self._tick_failing = self._tick_outage = False
         interval = self._check_interval
         self._tick_due = now + (interval if delay is None else max(0.0, min(delay, interval)))
 
