@@ -111,6 +111,14 @@ async def head_on(port: int, channel: str) -> bytes | None:
         await client.aclose()
 
 
+async def until_subscribed(port: int, channel: str, count: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while (found := await subscribers_on(port, channel)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{found} of {count} listeners on port {port} after {within} s")
+        await asyncio.sleep(0.1)
+
+
 async def subscribers_on(port: int, channel: str) -> int:
     client = Redis(host="127.0.0.1", port=port)
     try:
@@ -220,6 +228,9 @@ async def test_workers_converge_through_failovers_under_a_stream_of_updates(
             assert written == list(range(1, len(written) + 1)), "an update was lost"
             store = waffle._connected().store
             assert await store.latest_revision() == written[-1]
+            # a handed-over master keeps its subscribers until each listener's own
+            # look at the Sentinels (test_both_ends_follow_the_master bounds it)
+            await until_subscribed(new, channel, len(pids), within=AFTER_FAILOVER)
             # the channel works again: by message, well before the periodic
             # check; and the witness is on the new master (the hints sent to
             # the old one while it was handing over are lost with it)
