@@ -13,19 +13,18 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from harness.lifecycle import StartStopABC
 from harness.ports import free_port
 from harness.redis import RedisServer
 
 HOST = "127.0.0.1"
 
 
-class RedisClusterGroup:
+class RedisClusterGroup(StartStopABC):
     """``primaries`` cluster nodes (no replicas) sharing the 16384 slots.
 
     Arguments:
@@ -94,18 +93,6 @@ class RedisClusterGroup:
         """Stop every node (by force)."""
         for node in self.nodes:
             await node.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def _cluster_ok(port: int) -> bool:

@@ -11,10 +11,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from harness.http import http_request
+from harness.lifecycle import StartStopABC
 from harness.ports import free_port, wait_listening
 from harness.processes import ROOT, ProcessGroup
 
@@ -24,7 +24,7 @@ WhoAmI = dict[str, Any]
 """A worker's ``GET /whoami`` body: ``{"pid", "revision", "settings"}``."""
 
 
-class Deployment:
+class Deployment(StartStopABC):
     """``hypercorn -w workers app`` on a free port, in its own process group.
 
     Arguments:
@@ -69,18 +69,6 @@ class Deployment:
     async def stop(self, grace: float = 10.0) -> int:
         """Stop gracefully (after_serving runs in every worker); the server's exit status."""
         return await asyncio.to_thread(self.server.stop, grace)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server's output, for failure messages."""

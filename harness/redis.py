@@ -8,14 +8,13 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from harness.lifecycle import StartStopABC
 from harness.ports import free_port, wait_listening
 from harness.processes import ProcessGroup
 
 
-class RedisServer:
+class RedisServer(StartStopABC):
     """``redis-server`` on 127.0.0.1, no persistence; ``url`` stays the same across restarts.
     ``args`` are more options, e.g. ``["--replicaof", "127.0.0.1", "6380"]``."""
 
@@ -51,15 +50,3 @@ class RedisServer:
         if self._server is not None:
             await asyncio.to_thread(self._server.stop, None)
         self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()

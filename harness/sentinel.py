@@ -15,12 +15,12 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from harness.lifecycle import StartStopABC
 from harness.ports import free_port, wait_listening
 from harness.processes import ProcessGroup
 from harness.redis import RedisServer
@@ -28,7 +28,7 @@ from harness.redis import RedisServer
 HOST = "127.0.0.1"
 
 
-class SentinelGroup:
+class SentinelGroup(StartStopABC):
     """One master, ``replicas`` replicas and ``sentinels`` Sentinels (quorum: a
     majority), all on 127.0.0.1, with low timeouts so a failover takes seconds.
 
@@ -194,18 +194,6 @@ class SentinelGroup:
         self._sentinels = []
         for server in self.servers:
             await server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _is_healthy_replica(replica: Any) -> bool:
