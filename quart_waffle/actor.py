@@ -14,19 +14,26 @@ separators, and lone surrogates: none may be in an actor, all are escaped
 when recorded text is printed."""
 
 
+def _plain_text(value: object, field: str) -> str:
+    """``value`` when it is a string without control characters or lone
+    surrogates; else :class:`InvalidValueError` naming ``field``."""
+    if not isinstance(value, str):
+        raise InvalidValueError({field: f"must be a string, got {type(value).__name__}"})
+    found = _CONTROL.search(value)
+    if found is not None:
+        shown = escape_controls(found.group())
+        raise InvalidValueError(
+            {field: f"may not contain control characters or lone surrogates (found {shown})"}
+        )
+    return value
+
+
 def checked_actor(actor: object) -> str:
     """``actor`` as history records it, cut to :data:`MAX_ACTOR_LENGTH`;
     :class:`InvalidValueError` naming ``actor`` when it is no string or holds
     a control character or a lone surrogate (which would forge lines in a
     printed history or fail the write in the driver)."""
-    if not isinstance(actor, str):
-        raise InvalidValueError({"actor": f"must be a string, got {type(actor).__name__}"})
-    found = _CONTROL.search(actor)
-    if found is not None:
-        shown = escape_controls(found.group())
-        reason = f"may not contain control characters or lone surrogates (found {shown})"
-        raise InvalidValueError({"actor": reason})
-    return actor[:MAX_ACTOR_LENGTH]
+    return _plain_text(actor, "actor")[:MAX_ACTOR_LENGTH]
 
 
 def checked_reason(reason: object) -> str:
@@ -35,13 +42,7 @@ def checked_reason(reason: object) -> str:
     at most :data:`MAX_REASON_LENGTH` characters (a longer one is refused:
     a cut reason could say something else). :class:`InvalidValueError`
     names ``reason``."""
-    if not isinstance(reason, str):
-        raise InvalidValueError({"reason": f"must be a string, got {type(reason).__name__}"})
-    found = _CONTROL.search(reason)
-    if found is not None:
-        shown = escape_controls(found.group())
-        detail = f"may not contain control characters or lone surrogates (found {shown})"
-        raise InvalidValueError({"reason": detail})
+    reason = _plain_text(reason, "reason")
     if len(reason) > MAX_REASON_LENGTH:
         raise InvalidValueError({"reason": f"must be at most {MAX_REASON_LENGTH} characters"})
     return reason
