@@ -5,7 +5,6 @@ it replaced back to the previous release, though the link names the failed one."
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from harness.load import LoadReport, run_load
 from quart_waffle.supervisor.release import ReleaseError, Releases
-from tests.supervisor_apps.harness import ServerProcess
+from tests.supervisor_apps.harness import ServerProcess, whoami
 
 APP_SOURCE = """
 import os
@@ -55,18 +54,7 @@ def point(link: Path, target: Path) -> None:
 
 
 async def answers(port: int, count: int = 8) -> list[dict[str, str]]:
-    seen = []
-    for _ in range(count):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"GET /whoami HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            async with asyncio.timeout(30):
-                response = await reader.read()
-        finally:
-            writer.close()
-            await writer.wait_closed()
-        seen.append(json.loads(response.split(b"\r\n\r\n", 1)[1]))
-    return seen
+    return [await whoami(port) for _ in range(count)]
 
 
 @pytest.mark.timeout(150)

@@ -4,7 +4,6 @@ once), other files do not, and no request fails meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from harness.load import LoadReport, run_load
 from quart_waffle.supervisor.reloader import CodeFilter
-from tests.supervisor_apps.harness import ServerProcess
+from tests.supervisor_apps.harness import ServerProcess, whoami
 
 APP_SOURCE = """
 import os
@@ -35,18 +34,7 @@ def write_app(directory: Path, version: str) -> None:
 
 
 async def versions(port: int, count: int = 6) -> set[str]:
-    seen: set[str] = set()
-    for _ in range(count):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(b"GET /whoami HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            async with asyncio.timeout(30):
-                response = await reader.read()
-        finally:
-            writer.close()
-            await writer.wait_closed()
-        seen.add(json.loads(response.split(b"\r\n\r\n", 1)[1])["version"])
-    return seen
+    return {str((await whoami(port))["version"]) for _ in range(count)}
 
 
 @pytest.mark.timeout(120)

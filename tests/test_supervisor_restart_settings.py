@@ -22,7 +22,7 @@ from harness.load import LoadReport, run_load
 from quart_waffle import QuartWaffle, Setting
 from quart_waffle.supervisor.pool import Pool
 from tests.helpers import ADMIN_TOKEN
-from tests.supervisor_apps.harness import ServerProcess
+from tests.supervisor_apps.harness import ServerProcess, whoami
 from tests.test_admin_page import logged_in
 from tests.test_supervisor_pool import FakeSpawner, _until, maintained
 
@@ -177,19 +177,6 @@ async def read_pool_size():
 async def whoami():
     return {"pid": os.getpid(), "pool": POOL_SIZE_AT_START[0], "greeting": waffle.get("GREETING")}
 """
-
-
-async def whoami(port: int) -> dict[str, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /whoami HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        async with asyncio.timeout(30):
-            response = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    answer: dict[str, object] = json.loads(response.split(b"\r\n\r\n", 1)[1])
-    return answer
 
 
 @pytest.mark.timeout(120)

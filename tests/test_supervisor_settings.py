@@ -4,7 +4,6 @@ at the store's latest revision, even one no message announced."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -12,21 +11,7 @@ from quart import Quart
 
 from examples.app import app as demo_app
 from quart_waffle import QuartWaffle
-from tests.supervisor_apps.harness import ServerProcess
-
-
-async def whoami(port: int) -> dict[str, object]:
-    """GET /whoami on a new connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /whoami HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        async with asyncio.timeout(30):
-            response = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    answer: dict[str, object] = json.loads(response.split(b"\r\n\r\n", 1)[1])
-    return answer
+from tests.supervisor_apps.harness import ServerProcess, whoami
 
 
 async def answers_by_pid(port: int, pids: int) -> dict[int, dict[str, object]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -13,7 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from harness.http import HttpError, http_request
 from harness.load import Sample
 from quart_waffle.supervisor.config import control_socket_beside
 
@@ -127,6 +130,17 @@ class ServerProcess:
         self.process.wait(10)
         Path(control_socket_beside(self.pid_file)).unlink(missing_ok=True)
         self._log.close()
+
+
+async def whoami(port: int) -> dict[str, Any]:
+    """``GET /whoami`` on a new connection, so any worker may take it: the JSON body of a 200."""
+    status, body = await http_request(
+        port, "GET", "/whoami", headers={"Connection": "close"}, within=30
+    )
+    if status != 200:
+        raise HttpError(f"GET /whoami: {status} {body[:200]!r}")
+    answer: dict[str, Any] = json.loads(body)
+    return answer
 
 
 def accepting_floor(samples: list[Sample], start: float, end: float) -> int:
