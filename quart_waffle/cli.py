@@ -185,6 +185,30 @@ def _actor(actor: str | None) -> str:
 
 
 _reason = click.option("--reason", default="", help="Why, recorded in history.")
+_actor_option = click.option("--actor", help="Recorded in history (default: cli:<user>).")
+_expected_revision = click.option(
+    "--expected-revision",
+    "--expect-revision",
+    "expect_revision",
+    type=WholeNumber(),
+    help="Fail if a key changed after this revision.",
+)
+
+
+def _assignments(assignments: tuple[str, ...]) -> dict[str, str]:
+    """``KEY=VALUE`` arguments as key to the text of its value."""
+    raw: dict[str, str] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{assignment!r} is not KEY=VALUE", param_hint="assignments")
+        raw[key] = value
+    return raw
+
+
+def _typed(waffle: QuartWaffle, raw: dict[str, str]) -> dict[str, Any]:
+    """Each text of :func:`_assignments` typed by its setting, as in a form."""
+    return {key: waffle.setting(key).parse_text(text) for key, text in raw.items()}
 
 
 class Moment(click.ParamType[datetime]):
@@ -363,14 +387,8 @@ def get_command(info: ScriptInfo, key: str, reveal: bool) -> None:
 
 @waffle_cli.command("set")
 @click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
-@click.option(
-    "--expected-revision",
-    "--expect-revision",
-    "expect_revision",
-    type=WholeNumber(),
-    help="Fail if a key changed after this revision.",
-)
-@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_expected_revision
+@_actor_option
 @_reason
 @_no_channel_check
 @pass_script_info
@@ -384,15 +402,10 @@ def set_command(
 ) -> None:
     """Change one or more settings atomically. Values are typed as in a form:
     true/false for booleans, JSON for lists and objects."""
-    raw: dict[str, str] = {}
-    for assignment in assignments:
-        key, sep, value = assignment.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{assignment!r} is not KEY=VALUE", param_hint="assignments")
-        raw[key] = value
+    raw = _assignments(assignments)
 
     async def action(waffle: QuartWaffle) -> int:
-        values = {key: waffle.setting(key).parse_text(text) for key, text in raw.items()}
+        values = _typed(waffle, raw)
         return await waffle.update(
             values, expected_revision=expect_revision, actor=_actor(actor), reason=reason
         )
@@ -402,7 +415,7 @@ def set_command(
 
 @waffle_cli.command("reset")
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_actor_option
 @_reason
 @_no_channel_check
 @pass_script_info
@@ -530,14 +543,8 @@ def _write_private(path: str, text: str) -> None:
 
 @waffle_cli.command("import")
 @click.argument("source", type=click.File("r"))
-@click.option(
-    "--expected-revision",
-    "--expect-revision",
-    "expect_revision",
-    type=WholeNumber(),
-    help="Fail if a key changed after this revision.",
-)
-@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_expected_revision
+@_actor_option
 @_reason
 @_no_channel_check
 @pass_script_info
@@ -572,7 +579,7 @@ def import_command(
 @waffle_cli.command("revert")
 @click.argument("revision", type=WholeNumber(1))
 @click.option("--force", is_flag=True, help="Revert even keys changed after REVISION.")
-@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_actor_option
 @_reason
 @_no_channel_check
 @pass_script_info
@@ -598,14 +605,8 @@ def revert_command(
 
 @waffle_cli.command("restore")
 @click.argument("revision", type=WholeNumber())
-@click.option(
-    "--expected-revision",
-    "--expect-revision",
-    "expect_revision",
-    type=WholeNumber(),
-    help="Fail if a key changed after this revision.",
-)
-@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_expected_revision
+@_actor_option
 @_reason
 @_no_channel_check
 @pass_script_info
@@ -686,7 +687,7 @@ def diff_command(info: ScriptInfo, source: TextIO) -> None:
     type=WholeNumber(),
     help="Fail if a key to change changed after this revision.",
 )
-@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_actor_option
 @_reason
 @_no_channel_check
 @pass_script_info

@@ -9,7 +9,7 @@ import click
 from quart.cli import ScriptInfo, pass_script_info
 
 from .actor import escape_controls
-from .cli import WholeNumber, _actor, _reason, _run, waffle_cli
+from .cli import WholeNumber, _actor, _actor_option, _assignments, _reason, _run, _typed, waffle_cli
 from .extension import QuartWaffle
 from .schedule import ScheduledChange, parse_time
 
@@ -19,7 +19,7 @@ from .schedule import ScheduledChange, parse_time
 @click.option("--at", "at", required=True, help="When, ISO 8601 with its offset.")
 @click.option("--until", "until", help="Put back what was there at this time.")
 @click.option("--force", is_flag=True, help="Put back even over a change made meanwhile.")
-@click.option("--actor", help="Recorded in history (default: cli:<user>).")
+@_actor_option
 @_reason
 @pass_script_info
 def schedule_command(
@@ -34,15 +34,10 @@ def schedule_command(
     """Change settings at a time (--at), and with --until put back what was
     there before at another, unless a key changed meanwhile (--force: even
     then). Values are typed as for `set`."""
-    raw: dict[str, str] = {}
-    for assignment in assignments:
-        key, sep, value = assignment.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{assignment!r} is not KEY=VALUE", param_hint="assignments")
-        raw[key] = value
+    raw = _assignments(assignments)
 
     async def action(waffle: QuartWaffle) -> ScheduledChange:
-        values = {key: waffle.setting(key).parse_text(text) for key, text in raw.items()}
+        values = _typed(waffle, raw)
         return await waffle.schedule(
             values,
             at=parse_time(at, "at"),
