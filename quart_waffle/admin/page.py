@@ -111,6 +111,18 @@ async def _actor() -> str | None:
         raise
 
 
+async def _signed_in(login_error: str | None = None) -> tuple[PageSession, str] | Response:
+    """The page session and who is using the page; or the page to show instead:
+    what the app must configure, or the login form (401) with ``login_error``."""
+    session = await _session_or_refuse()
+    if isinstance(session, Response):
+        return session
+    actor = await _actor()
+    if actor is None:
+        return await _render("login.html", 401, session, error=login_error)
+    return session, actor
+
+
 def _read_only_notice() -> str | None:
     access = current_access()
     if access.role != "read":
@@ -224,12 +236,10 @@ async def logout() -> Response:
 @page.post("/save")
 async def save() -> Response:
     """Validate and store the changed inputs as one revision."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    actor = await _actor()
-    if actor is None:
-        return await _render("login.html", 401, session, error="Log in again to save.")
+    signed_in = await _signed_in("Log in again to save.")
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, actor = signed_in
     form = await _checked_form()
     refuse_read_only()
     waffle = current_waffle()
@@ -310,12 +320,10 @@ async def _conflict(session: PageSession, edited: dict[str, str], error: Conflic
 @page.post("/reset")
 async def reset() -> Response:
     """Make one setting (form field ``key``) follow its declared default again."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    actor = await _actor()
-    if actor is None:
-        return await _render("login.html", 401, session, error="Log in again to reset.")
+    signed_in = await _signed_in("Log in again to reset.")
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, actor = signed_in
     form = await _checked_form()
     waffle = current_waffle()
     key = form.get("key", "")
@@ -360,11 +368,10 @@ async def fleet() -> Response:
 @page.get("/history/<key>")
 async def key_history(key: str) -> Response:
     """The changes of one setting, newest first."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    if await _actor() is None:
-        return await _render("login.html", 401, session, error=None)
+    signed_in = await _signed_in()
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, _ = signed_in
     waffle = current_waffle()
     if key not in waffle.declarations:
         return await message_page("Unknown setting", f"No setting is declared as {key!r}.", 404)
@@ -390,11 +397,10 @@ async def key_history(key: str) -> Response:
 @page.get("/history")
 async def all_history() -> Response:
     """The changes of every setting, newest first, filtered by key, actor and time."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    if await _actor() is None:
-        return await _render("login.html", 401, session, error=None)
+    signed_in = await _signed_in()
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, _ = signed_in
     waffle = current_waffle()
     filters = {name: request.args.get(name, "") for name in ("key", "actor", "since", "until")}
     if filters["key"] and filters["key"] not in waffle.declarations:
@@ -427,12 +433,10 @@ async def all_history() -> Response:
 async def rollback() -> Response:
     """Revert one revision (form: ``revision``, ``force``) or restore every
     setting as it was at it (form: ``revision``, ``expected``), as a new one."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    actor = await _actor()
-    if actor is None:
-        return await _render("login.html", 401, session, error="Log in again to roll back.")
+    signed_in = await _signed_in("Log in again to roll back.")
+    if isinstance(signed_in, Response):
+        return signed_in
+    _, actor = signed_in
     form = await _checked_form()
     waffle = current_waffle()
     revision = natural_number(form.get("revision"))
@@ -493,11 +497,9 @@ async def _http(error: HTTPException) -> Response:
 @page.get("/export")
 async def export_file() -> Response:
     """This environment's settings without secrets, as a file to promote elsewhere."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    if await _actor() is None:
-        return await _render("login.html", 401, session, error=None)
+    signed_in = await _signed_in()
+    if isinstance(signed_in, Response):
+        return signed_in
     waffle = current_waffle()
     document = export(waffle)
     shown = await readable(waffle, document["settings"])
@@ -510,12 +512,10 @@ async def export_file() -> Response:
 @page.route("/promote", methods=["GET", "POST"])
 async def promote() -> Response:
     """Paste an export, review the plan, apply it as one revision (or nothing)."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    actor = await _actor()
-    if actor is None:
-        return await _render("login.html", 401, session, error=None)
+    signed_in = await _signed_in()
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, actor = signed_in
     waffle = current_waffle()
     if request.method == "GET":
         return await _render("promote.html", 200, session, signed_in=True, text="", plan=None)

@@ -11,7 +11,7 @@ from ..schedule import ACTIVE, NotCancellableError, parse_time
 from .context import admin_prefix, current_waffle
 from .errors import AdminError
 from .inputs import natural_number, refuse_mask
-from .page import _actor, _checked_form, _render, _session_or_refuse, message_page, page
+from .page import _checked_form, _render, _signed_in, message_page, page
 from .permissions import check_keys, readable
 
 MAX_FORM_KEYS = 20
@@ -19,11 +19,10 @@ MAX_FORM_KEYS = 20
 
 
 async def _schedule_page(status: int = 200, problem: str | None = None) -> Response:
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    if await _actor() is None:
-        return await _render("login.html", 401, session, error="Log in again.")
+    signed_in = await _signed_in("Log in again.")
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, _ = signed_in
     waffle = current_waffle()
     entries = await waffle.scheduled()
     shown = await readable(waffle, {key for entry in entries for key in entry.values})
@@ -51,12 +50,10 @@ async def schedule_list() -> Response:
 async def schedule_add() -> Response:
     """Schedule the form's ``values`` (``KEY=VALUE`` lines, typed as in the
     settings form) at ``at``, until ``until``; 422 with the page saying why."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    actor = await _actor()
-    if actor is None:
-        return await _render("login.html", 401, session, error="Log in again to schedule.")
+    signed_in = await _signed_in("Log in again to schedule.")
+    if isinstance(signed_in, Response):
+        return signed_in
+    _, actor = signed_in
     form = await _checked_form()
     waffle = current_waffle()
     lines = [line.strip() for line in form.get("values", "").splitlines() if line.strip()]
@@ -91,12 +88,10 @@ async def schedule_add() -> Response:
 @page.post("/schedule/cancel")
 async def schedule_cancel() -> Response:
     """Cancel the form's ``id``: its change if pending, else its end."""
-    session = await _session_or_refuse()
-    if isinstance(session, Response):
-        return session
-    actor = await _actor()
-    if actor is None:
-        return await _render("login.html", 401, session, error="Log in again to cancel.")
+    signed_in = await _signed_in("Log in again to cancel.")
+    if isinstance(signed_in, Response):
+        return signed_in
+    _, actor = signed_in
     form = await _checked_form()
     waffle = current_waffle()
     entry_id = natural_number(form.get("id"))
