@@ -32,12 +32,12 @@ from sqlalchemy.engine import Engine
 
 from examples.many_settings import declarations
 from harness import Deployment
+from harness.browser import chromium, log_in
 from quart_waffle import QuartWaffle
 
 TOKEN = "benchmark-admin-token-0123456789"
 SECRET_KEY = "benchmark-secret-key"
 SIZES = (10, 100, 1000)
-CHROMIUM = os.environ.get("WAFFLE_TEST_CHROMIUM", "/usr/bin/chromium")
 SEARCH = "retries"
 
 
@@ -92,7 +92,7 @@ async def server_figures(size: int, renders: int, directory: Path) -> dict[str, 
 
 async def browser_figures(directory: Path, screenshot: Path | None) -> dict[str, float]:
     """Load and search times in Chromium at 1,000 settings; the screenshot if asked."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     env = {
         "WAFFLE_DATABASE_URL": f"sqlite:///{directory / 'browser.db'}",
@@ -104,40 +104,29 @@ async def browser_figures(directory: Path, screenshot: Path | None) -> dict[str,
     log = directory / "hypercorn.log"
     async with Deployment(env, log, workers=1, app="examples.many_settings:app") as server:
         base = f"http://127.0.0.1:{server.port}/waffle/"
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        async with chromium() as browser:
+            page = await browser.new_page(viewport={"width": 1200, "height": 900})
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            changes = {"values": {"BILLING_RETRIES_2": 5, "EMAIL_RETRIES_1": 0}}
+            answer = await page.request.patch(f"{base}api/settings", data=changes, headers=headers)
+            assert answer.ok, await answer.text()
+            await log_in(page, base, TOKEN)
+            await page.wait_for_selector("#filter-form[data-filter-ready=true]")
+            loaded = await page.evaluate(
+                "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"
             )
-            try:
-                page = await browser.new_page(viewport={"width": 1200, "height": 900})
-                headers = {"Authorization": f"Bearer {TOKEN}"}
-                changes = {"values": {"BILLING_RETRIES_2": 5, "EMAIL_RETRIES_1": 0}}
-                answer = await page.request.patch(
-                    f"{base}api/settings", data=changes, headers=headers
-                )
-                assert answer.ok, await answer.text()
-                await page.goto(base)
-                await page.fill("#token", TOKEN)
-                async with page.expect_navigation():
-                    await page.click("button:text('Log in')")
-                await page.wait_for_selector("#filter-form[data-filter-ready=true]")
-                loaded = await page.evaluate(
-                    "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"
-                )
-                started = time.perf_counter()
-                await page.fill("#filter-q", SEARCH)
-                await expect(page.locator("#filter-status")).not_to_have_text(
-                    "Showing 1000 of 1000 settings"
-                )
-                searched = time.perf_counter() - started
-                if screenshot is not None:
-                    await page.locator("details.group[data-group=Search] summary").click()
-                    await page.evaluate("window.scrollTo(0, 0)")
-                    screenshot.parent.mkdir(parents=True, exist_ok=True)
-                    await page.screenshot(path=str(screenshot))
-                    print(f"wrote {screenshot}")
-            finally:
-                await browser.close()
+            started = time.perf_counter()
+            await page.fill("#filter-q", SEARCH)
+            await expect(page.locator("#filter-status")).not_to_have_text(
+                "Showing 1000 of 1000 settings"
+            )
+            searched = time.perf_counter() - started
+            if screenshot is not None:
+                await page.locator("details.group[data-group=Search] summary").click()
+                await page.evaluate("window.scrollTo(0, 0)")
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(screenshot))
+                print(f"wrote {screenshot}")
     return {"load_ms": loaded, "search_ms": searched * 1000}
 
 

@@ -15,21 +15,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harness import IN_CI, Deployment
+from harness.browser import CHROMIUM, chromium
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
-CHROMIUM = os.environ.get("WAFFLE_TEST_CHROMIUM", "/usr/bin/chromium")
 LAN_NAME = "admin.lan.test"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    f"--host-resolver-rules=MAP {LAN_NAME} 127.0.0.1",
-]
 TOKEN = "browser-admin-token-0123456789"
 
 
@@ -50,7 +41,6 @@ def _require_browser() -> None:
 
 async def test_admin_page_in_a_browser(tmp_path: Path) -> None:
     _require_browser()
-    from playwright.async_api import async_playwright
 
     env = {
         "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
@@ -63,15 +53,9 @@ async def test_admin_page_in_a_browser(tmp_path: Path) -> None:
     async with Deployment(env, tmp_path / "hypercorn.log", workers=4) as deployment:
         pids = await deployment.worker_pids()
         port = deployment.port
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-            )
-            try:
-                await _plain_http_on_a_lan_name(browser, f"http://{LAN_NAME}:{port}/waffle/")
-                await _edit_reset_and_log_out(browser, f"http://127.0.0.1:{port}/waffle/")
-            finally:
-                await browser.close()
+        async with chromium(f"--host-resolver-rules=MAP {LAN_NAME} 127.0.0.1") as browser:
+            await _plain_http_on_a_lan_name(browser, f"http://{LAN_NAME}:{port}/waffle/")
+            await _edit_reset_and_log_out(browser, f"http://127.0.0.1:{port}/waffle/")
 
         seen = await deployment.until_all_serve(
             lambda body: (

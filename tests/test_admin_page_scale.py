@@ -21,9 +21,10 @@ from sqlalchemy.engine import Engine
 
 from examples.many_settings import declarations
 from harness import Deployment
+from harness.browser import chromium, log_in
 from quart_waffle import QuartWaffle
 from tests.helpers import ADMIN_TOKEN
-from tests.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+from tests.test_admin_browser import _require_browser
 from tests.test_admin_page import logged_in, text_of
 
 if TYPE_CHECKING:
@@ -136,7 +137,6 @@ async def test_filter_without_javascript_and_statements_per_render(tmp_path: Pat
 
 async def test_page_at_1000_settings_in_chromium(tmp_path: Path) -> None:
     _require_browser()
-    from playwright.async_api import async_playwright
 
     env = {
         "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
@@ -148,24 +148,15 @@ async def test_page_at_1000_settings_in_chromium(tmp_path: Path) -> None:
     log = tmp_path / "hypercorn.log"
     async with Deployment(env, log, workers=1, app="examples.many_settings:app") as deployment:
         base = f"http://127.0.0.1:{deployment.port}/waffle/"
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-            )
-            try:
-                await _search_collapse_edit_reset(browser, base)
-                await _filter_and_save_without_javascript(browser, base)
-            finally:
-                await browser.close()
+        async with chromium() as browser:
+            await _search_collapse_edit_reset(browser, base)
+            await _filter_and_save_without_javascript(browser, base)
 
 
 async def _log_in(page: Page, base: str) -> None:
     from playwright.async_api import expect
 
-    await page.goto(base)
-    await page.fill("#token", ADMIN_TOKEN)
-    async with page.expect_navigation():
-        await page.click("button:text('Log in')")
+    await log_in(page, base, ADMIN_TOKEN)
     await expect(page.locator("#settings-form")).to_be_visible()
 
 

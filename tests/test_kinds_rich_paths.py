@@ -15,10 +15,11 @@ from pathlib import Path
 from quart import Quart
 
 from harness import REDIS_URL, Deployment
+from harness.browser import chromium, log_in
 from quart_waffle import QuartWaffle
 from tests.conftest import require
 from tests.kinds_rich_app import declarations
-from tests.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+from tests.test_admin_browser import _require_browser
 
 TOKEN = "kinds-rich-admin-token-0123456789"
 
@@ -83,7 +84,7 @@ async def test_the_widgets_in_a_browser(tmp_path: Path) -> None:
     a URL and a duration through the inputs the table chose, and the worker
     serves the Python values; a naive datetime is refused beside its input."""
     _require_browser()
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     env = {
         "WAFFLE_DATABASE_URL": f"sqlite:///{tmp_path / 'waffle.db'}",
@@ -94,43 +95,34 @@ async def test_the_widgets_in_a_browser(tmp_path: Path) -> None:
     }
     app = "tests.kinds_rich_app:app"
     async with Deployment(env, tmp_path / "hypercorn.log", workers=1, app=app) as deployment:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-            )
-            try:
-                page = await browser.new_page()
-                page.set_default_timeout(15_000)
-                await page.goto(f"http://127.0.0.1:{deployment.port}/waffle/")
-                await page.fill("#token", TOKEN)
+        async with chromium() as browser:
+            page = await browser.new_page()
+            page.set_default_timeout(15_000)
+            await log_in(page, f"http://127.0.0.1:{deployment.port}/waffle/", TOKEN)
+            assert await page.get_attribute("#value-LAUNCH_DAY", "type") == "date"
+            assert await page.get_attribute("#value-WEBHOOK", "type") == "url"
+            assert await page.get_attribute("#value-PRICE", "type") == "number"
+
+            async def save(**texts: str) -> None:
+                for key, text in texts.items():
+                    await page.fill(f"#value-{key}", text)
+                await page.wait_for_selector("#settings-form[data-review-ready=true]")
+                await page.click("#save")
                 async with page.expect_navigation():
-                    await page.click("button:text('Log in')")
-                assert await page.get_attribute("#value-LAUNCH_DAY", "type") == "date"
-                assert await page.get_attribute("#value-WEBHOOK", "type") == "url"
-                assert await page.get_attribute("#value-PRICE", "type") == "number"
+                    await page.click("#confirm")
 
-                async def save(**texts: str) -> None:
-                    for key, text in texts.items():
-                        await page.fill(f"#value-{key}", text)
-                    await page.wait_for_selector("#settings-form[data-review-ready=true]")
-                    await page.click("#save")
-                    async with page.expect_navigation():
-                        await page.click("#confirm")
-
-                await save(LAUNCH_AT="2026-06-01T18:30")  # naive
-                await expect(page.locator("#error-LAUNCH_AT")).to_contain_text("timezone-aware")
-                await save(
-                    LAUNCH_AT="2026-06-01T18:30:00+02:00",
-                    LAUNCH_DAY="2026-06-02",
-                    PRICE="19.990",
-                    WEBHOOK="https://hooks.example.org/x",
-                    SESSION_TTL="PT1H30M",
-                )
-                await expect(page.locator(".notice")).to_contain_text("Saved")
-                await expect(page.locator("#value-PRICE")).to_have_value("19.990")
-                await expect(page.locator("#value-LAUNCH_DAY")).to_have_value("2026-06-02")
-            finally:
-                await browser.close()
+            await save(LAUNCH_AT="2026-06-01T18:30")  # naive
+            await expect(page.locator("#error-LAUNCH_AT")).to_contain_text("timezone-aware")
+            await save(
+                LAUNCH_AT="2026-06-01T18:30:00+02:00",
+                LAUNCH_DAY="2026-06-02",
+                PRICE="19.990",
+                WEBHOOK="https://hooks.example.org/x",
+                SESSION_TTL="PT1H30M",
+            )
+            await expect(page.locator(".notice")).to_contain_text("Saved")
+            await expect(page.locator("#value-PRICE")).to_have_value("19.990")
+            await expect(page.locator("#value-LAUNCH_DAY")).to_have_value("2026-06-02")
         served = (await deployment.whoami())["settings"]
         assert served["PRICE"] == "Decimal('19.990')"
         assert served["LAUNCH_DAY"] == "datetime.date(2026, 6, 2)"
