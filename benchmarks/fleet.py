@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,52 @@ HEADER = (
 )
 
 
+@asynccontextmanager
+async def fleet_processes(
+    workers: int, database_url: str, channel: str, mode: str
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """``workers`` simulated workers spread over up to ``PROCESSES`` child processes
+    (``--worker``), each of which said ``ready``; on exit, each is waited for (killed after
+    30 s)."""
+    processes = min(PROCESSES, workers)
+    per_process = [workers // processes + (i < workers % processes) for i in range(processes)]
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "benchmarks.fleet", "--worker", str(count), database_url, channel, mode),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for count in per_process
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 120)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a fleet process did not start: {line!r}")
+        yield children
+    finally:
+        for child in children:
+            if child.returncode is None:
+                try:
+                    await asyncio.wait_for(child.wait(), 30)
+                except TimeoutError:
+                    child.kill()
+
+
+async def fleet_results(children: list[asyncio.subprocess.Process]) -> list[dict[str, Any]]:
+    """Tell each fleet process it is done; what each reported (``cpu``, ``applied``)."""
+    results = []
+    for child in children:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        child.stdin.write(b"done\n")
+        await child.stdin.drain()
+        results.append(json.loads(await asyncio.wait_for(child.stdout.readline(), 60)))
+    return results
+
+
 async def pg_figures(url: str) -> tuple[int, int]:
     """(committed transactions, connections other than ours) of ``url``'s database."""
     database = url.rsplit("/", 1)[1]
@@ -173,60 +220,28 @@ async def pg_figures(url: str) -> tuple[int, int]:
 async def run_fleet(store: str, database_url: str, workers: int, mode: str, updates: int) -> Row:
     load = os.getloadavg()[0]
     channel = f"fleet-{os.urandom(4).hex()}"
-    processes = min(PROCESSES, workers)
-    per_process = [workers // processes + (i < workers % processes) for i in range(processes)]
     writer = waffle_for(database_url, channel, mode)
     await writer.start(watch=False, announce=False)  # creates the tables first
-    children = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.fleet",
-            "--worker",
-            str(count),
-            database_url,
-            channel,
-            mode,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for count in per_process
-    ]
     try:
-        for child in children:
-            assert child.stdout is not None
-            line = await asyncio.wait_for(child.stdout.readline(), 120)
-            if line.strip() != b"ready":
-                raise RuntimeError(f"a fleet process did not start: {line!r}")
-        await asyncio.sleep(1.0)
-        before = await pg_figures(database_url) if store == "postgres" else None
-        sent: dict[int, float] = {}
-        writes: list[float] = []
-        for number in range(updates):
-            started = time.time()
-            revision = await writer.update({"MAX_ITEMS": 100 + number})
-            sent[revision] = time.time()  # the update returned: committed and announced
-            writes.append((sent[revision] - started) * 1000)
-            await asyncio.sleep(gap_for(workers))
-        await asyncio.sleep(gap_for(workers) * SETTLE_GAPS)
-        after = await pg_figures(database_url) if store == "postgres" else None
-        applied: list[list[tuple[int, float]]] = []
-        cpu = 0.0
-        for child in children:
-            assert child.stdin is not None
-            assert child.stdout is not None
-            child.stdin.write(b"done\n")
-            await child.stdin.drain()
-            result = json.loads(await asyncio.wait_for(child.stdout.readline(), 60))
-            cpu += result["cpu"]
-            applied.extend(result["applied"])
+        async with fleet_processes(workers, database_url, channel, mode) as children:
+            await asyncio.sleep(1.0)
+            before = await pg_figures(database_url) if store == "postgres" else None
+            sent: dict[int, float] = {}
+            writes: list[float] = []
+            for number in range(updates):
+                started = time.time()
+                revision = await writer.update({"MAX_ITEMS": 100 + number})
+                sent[revision] = time.time()  # the update returned: committed and announced
+                writes.append((sent[revision] - started) * 1000)
+                await asyncio.sleep(gap_for(workers))
+            await asyncio.sleep(gap_for(workers) * SETTLE_GAPS)
+            after = await pg_figures(database_url) if store == "postgres" else None
+            applied: list[list[tuple[int, float]]] = []
+            cpu = 0.0
+            for result in await fleet_results(children):
+                cpu += result["cpu"]
+                applied.extend(result["applied"])
     finally:
-        for child in children:
-            if child.returncode is None:
-                try:
-                    await asyncio.wait_for(child.wait(), 30)
-                except TimeoutError:
-                    child.kill()
         await writer.stop()
     delays = [
         (last - started) * 1000

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ from harness import missing_reason
 from quart_waffle import QuartWaffle
 
 from .common import BenchConfig, Section, workspace
-from .fleet import CONFS, PROCESSES, served_by_all, waffle_for
+from .fleet import CONFS, fleet_processes, fleet_results, served_by_all, waffle_for
 
 WAIT = 10.0
 """Seconds a write waits for the fleet at most."""
@@ -126,68 +125,41 @@ async def table_writes(directory: Path, instances: int, seconds: float) -> float
 async def measure(workers: int, updates: int, idle: float, directory: Path) -> Figures:
     channel = f"fleet-wait-{os.urandom(4).hex()}"
     url = f"sqlite:///{directory / 'fleet.db'}"
-    processes = min(PROCESSES, workers)
-    per_process = [workers // processes + (i < workers % processes) for i in range(processes)]
     writer = waffle_for(url, channel, "carried")
     await writer.start(watch=False, announce=False)
-    children = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "benchmarks.fleet", "--worker", str(count), url, channel, "carried"),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for count in per_process
-    ]
     try:
-        for child in children:
-            assert child.stdout is not None
-            line = await asyncio.wait_for(child.stdout.readline(), 120)
-            if line.strip() != b"ready":
-                raise RuntimeError(f"a fleet process did not start: {line!r}")
-        deadline = time.monotonic() + 60
-        while len((await writer.fleet()).live) < workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fleet did not report every worker within 60 s")
-            await asyncio.sleep(0.2)
-        views = []
-        for _ in range(5):
-            started = time.perf_counter()
-            await writer.fleet()
-            views.append((time.perf_counter() - started) * 1000)
+        async with fleet_processes(workers, url, channel, "carried") as children:
+            deadline = time.monotonic() + 60
+            while len((await writer.fleet()).live) < workers:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the fleet did not report every worker within 60 s")
+                await asyncio.sleep(0.2)
+            views = []
+            for _ in range(5):
+                started = time.perf_counter()
+                await writer.fleet()
+                views.append((time.perf_counter() - started) * 1000)
 
-        # idle first: nothing changes, so only heartbeats write
-        idle_task = asyncio.create_task(hash_writes(writer, idle))
-        table_rate = await table_writes(directory, min(64, workers), idle)
-        seen, writes = await idle_task
-        redis_rate = writes / max(seen, 1) / (idle / 60)
+            # idle first: nothing changes, so only heartbeats write
+            idle_task = asyncio.create_task(hash_writes(writer, idle))
+            table_rate = await table_writes(directory, min(64, workers), idle)
+            seen, writes = await idle_task
+            redis_rate = writes / max(seen, 1) / (idle / 60)
 
-        sent: dict[int, float] = {}
-        waits: list[float] = []
-        complete = 0
-        for number in range(updates):
-            started = time.time()
-            ack = await writer.update({"MAX_ITEMS": 100 + number}, wait=WAIT)
-            waits.append((time.time() - started) * 1000)
-            sent[ack.revision] = started
-            complete += ack.complete and ack.expected == workers
-            await asyncio.sleep(GAP)
-        applied: list[list[tuple[int, float]]] = []
-        for child in children:
-            assert child.stdin is not None
-            assert child.stdout is not None
-            child.stdin.write(b"done\n")
-            await child.stdin.drain()
-            applied.extend(
-                json.loads(await asyncio.wait_for(child.stdout.readline(), 60))["applied"]
-            )
+            sent: dict[int, float] = {}
+            waits: list[float] = []
+            complete = 0
+            for number in range(updates):
+                started = time.time()
+                ack = await writer.update({"MAX_ITEMS": 100 + number}, wait=WAIT)
+                waits.append((time.time() - started) * 1000)
+                sent[ack.revision] = started
+                complete += ack.complete and ack.expected == workers
+                await asyncio.sleep(GAP)
+            applied: list[list[tuple[int, float]]] = []
+            for result in await fleet_results(children):
+                applied.extend(result["applied"])
     finally:
-        for child in children:
-            if child.returncode is None:
-                try:
-                    await asyncio.wait_for(child.wait(), 30)
-                except TimeoutError:
-                    child.kill()
         await writer.stop()
     propagation = [
         ((served_by_all(applied, revision) or float("nan")) - started) * 1000
