@@ -42,6 +42,11 @@ def store_reads(waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch) -> list[in
     return calls
 
 
+def channel_name() -> str:
+    """A Redis channel name no other test uses (tests run in parallel on one Redis)."""
+    return f"waffle-test-{os.urandom(6).hex()}"
+
+
 def channel_options(
     request: pytest.FixtureRequest, tmp_path: Path, watchtype: str
 ) -> dict[str, Any]:
@@ -56,7 +61,7 @@ def channel_options(
         require("Redis")
         options["database_url"] = request.getfixturevalue("sqlite_url")
         options["redis_url"] = REDIS_URL
-        options["redis_channel"] = f"waffle-test-{os.urandom(6).hex()}"
+        options["redis_channel"] = channel_name()
     else:
         options["database_url"] = request.getfixturevalue("postgres_url")
     return options

@@ -8,7 +8,6 @@ with a message saying what to give instead."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from quart_waffle.sync import (
     open_notifier,
 )
 from tests.conftest import require
+from tests.sync_helpers import channel_name
 from tests.test_sync_deploy import cli, converge, deployment_env, serving, updater
 
 BY_MESSAGE = 3.0
@@ -37,10 +37,6 @@ async def _cluster(tmp_path: Path) -> AsyncIterator[RedisClusterGroup]:
     require("Redis")
     async with RedisClusterGroup(tmp_path / "cluster") as cluster:
         yield cluster
-
-
-def channel_name() -> str:
-    return f"waffle-test-{os.urandom(6).hex()}"
 
 
 async def test_both_ends_work_on_a_cluster(cluster: RedisClusterGroup) -> None:

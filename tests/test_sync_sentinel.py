@@ -8,7 +8,6 @@ messages and the catch-up after a reconnection) can meet the bounds."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from quart_waffle.sync import (
     open_notifier,
 )
 from tests.conftest import require
+from tests.sync_helpers import channel_name
 from tests.test_sync_deploy import cli, converge, deployment_env, serving, updater
 
 BY_MESSAGE = 3.0
@@ -46,10 +46,6 @@ async def _group(tmp_path: Path) -> AsyncIterator[SentinelGroup]:
     require("Redis")
     async with SentinelGroup(tmp_path / "redis") as group:
         yield group
-
-
-def channel_name() -> str:
-    return f"waffle-test-{os.urandom(6).hex()}"
 
 
 @pytest.mark.parametrize(
