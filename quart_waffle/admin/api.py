@@ -19,7 +19,7 @@ from quart import Blueprint, Response, g, jsonify, request
 from ..errors import ConflictError, InvalidValueError
 from ..fleet.member import DEFAULT_WAIT, MAX_API_WAIT
 from ..limits import MAX_HISTORY_LIMIT, TIME_RANGE, in_utc
-from ..promotion import apply, export, settings_of
+from ..promotion import Plan, apply, export, settings_of
 from ..rollback import json_diff
 from ..settings import Setting, display_value
 from .auth import authenticate
@@ -220,6 +220,34 @@ async def refuse_stale_secrets(
     }
     if stale:
         raise ConflictError(expected, {key: snapshot.values[key] for key in stale}, stale)
+
+
+async def apply_document(
+    waffle: QuartWaffle,
+    values: dict[str, Any],
+    expected: int | None,
+    *,
+    dry_run: bool,
+    actor: str,
+    reason: str,
+) -> Plan:
+    """Apply an export's settings as one revision, or with ``dry_run`` only
+    plan it, for the API and the page alike: a stale secret, a mask sent
+    back as a value and a key the caller may not change are refused first."""
+    await refuse_stale_secrets(waffle, values, expected)
+    for key, value in values.items():
+        if key in waffle.declarations:
+            refuse_mask(waffle.declarations[key], value)
+    checked = await check_apply(waffle, values, expected)  # a plan shows what it checks
+    return await apply(
+        waffle,
+        values,
+        dry_run=dry_run,
+        expected_revision=expected if dry_run else checked,
+        actor=actor,
+        reason=reason,
+        blind_secrets=True,
+    )
 
 
 def _reason() -> Any:
@@ -467,20 +495,13 @@ async def apply_settings() -> Response:
     waffle, actor = current_waffle(), g.waffle_admin_actor
     try:
         values = settings_of(options.get("settings"), "settings")
-        await refuse_stale_secrets(waffle, values, expected)
-        for key, value in values.items():
-            if key in waffle.declarations:
-                refuse_mask(waffle.declarations[key], value)
-        dry_run = bool(options.get("dry_run", False))
-        checked = await check_apply(waffle, values, expected)  # a plan shows what it checks
-        planned = await apply(
+        planned = await apply_document(
             waffle,
             values,
-            dry_run=dry_run,
-            expected_revision=expected if dry_run else checked,
+            expected,
+            dry_run=bool(options.get("dry_run", False)),
             actor=actor,
             reason=_reason(),
-            blind_secrets=True,
         )
     except ConflictError as error:
         current = {

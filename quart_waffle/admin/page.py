@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ConflictError, InvalidValueError, StoreUnavailableError
 from ..promotion import Plan, apply, export, read_document
 from ..schedule import ACTIVE
-from .api import history_item, query_time, refuse_stale_secrets
+from .api import apply_document, history_item, query_time, refuse_stale_secrets
 from .auth import NOT_CONFIGURED_MESSAGE, authenticate, credentials, is_configured, token_login
 from .context import admin_prefix, current_waffle
 from .cookies import (
@@ -35,7 +35,7 @@ from .cookies import (
 from .errors import AdminError, log_unavailable
 from .fleet_panel import PAGE_WAIT, acknowledgement_query, fleet_view, saved_notice
 from .forms import edited_texts, grouped_fields, parsed_changes, submitted
-from .inputs import natural_number, read_form, refuse_mask
+from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
 from .page_filter import PageFilter, group_names
 from .permissions import (
@@ -525,19 +525,8 @@ async def promote() -> Response:
     try:
         values = read_document(text)
         expected = None if dry_run else natural_number(form.get("expected"))
-        await refuse_stale_secrets(waffle, values, expected)  # as the API's apply
-        for key, value in values.items():
-            if key in waffle.declarations:
-                refuse_mask(waffle.declarations[key], value)
-        checked = await check_apply(waffle, values, expected)  # a plan shows what it checks
-        planned = await apply(
-            waffle,
-            values,
-            dry_run=dry_run,
-            expected_revision=expected if dry_run else checked,
-            actor=actor,
-            reason=form.get("reason", ""),
-            blind_secrets=True,
+        planned = await apply_document(  # as the API's apply
+            waffle, values, expected, dry_run=dry_run, actor=actor, reason=form.get("reason", "")
         )
     except InvalidValueError as error:
         problem = f"Nothing was stored: {error}"
