@@ -205,6 +205,17 @@ def _token_access(named: NamedToken) -> str:
     return named.actor
 
 
+def wrong_token() -> AdminError:
+    """The 401 for a bearer token that matches none configured."""
+    return AdminError(
+        401,
+        "invalid_token",
+        "The bearer token is wrong.",
+        {"Authorization": "wrong token"},
+        headers={"WWW-Authenticate": 'Bearer realm="waffle", error="invalid_token"'},
+    )
+
+
 async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> str:
     """Return the actor for ``request`` or raise the right 401/403.
 
@@ -221,13 +232,7 @@ async def authenticate(waffle: QuartWaffle, request: Request, *, page: bool) -> 
         named = token_login(request, presented, tokens, where="the Authorization header")
         if named is not None:
             return _token_access(named)
-        raise AdminError(
-            401,
-            "invalid_token",
-            "The bearer token is wrong.",
-            {"Authorization": "wrong token"},
-            headers={"WWW-Authenticate": 'Bearer realm="waffle", error="invalid_token"'},
-        )
+        raise wrong_token()
     if page and tokens and (named := await _logged_in(load_session(request), tokens)):
         check_same_origin(request)
         return _token_access(named)

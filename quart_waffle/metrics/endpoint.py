@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from ..admin.auth import authenticate, credentials, is_configured, token_login
+from ..admin.auth import authenticate, credentials, is_configured, token_login, wrong_token
 from ..admin.context import current_waffle
 from ..admin.errors import AdminError, register_error_handlers
 from ..admin.tokens import NamedToken
@@ -66,13 +66,7 @@ async def _check_access() -> None:
         where = "the metrics Authorization header"
         if token_login(request, presented, tokens, where=where, metrics=True):
             return
-        raise AdminError(
-            401,
-            "invalid_token",
-            "The bearer token is wrong.",
-            {"Authorization": "wrong token"},
-            headers={"WWW-Authenticate": 'Bearer realm="waffle", error="invalid_token"'},
-        )
+        raise wrong_token()
     if not token and not is_configured(waffle):
         raise AdminError(403, "metrics_not_configured", NOT_CONFIGURED_MESSAGE)
     if waffle.authorize is not None:
