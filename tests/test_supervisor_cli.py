@@ -18,17 +18,11 @@ import pytest
 
 from quart_waffle.supervisor.control import MAX_COMMAND, serve_control
 from quart_waffle.supervisor.pool import Progress
-from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
+from tests.supervisor_apps.harness import ServerProcess, quart_waffle
 
 APP = "tests.supervisor_apps.testapp:app"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def quart_waffle(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import dataclasses
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,23 +17,12 @@ import pytest
 from harness.http import http_get
 from harness.ports import free_port
 from quart_waffle.supervisor import cli, configfile
-from quart_waffle.supervisor.config import ServeConfig, control_socket_beside
-from quart_waffle.supervisor.control import request_status
-from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
+from quart_waffle.supervisor.config import ServeConfig
+from tests.supervisor_apps.harness import ROOT, ServerProcess, quart_waffle, status
 
 APP = "tests.supervisor_apps.testapp:app"
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def quart_waffle(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
-    )
-
-
-def status(server: ServerProcess) -> dict[str, Any]:
-    return request_status(control_socket_beside(server.pid_file), 10)
 
 
 @pytest.fixture(name="config_file")

@@ -23,8 +23,8 @@ from quart_waffle.supervisor.config import (
     control_socket_beside,
     private_control_socket,
 )
-from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
-from tests.test_supervisor_cli import APP, assert_one_line_error, quart_waffle
+from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess, quart_waffle
+from tests.test_supervisor_cli import APP, assert_one_line_error
 
 pytestmark = pytest.mark.timeout(60)
 

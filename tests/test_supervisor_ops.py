@@ -8,7 +8,6 @@ import re
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,24 +19,12 @@ import pytest
 
 from harness.http import http_get
 from harness.ports import free_port
-from quart_waffle.supervisor.config import control_socket_beside
-from quart_waffle.supervisor.control import request_status
-from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
+from tests.supervisor_apps.harness import ServerProcess, quart_waffle, status
 
 APP = "tests.supervisor_apps.testapp:app"
 WAIT = 30.0
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def quart_waffle(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-def status(server: ServerProcess) -> dict[str, Any]:
-    return request_status(control_socket_beside(server.pid_file), 10)
 
 
 def until(check: Callable[[], bool], what: str, within: float = WAIT) -> None:

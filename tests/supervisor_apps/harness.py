@@ -19,6 +19,7 @@ from typing import Any
 from harness.http import HttpError, http_request
 from harness.load import Sample
 from quart_waffle.supervisor.config import control_socket_beside
+from quart_waffle.supervisor.control import request_status
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [str(Path(sys.executable).with_name("quart-waffle"))]
@@ -130,6 +131,18 @@ class ServerProcess:
         self.process.wait(10)
         Path(control_socket_beside(self.pid_file)).unlink(missing_ok=True)
         self._log.close()
+
+
+def quart_waffle(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``quart-waffle *args`` run from the repository root: its exit status and text output."""
+    return subprocess.run(
+        [*COMMAND, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def status(server: ServerProcess) -> dict[str, Any]:
+    """The running supervisor's status, over its control socket."""
+    return request_status(control_socket_beside(server.pid_file), 10)
 
 
 async def whoami(port: int) -> dict[str, Any]:
