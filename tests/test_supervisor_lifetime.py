@@ -92,7 +92,7 @@ async def test_aged_workers_are_replaced_under_load_with_no_failure(tmp_path: Pa
     stop = asyncio.Event()
     load: asyncio.Task[LoadReport] | None = None
     try:
-        first = set(map(int, re.findall(r"\[(\d+)\] \[INFO\] Running on", server.log())))
+        first = server.started_pids()
         load = asyncio.create_task(
             run_load("127.0.0.1", server.port, clients=4, keep_alive=True, stop=stop)
         )

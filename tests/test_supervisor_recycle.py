@@ -25,7 +25,7 @@ async def test_workers_are_recycled_after_max_requests_under_load_with_no_failur
     args = ["-w", "2", "--max-requests", "150", "--max-requests-jitter", "50"]
     server = ServerProcess(tmp_path, APP, [*args, "--keep-alive-timeout", "1"], {})
     try:
-        first = set(map(int, re.findall(r"\[(\d+)\] \[INFO\] Running on", server.log())))
+        first = server.started_pids()
         stop = asyncio.Event()
         load = asyncio.create_task(
             run_load("127.0.0.1", server.port, clients=4, keep_alive=keep_alive, stop=stop)

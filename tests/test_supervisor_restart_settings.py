@@ -196,7 +196,7 @@ async def test_a_restart_setting_change_rolls_the_workers_once_with_no_failure(
     stop = asyncio.Event()
     load: asyncio.Task[LoadReport] | None = None
     try:
-        first = set(map(int, re.findall(r"\[(\d+)\] \[INFO\] Running on", server.log())))
+        first = server.started_pids()
         assert len(first) == 2
         load = asyncio.create_task(
             run_load("127.0.0.1", server.port, clients=4, keep_alive=True, stop=stop)

@@ -87,6 +87,10 @@ class ServerProcess:
         except FileNotFoundError:  # a log file not created yet, or just moved away
             return ""
 
+    def started_pids(self) -> set[int]:
+        """The workers that have logged they are running, so far."""
+        return {int(pid) for pid in re.findall(r"\[(\d+)\] \[INFO\] Running on", self.log())}
+
     def wait_for_log(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match[str]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
