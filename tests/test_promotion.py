@@ -5,8 +5,11 @@ admin API and Python, on real SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pytest
 from click.testing import Result
 
 from quart_waffle import QuartWaffle
@@ -14,7 +17,21 @@ from quart_waffle.promotion import apply, export
 from tests.helpers import ADMIN_TOKEN, make_waffle
 from tests.test_admin_page import logged_in, text_of
 
+if TYPE_CHECKING:
+    from quart.typing import TestClientProtocol
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(name="waffle")
+async def _served_waffle(database_url: str) -> AsyncIterator[QuartWaffle]:
+    """Serving on each database, with the admin on (bearer ADMIN_TOKEN, a SECRET_KEY for the
+    page's session); conftest's ``client`` fixture talks to it."""
+    waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN)
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    async with waffle.app.test_app():
+        yield waffle
 
 
 def cli(waffle: QuartWaffle, *args: str) -> Result:
@@ -75,112 +92,94 @@ def test_cli_export_diff_apply(database_url: str, sqlite_url: str, tmp_path: Pat
     assert history_size(production) == 4
 
 
-async def test_admin_api_and_python(database_url: str) -> None:
-    waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN)
-    assert waffle.app is not None
-    async with waffle.app.test_app():
-        client = waffle.app.test_client()
-        document = await (await client.get("/waffle/api/export", headers=AUTH)).get_json()
-        assert "API_KEY" not in document["settings"]
-        assert document["revision"] == 0
-        document["settings"].update(MAX_ITEMS=77, RATE=2.5)
-        body = {"settings": document["settings"], "dry_run": True}
-        dry = await client.post("/waffle/api/apply", json=body, headers=AUTH)
-        plan = await dry.get_json()
-        assert plan["applied_revision"] is None
-        assert waffle.revision == 0
-        assert [change["key"] for change in plan["changes"]] == ["MAX_ITEMS", "RATE"]
-        await waffle.update({"RATE": 3.0})
-        stale = await client.post(
-            "/waffle/api/apply",
-            json={**body, "dry_run": False},
-            headers={**AUTH, "If-Match": '"0"'},
-        )
-        assert stale.status_code == 409
-        assert list((await stale.get_json())["error"]["fields"]) == ["RATE"]
-        stale_plan = await client.post(
-            "/waffle/api/apply", json=body, headers={**AUTH, "If-Match": '"0"'}
-        )
-        assert stale_plan.status_code == 409
-        bad = await client.post(
-            "/waffle/api/apply", json={"settings": {"THEME": "pink"}}, headers=AUTH
-        )
-        assert bad.status_code == 422
-        assert "THEME" in (await bad.get_json())["error"]["fields"]
-        done = await client.post(
-            "/waffle/api/apply",
-            json={"settings": document["settings"], "reason": "promote"},
-            headers={**AUTH, "If-Match": '"1"'},
-        )
-        assert (await done.get_json())["applied_revision"] == 2
-        assert (waffle.get("MAX_ITEMS"), waffle.get("RATE")) == (77, 2.5)
+async def test_admin_api_and_python(waffle: QuartWaffle, client: TestClientProtocol) -> None:
+    document = await (await client.get("/waffle/api/export", headers=AUTH)).get_json()
+    assert "API_KEY" not in document["settings"]
+    assert document["revision"] == 0
+    document["settings"].update(MAX_ITEMS=77, RATE=2.5)
+    body = {"settings": document["settings"], "dry_run": True}
+    dry = await client.post("/waffle/api/apply", json=body, headers=AUTH)
+    plan = await dry.get_json()
+    assert plan["applied_revision"] is None
+    assert waffle.revision == 0
+    assert [change["key"] for change in plan["changes"]] == ["MAX_ITEMS", "RATE"]
+    await waffle.update({"RATE": 3.0})
+    stale = await client.post(
+        "/waffle/api/apply",
+        json={**body, "dry_run": False},
+        headers={**AUTH, "If-Match": '"0"'},
+    )
+    assert stale.status_code == 409
+    assert list((await stale.get_json())["error"]["fields"]) == ["RATE"]
+    stale_plan = await client.post(
+        "/waffle/api/apply", json=body, headers={**AUTH, "If-Match": '"0"'}
+    )
+    assert stale_plan.status_code == 409
+    bad = await client.post("/waffle/api/apply", json={"settings": {"THEME": "pink"}}, headers=AUTH)
+    assert bad.status_code == 422
+    assert "THEME" in (await bad.get_json())["error"]["fields"]
+    done = await client.post(
+        "/waffle/api/apply",
+        json={"settings": document["settings"], "reason": "promote"},
+        headers={**AUTH, "If-Match": '"1"'},
+    )
+    assert (await done.get_json())["applied_revision"] == 2
+    assert (waffle.get("MAX_ITEMS"), waffle.get("RATE")) == (77, 2.5)
 
-        planned = await apply(waffle, {"MAX_ITEMS": 78}, dry_run=True)
-        assert [change.key for change in planned.changes] == ["MAX_ITEMS"]
-        assert export(waffle, include_secrets=True)["settings"]["API_KEY"] == "s3cret"
+    planned = await apply(waffle, {"MAX_ITEMS": 78}, dry_run=True)
+    assert [change.key for change in planned.changes] == ["MAX_ITEMS"]
+    assert export(waffle, include_secrets=True)["settings"]["API_KEY"] == "s3cret"
 
 
-async def test_admin_page(database_url: str) -> None:
-    waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN)
-    assert waffle.app is not None
-    waffle.app.secret_key = "test-secret-key"
-    async with waffle.app.test_app():
-        client = waffle.app.test_client()
-        csrf = await logged_in(client)
-        exported = await client.get("/waffle/export")
-        assert "attachment" in exported.headers["Content-Disposition"]
-        document = await exported.get_json()
-        assert "API_KEY" not in document["settings"]
-        document["settings"]["MAX_ITEMS"] = 60
-        text = json.dumps(document)
-        form = {"csrf": csrf, "settings": text, "action": "plan"}
-        planned = await client.post("/waffle/promote", form=form)
-        page = await text_of(planned)
-        assert planned.status_code == 200
-        assert "<td>MAX_ITEMS</td><td><code>20</code></td><td><code>60</code></td>" in page
-        assert waffle.revision == 0
-        await waffle.update({"MAX_ITEMS": 30})
-        form.update(action="apply", expected="0", reason="from staging")
-        stale = await client.post("/waffle/promote", form=form)
-        assert stale.status_code == 409
-        assert "MAX_ITEMS changed after revision 0" in await text_of(stale)
-        form["expected"] = "1"
-        applied = await client.post("/waffle/promote", form=form)
-        assert applied.status_code == 303
-        assert waffle.get("MAX_ITEMS") == 60
-        assert (await waffle.history(revision=2))[0].reason == "from staging"
-        bad = await client.post("/waffle/promote", form={**form, "settings": '{"THEME": 1}'})
-        assert bad.status_code == 422
-        assert "THEME" in await text_of(bad)
-        assert waffle.revision == 2
+async def test_admin_page(waffle: QuartWaffle, client: TestClientProtocol) -> None:
+    csrf = await logged_in(client)
+    exported = await client.get("/waffle/export")
+    assert "attachment" in exported.headers["Content-Disposition"]
+    document = await exported.get_json()
+    assert "API_KEY" not in document["settings"]
+    document["settings"]["MAX_ITEMS"] = 60
+    text = json.dumps(document)
+    form = {"csrf": csrf, "settings": text, "action": "plan"}
+    planned = await client.post("/waffle/promote", form=form)
+    page = await text_of(planned)
+    assert planned.status_code == 200
+    assert "<td>MAX_ITEMS</td><td><code>20</code></td><td><code>60</code></td>" in page
+    assert waffle.revision == 0
+    await waffle.update({"MAX_ITEMS": 30})
+    form.update(action="apply", expected="0", reason="from staging")
+    stale = await client.post("/waffle/promote", form=form)
+    assert stale.status_code == 409
+    assert "MAX_ITEMS changed after revision 0" in await text_of(stale)
+    form["expected"] = "1"
+    applied = await client.post("/waffle/promote", form=form)
+    assert applied.status_code == 303
+    assert waffle.get("MAX_ITEMS") == 60
+    assert (await waffle.history(revision=2))[0].reason == "from staging"
+    bad = await client.post("/waffle/promote", form={**form, "settings": '{"THEME": 1}'})
+    assert bad.status_code == 422
+    assert "THEME" in await text_of(bad)
+    assert waffle.revision == 2
 
 
 async def test_the_page_refuses_the_mask_and_stale_secrets_as_the_api_does(
-    database_url: str,
+    waffle: QuartWaffle, client: TestClientProtocol
 ) -> None:
-    waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN)
-    assert waffle.app is not None
-    waffle.app.secret_key = "test-secret-key"
-    async with waffle.app.test_app():
-        client = waffle.app.test_client()
-        csrf = await logged_in(client)
-        form = {"csrf": csrf, "action": "apply", "expected": "0"}
-        masked = await client.post(
-            "/waffle/promote", form={**form, "settings": '{"API_KEY": "********"}'}
-        )
-        assert masked.status_code == 422
-        assert "API_KEY" in await text_of(masked)
-        assert (waffle.revision, waffle.get("API_KEY")) == (0, "s3cret")
-        await waffle.update({"API_KEY": "rotated"})
-        stale = await client.post(
-            "/waffle/promote", form={**form, "settings": '{"API_KEY": "s3cret"}'}
-        )
-        assert stale.status_code == 409
-        assert (waffle.revision, waffle.get("API_KEY")) == (1, "rotated")
-        # control: the right revision writes the secret
-        done = await client.post(
-            "/waffle/promote",
-            form={**form, "expected": "1", "settings": '{"API_KEY": "promoted"}'},
-        )
-        assert done.status_code == 303
-        assert (waffle.revision, waffle.get("API_KEY")) == (2, "promoted")
+    csrf = await logged_in(client)
+    form = {"csrf": csrf, "action": "apply", "expected": "0"}
+    masked = await client.post(
+        "/waffle/promote", form={**form, "settings": '{"API_KEY": "********"}'}
+    )
+    assert masked.status_code == 422
+    assert "API_KEY" in await text_of(masked)
+    assert (waffle.revision, waffle.get("API_KEY")) == (0, "s3cret")
+    await waffle.update({"API_KEY": "rotated"})
+    stale = await client.post("/waffle/promote", form={**form, "settings": '{"API_KEY": "s3cret"}'})
+    assert stale.status_code == 409
+    assert (waffle.revision, waffle.get("API_KEY")) == (1, "rotated")
+    # control: the right revision writes the secret
+    done = await client.post(
+        "/waffle/promote",
+        form={**form, "expected": "1", "settings": '{"API_KEY": "promoted"}'},
+    )
+    assert done.status_code == 303
+    assert (waffle.revision, waffle.get("API_KEY")) == (2, "promoted")
