@@ -9,7 +9,7 @@ from quart.typing import TestClientProtocol
 
 from harness import IN_CI, fresh_database, missing_reason
 from quart_waffle import QuartWaffle
-from tests.helpers import ADMIN_TOKEN, make_waffle
+from tests.helpers import ADMIN_TOKEN, make_waffle, serving_admin
 
 
 def require(service: str) -> None:
@@ -48,9 +48,7 @@ async def _served_waffle(sqlite_url: str) -> AsyncIterator[QuartWaffle]:
     """A serving app on SQLite with the admin on (bearer ADMIN_TOKEN, a
     SECRET_KEY for the page's session)."""
     waffle = make_waffle(sqlite_url, admin_token=ADMIN_TOKEN)
-    assert waffle.app is not None
-    waffle.app.secret_key = "test-secret-key"
-    async with waffle.app.test_app():
+    async with serving_admin(waffle):
         yield waffle
 
 

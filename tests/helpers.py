@@ -45,6 +45,15 @@ def file_pair(database_url: str, watcher_file: Path) -> tuple[QuartWaffle, Quart
 
 
 @contextlib.asynccontextmanager
+async def serving_admin(waffle: QuartWaffle) -> AsyncIterator[QuartWaffle]:
+    """Serve ``waffle``'s app around the block, with a SECRET_KEY for the admin page's session."""
+    assert waffle.app is not None
+    waffle.app.secret_key = "test-secret-key"
+    async with waffle.app.test_app():
+        yield waffle
+
+
+@contextlib.asynccontextmanager
 async def serving(*waffles: QuartWaffle) -> AsyncIterator[None]:
     """Run each waffle's app serving hooks (start-up, then shut-down) around the block."""
     if not waffles:

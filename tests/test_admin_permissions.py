@@ -18,7 +18,7 @@ from quart_waffle import QuartWaffle
 from quart_waffle.admin import auth
 from quart_waffle.admin.tokens import NamedToken
 from quart_waffle.errors import ConfigurationError
-from tests.helpers import make_waffle
+from tests.helpers import make_waffle, serving_admin
 from tests.test_admin_page import csrf_of, form_of, text_of
 
 ALICE = "alice-token-0123456789abcdef"
@@ -53,9 +53,7 @@ async def _waffle(database_url: str, asked: Asked) -> AsyncIterator[QuartWaffle]
         return keys - {"GREETING"}
 
     waffle = make_waffle(database_url, admin_tokens=TOKENS, authorize_keys=no_greeting)
-    assert waffle.app is not None
-    waffle.app.secret_key = "test-secret-key"
-    async with waffle.app.test_app():
+    async with serving_admin(waffle):
         yield waffle
 
 

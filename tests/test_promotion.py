@@ -14,7 +14,7 @@ from click.testing import Result
 
 from quart_waffle import QuartWaffle
 from quart_waffle.promotion import apply, export
-from tests.helpers import ADMIN_TOKEN, make_waffle
+from tests.helpers import ADMIN_TOKEN, make_waffle, serving_admin
 from tests.test_admin_page import logged_in, text_of
 
 if TYPE_CHECKING:
@@ -28,9 +28,7 @@ async def _served_waffle(database_url: str) -> AsyncIterator[QuartWaffle]:
     """Serving on each database, with the admin on (bearer ADMIN_TOKEN, a SECRET_KEY for the
     page's session); conftest's ``client`` fixture talks to it."""
     waffle = make_waffle(database_url, admin_token=ADMIN_TOKEN)
-    assert waffle.app is not None
-    waffle.app.secret_key = "test-secret-key"
-    async with waffle.app.test_app():
+    async with serving_admin(waffle):
         yield waffle
 
 
