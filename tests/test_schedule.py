@@ -5,6 +5,7 @@ cancelled, and bad input refused with nothing stored."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,17 @@ async def until_true(check: Callable[[], Any], within: float = 10.0) -> None:
     while not await check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def looked_once(*workers: QuartWaffle) -> None:
+    """Until each worker's sync task has made its start-up look at the schedule:
+    one made later, on a loaded machine, would find the test's entries and run
+    them itself, in the middle of a test that runs them by hand."""
+
+    async def looked() -> bool:
+        return all(math.isfinite(worker._connected().sync._tick_due) for worker in workers)
+
+    await until_true(looked)
 
 
 async def entry(waffle: QuartWaffle, entry_id: int) -> ScheduledChange:
@@ -140,6 +152,7 @@ async def test_each_step_written_once_by_racing_workers(database_url: str) -> No
     """Four workers run the same due steps at the same moment."""
     workers = [make_waffle(database_url, check_interval=3600) for _ in range(4)]
     async with serving(*workers):
+        await looked_once(*workers)
         first = workers[0]
         entries = [
             await first.schedule(values, at=soon(0.3), until=soon(0.6))
@@ -163,6 +176,7 @@ async def test_a_late_worker_writes_nothing(database_url: str) -> None:
     a no-op, so the race itself cannot show this)."""
     early, late = (make_waffle(database_url, check_interval=3600) for _ in range(2))
     async with serving(early, late):
+        await looked_once(early, late)
         added = await early.schedule({"MAX_ITEMS": 30}, at=soon(0.2), until=soon(0.4))
         await asyncio.sleep(0.5)
         engine = late._connected().store.engine
