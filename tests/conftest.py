@@ -9,7 +9,7 @@ from quart.typing import TestClientProtocol
 
 from harness import IN_CI, fresh_database, missing_reason
 from quart_waffle import QuartWaffle
-from tests.helpers import ADMIN_TOKEN, make_waffle, serving_admin
+from tests.helpers import ADMIN_TOKEN, make_waffle, serving_admin, sqlite_threads_stopped
 
 
 def require(service: str) -> None:
@@ -64,3 +64,10 @@ def _no_waffle_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("WAFFLE_") and not key.startswith("WAFFLE_TEST_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+async def _sqlite_threads_end_in_their_test() -> AsyncIterator[None]:
+    """Each test's aiosqlite threads end while its event loop is still open."""
+    yield
+    await sqlite_threads_stopped(within=1.0)

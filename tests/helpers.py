@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -63,3 +65,18 @@ async def serving(*waffles: QuartWaffle) -> AsyncIterator[None]:
     assert first.app is not None
     async with first.app.test_app(), serving(*others):
         yield
+
+
+async def sqlite_threads_stopped(within: float) -> None:
+    """Until no aiosqlite connection thread runs (``within`` seconds at most).
+
+    A connection closed, or one that failed to open, ends its thread through a
+    future nobody awaits; if the test's event loop closes first, the thread's
+    answer lands on a closed loop, as a thread exception in a later test."""
+    for _ in range(round(within / 0.01)):
+        if not any(
+            thread.name.endswith("(_connection_worker_thread)") and thread.is_alive()
+            for thread in threading.enumerate()
+        ):
+            return
+        await asyncio.sleep(0.01)

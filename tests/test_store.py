@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from quart_waffle import (
     UnknownSettingError,
 )
 from quart_waffle.store import SettingsStore, create_engine
-from tests.helpers import CONFS, make_waffle, worker_pair
+from tests.helpers import CONFS, make_waffle, sqlite_threads_stopped, worker_pair
 
 
 async def test_defaults_then_update(database_url: str) -> None:
@@ -218,22 +217,8 @@ async def test_unavailable_error_carries_no_statement_or_value(tmp_path: Path) -
     waffle = make_waffle(f"sqlite:///{tmp_path}")  # a directory: SQLite cannot open it
     with pytest.raises(StoreUnavailableError) as caught:
         await waffle.start(watch=False)
-    await _failed_sqlite_connects_stopped()
+    await sqlite_threads_stopped(within=5.0)
     message = str(caught.value)
     assert message.startswith("settings database unavailable: OperationalError: ")
     assert "\n" not in message
     assert "[SQL" not in message
-
-
-async def _failed_sqlite_connects_stopped() -> None:
-    """aiosqlite stops the thread of a connection that failed to open through a
-    future nobody awaits: let that thread end while this test's event loop is
-    open, or its answer lands on a closed loop (a thread exception in a later
-    test)."""
-    for _ in range(500):  # 5 s at most
-        if not any(
-            thread.name.endswith("(_connection_worker_thread)") and thread.is_alive()
-            for thread in threading.enumerate()
-        ):
-            return
-        await asyncio.sleep(0.01)
