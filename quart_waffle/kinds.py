@@ -251,6 +251,45 @@ def _same(value: Any) -> Any:
     return value
 
 
+Bound = float | dt.date | dt.timedelta | str
+"""A declared ``min`` or ``max``: a number, a date, an aware datetime, a
+timedelta, or its ISO 8601 text (as a configuration file writes it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How ``min`` and ``max`` apply to the values of a kind.
+
+    Arguments:
+        check: A declared bound normalised so that values compare with it,
+            or raise ``ValueError`` with the reason.
+        text: A normalised bound as a reason names it.
+        keywords: The JSON Schema keywords of the lower and upper bound.
+        below: The reason a value below ``min`` is refused (``{}`` is the bound).
+        above: The reason a value above ``max`` is refused.
+    """
+
+    check: Callable[[Any], Any]
+    text: Callable[[Any], str]
+    keywords: tuple[str, str] = ("minimum", "maximum")
+    below: str = "must be at least {}"
+    above: str = "must be at most {}"
+
+
+def _number_bound(bound: Any) -> float:
+    if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound):
+        raise ValueError(f"must be a finite number, got {bound!r}")
+    return bound
+
+
+_NUMBER_BOUNDS = Bounds(_number_bound, lambda bound: f"{bound:g}")
+
+
+# the keywords that bound a string in the order of its format (ajv-formats
+# reads them for a date and a date-time; here a duration too)
+_FORMAT_BOUNDS = ("formatMinimum", "formatMaximum")
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """Everything that differs between setting types.
@@ -266,7 +305,7 @@ class Kind:
         json_schema: The JSON Schema of the kind's values.
         widget: The admin page's input: ``text``, ``number``, ``checkbox``,
             ``textarea``, ``date``, ``datetime``, ``url`` or ``select``.
-        ordered: Whether ``min`` and ``max`` apply.
+        bounds: How ``min`` and ``max`` apply, or None when they do not.
         to_json: A checked value in its JSON form (how it is stored, sent and
             shown); the identity for the kinds whose values are JSON already.
         sized: What ``min_length`` and ``max_length`` count (``characters``,
@@ -282,10 +321,18 @@ class Kind:
     format_text: Callable[[Any], str]
     json_schema: Mapping[str, Any]
     widget: str
-    ordered: bool = False
+    bounds: Bounds | None = None
     to_json: Callable[[Any], Any] = _same
     sized: str = ""
     secret_reason: str | None = None
+
+    def bounds_schema(self, low: Any, high: Any) -> dict[str, Any]:
+        """The JSON Schema keywords of the declared bounds ``low`` and ``high``
+        (None where there is none), each in its JSON form."""
+        if self.bounds is None:
+            return {}
+        pairs = zip(self.bounds.keywords, (low, high), strict=True)
+        return {keyword: self.to_json(bound) for keyword, bound in pairs if bound is not None}
 
 
 def _json_kind(
@@ -368,6 +415,10 @@ def _check_date(value: Any) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise ValueError("must be an ISO 8601 date (2026-11-25)") from None
+
+
+def _format_iso(value: dt.date) -> str:
+    return value.isoformat()
 
 
 def _date_json(value: Any) -> Any:
@@ -494,9 +545,25 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
         kind.name: kind
         for kind in (
             Kind("str", str, _check_str, str, str, {"type": "string"}, "text", sized="characters"),
-            Kind("int", int, _check_int, parse_integer, repr, {"type": "integer"}, "number", True),
             Kind(
-                "float", float, _check_float, parse_number, repr, {"type": "number"}, "number", True
+                "int",
+                int,
+                _check_int,
+                parse_integer,
+                repr,
+                {"type": "integer"},
+                "number",
+                _NUMBER_BOUNDS,
+            ),
+            Kind(
+                "float",
+                float,
+                _check_float,
+                parse_number,
+                repr,
+                {"type": "number"},
+                "number",
+                _NUMBER_BOUNDS,
             ),
             Kind(
                 "bool",
@@ -515,9 +582,16 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 dt.datetime,
                 _check_datetime,
                 _check_datetime,
-                lambda value: value.isoformat(),
+                _format_iso,
                 {"type": "string", "format": "date-time"},
                 "datetime",
+                Bounds(
+                    _check_datetime,
+                    _format_iso,
+                    _FORMAT_BOUNDS,
+                    "must not be before {}",
+                    "must not be after {}",
+                ),
                 to_json=_datetime_json,
             ),
             Kind(
@@ -525,9 +599,16 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 dt.date,
                 _check_date,
                 _check_date,
-                lambda value: value.isoformat(),
+                _format_iso,
                 {"type": "string", "format": "date"},
                 "date",
+                Bounds(
+                    _check_date,
+                    _format_iso,
+                    _FORMAT_BOUNDS,
+                    "must not be before {}",
+                    "must not be after {}",
+                ),
                 to_json=_date_json,
             ),
             Kind(
@@ -538,6 +619,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 format_duration,
                 {"type": "string", "format": "duration"},
                 "text",
+                Bounds(_check_duration, format_duration, _FORMAT_BOUNDS),
                 to_json=_duration_json,
             ),
             Kind(
@@ -548,7 +630,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 str,
                 {"type": "string", "format": "decimal", "pattern": f"^{_NUMBER.pattern}$"},
                 "number",
-                True,
+                _NUMBER_BOUNDS,
                 to_json=_decimal_json,
             ),
             Kind(

@@ -7,7 +7,6 @@ and the CLI all validate the same way.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
 from .errors import DeclarationError, InvalidValueError
-from .kinds import KINDS, MAX_VALUE_BYTES, Kind, kind_for, load_json, parse_bool
+from .kinds import KINDS, MAX_VALUE_BYTES, Bound, Kind, kind_for, load_json, parse_bool
 from .kinds_extra import SchemaCheck, schema_check
 
 __all__ = [
@@ -78,8 +77,10 @@ class Setting(Generic[T]):
             class, or, with pydantic installed, a pydantic model or type.
         description: Shown by the admin and the CLI.
         choices: If given, the only values allowed.
-        min: Smallest allowed number (int, float and decimal settings).
-        max: Largest allowed number (int, float and decimal settings).
+        min: Smallest allowed value of an int, float, decimal, datetime
+            (timezone-aware), date or duration setting: a value of its type
+            or its ISO 8601 text.
+        max: Largest allowed value, as ``min``.
         secret: Never echoed by the admin, the history or the logs.
         group: Heading the admin page lists the setting under.
         restart: The app reads it only at start-up (a log level, a pool size): a
@@ -105,8 +106,8 @@ class Setting(Generic[T]):
     type: type | str | None = None
     description: str = ""
     choices: tuple[T, ...] | None = None
-    min: float | None = None
-    max: float | None = None
+    min: Bound | None = None
+    max: Bound | None = None
     secret: bool = False
     group: str = ""
     restart: bool = False
@@ -141,17 +142,7 @@ class Setting(Generic[T]):
         if self.choices is not None:
             object.__setattr__(self, "choices", tuple(self.choices))
         self._check_options(kind)
-        if (self.min is not None or self.max is not None) and not kind.ordered:
-            raise DeclarationError(
-                f"{self.key}: min/max apply to int, float and decimal settings only"
-            )
-        for name, bound in (("min", self.min), ("max", self.max)):
-            if bound is not None and (
-                isinstance(bound, bool)
-                or not isinstance(bound, int | float)
-                or not math.isfinite(bound)
-            ):
-                raise DeclarationError(f"{self.key}: {name} must be a finite number, got {bound!r}")
+        self._check_bounds(kind)
         try:
             if self.choices is not None:
                 choices = tuple(self._check_type(choice) for choice in self.choices)
@@ -159,6 +150,29 @@ class Setting(Generic[T]):
             object.__setattr__(self, "default", self.validate(self.default))
         except InvalidValueError as error:
             raise DeclarationError(f"invalid declaration: {error}") from None
+
+    def _check_bounds(self, kind: Kind) -> None:
+        """Normalise ``min`` and ``max`` as the kind says, or refuse them."""
+        if self.min is None and self.max is None:
+            return
+        if kind.bounds is None:
+            raise DeclarationError(
+                f"{self.key}: min/max apply to int, float, decimal, datetime, date and"
+                " duration settings only"
+            )
+        for name in ("min", "max"):
+            bound = getattr(self, name)
+            if bound is None:
+                continue
+            try:
+                object.__setattr__(self, name, kind.bounds.check(bound))
+            except ValueError as error:
+                raise DeclarationError(f"{self.key}: {name} {error}") from None
+        low: Any = self.min
+        if low is not None and self.max is not None and low > self.max:
+            raise DeclarationError(
+                f"{self.key}: min {self.bound_text(low)} is above max {self.bound_text(self.max)}"
+            )
 
     def _check_options(self, kind: Kind) -> None:
         for name in ("min_length", "max_length"):
@@ -236,18 +250,33 @@ class Setting(Generic[T]):
             self._canonical, self.choices
         ):
             raise InvalidValueError({self.key: self._choices_reason()})
-        if self.min is not None and value < self.min:
-            raise InvalidValueError({self.key: self._range_reason(f"at least {self.min:g}")})
-        if self.max is not None and value > self.max:
-            raise InvalidValueError({self.key: self._range_reason(f"at most {self.max:g}")})
+        reason = self._range_problem(value)
+        if reason is not None:
+            raise self._refuse(reason)
         self._check_extras(value)
         if self.kind != "bool" and len(self.encode(value).encode()) > MAX_VALUE_BYTES:
             raise InvalidValueError({self.key: f"must be at most {MAX_VALUE_BYTES} bytes of JSON"})
         return cast(T, value)
 
-    def _range_reason(self, bound: str) -> str:
+    def _range_problem(self, value: Any) -> str | None:
+        """Why ``value`` is outside ``min`` … ``max``, or None."""
+        bounds = self._kind.bounds
+        if bounds is None:
+            return None
+        if self.min is not None and value < self.min:
+            reason = bounds.below.format(self.bound_text(self.min))
+        elif self.max is not None and value > self.max:
+            reason = bounds.above.format(self.bound_text(self.max))
+        else:
+            return None
         # a secret's bounds would narrow it down as its choices would
-        return "must be within the allowed range" if self.secret else f"must be {bound}"
+        return "must be within the allowed range" if self.secret else reason
+
+    def bound_text(self, bound: Any) -> str:
+        """A declared ``min`` or ``max`` as reasons and the page show it:
+        ``1``, ``0.5``, ``2026-01-01``, ``2026-01-01T00:00:00+00:00``, ``PT5M``."""
+        bounds = self._kind.bounds
+        return str(bound) if bounds is None else bounds.text(bound)
 
     def _choices_reason(self) -> str:
         if self.secret:  # a secret's choices would tell much of it
@@ -311,10 +340,7 @@ class Setting(Generic[T]):
             schema["maxItems" if self._kind.sized == "items" else "maxLength"] = self.max_length
         if self.schema is not None:
             schema = {"allOf": [schema, dict(self.schema)]} if schema else dict(self.schema)
-        if self.min is not None:
-            schema["minimum"] = self.min
-        if self.max is not None:
-            schema["maximum"] = self.max
+        schema.update(self._kind.bounds_schema(self.min, self.max))
         if self.description:
             schema["description"] = self.description
         return schema
@@ -344,8 +370,8 @@ class Setting(Generic[T]):
             "choices": None
             if self.choices is None or self.secret
             else [self.to_json(choice) for choice in self.choices],
-            "min": None if self.secret else self.min,
-            "max": None if self.secret else self.max,
+            "min": None if self.secret or self.min is None else self._kind.to_json(self.min),
+            "max": None if self.secret or self.max is None else self._kind.to_json(self.max),
             "secret": self.secret,
             "group": self.group,
             "restart": self.restart,
