@@ -123,6 +123,17 @@ async def _signed_in(login_error: str | None = None) -> tuple[PageSession, str] 
     return session, actor
 
 
+async def _signed_in_form(
+    login_error: str | None = None,
+) -> tuple[PageSession, str, MultiDict[str, str]] | Response:
+    """As :func:`_signed_in`, with the posted form once its CSRF token is
+    checked: every page handler that changes something starts here."""
+    signed_in = await _signed_in(login_error)
+    if isinstance(signed_in, Response):
+        return signed_in
+    return (*signed_in, await _checked_form())
+
+
 def _read_only_notice() -> str | None:
     access = current_access()
     if access.role != "read":
@@ -236,11 +247,10 @@ async def logout() -> Response:
 @page.post("/save")
 async def save() -> Response:
     """Validate and store the changed inputs as one revision."""
-    signed_in = await _signed_in("Log in again to save.")
-    if isinstance(signed_in, Response):
-        return signed_in
-    session, actor = signed_in
-    form = await _checked_form()
+    posted = await _signed_in_form("Log in again to save.")
+    if isinstance(posted, Response):
+        return posted
+    session, actor, form = posted
     refuse_read_only()
     waffle = current_waffle()
     texts, originals = submitted(waffle.declarations, form)
@@ -320,11 +330,10 @@ async def _conflict(session: PageSession, edited: dict[str, str], error: Conflic
 @page.post("/reset")
 async def reset() -> Response:
     """Make one setting (form field ``key``) follow its declared default again."""
-    signed_in = await _signed_in("Log in again to reset.")
-    if isinstance(signed_in, Response):
-        return signed_in
-    session, actor = signed_in
-    form = await _checked_form()
+    posted = await _signed_in_form("Log in again to reset.")
+    if isinstance(posted, Response):
+        return posted
+    session, actor, form = posted
     waffle = current_waffle()
     key = form.get("key", "")
     if key not in waffle.declarations:
@@ -433,11 +442,10 @@ async def all_history() -> Response:
 async def rollback() -> Response:
     """Revert one revision (form: ``revision``, ``force``) or restore every
     setting as it was at it (form: ``revision``, ``expected``), as a new one."""
-    signed_in = await _signed_in("Log in again to roll back.")
-    if isinstance(signed_in, Response):
-        return signed_in
-    _, actor = signed_in
-    form = await _checked_form()
+    posted = await _signed_in_form("Log in again to roll back.")
+    if isinstance(posted, Response):
+        return posted
+    _, actor, form = posted
     waffle = current_waffle()
     revision = natural_number(form.get("revision"))
     if revision is None:
@@ -509,17 +517,23 @@ async def export_file() -> Response:
     return response
 
 
-@page.route("/promote", methods=["GET", "POST"])
-async def promote() -> Response:
-    """Paste an export, review the plan, apply it as one revision (or nothing)."""
+@page.get("/promote")
+async def promote_form() -> Response:
+    """The form to paste an export into."""
     signed_in = await _signed_in()
     if isinstance(signed_in, Response):
         return signed_in
-    session, actor = signed_in
+    return await _render("promote.html", 200, signed_in[0], signed_in=True, text="", plan=None)
+
+
+@page.post("/promote")
+async def promote() -> Response:
+    """Review the pasted export's plan, or apply it as one revision (or nothing)."""
+    posted = await _signed_in_form()
+    if isinstance(posted, Response):
+        return posted
+    session, actor, form = posted
     waffle = current_waffle()
-    if request.method == "GET":
-        return await _render("promote.html", 200, session, signed_in=True, text="", plan=None)
-    form = await _checked_form()
     text = form.get("settings", "")
     dry_run = form.get("action") != "apply"
     try:

@@ -11,7 +11,7 @@ from ..schedule import ACTIVE, NotCancellableError, parse_time
 from .context import admin_prefix, current_waffle
 from .errors import AdminError
 from .inputs import natural_number, refuse_mask
-from .page import _checked_form, _render, _signed_in, message_page, page
+from .page import _render, _signed_in, _signed_in_form, message_page, page
 from .permissions import check_keys, readable
 
 MAX_FORM_KEYS = 20
@@ -50,11 +50,10 @@ async def schedule_list() -> Response:
 async def schedule_add() -> Response:
     """Schedule the form's ``values`` (``KEY=VALUE`` lines, typed as in the
     settings form) at ``at``, until ``until``; 422 with the page saying why."""
-    signed_in = await _signed_in("Log in again to schedule.")
-    if isinstance(signed_in, Response):
-        return signed_in
-    _, actor = signed_in
-    form = await _checked_form()
+    posted = await _signed_in_form("Log in again to schedule.")
+    if isinstance(posted, Response):
+        return posted
+    _, actor, form = posted
     waffle = current_waffle()
     lines = [line.strip() for line in form.get("values", "").splitlines() if line.strip()]
     try:
@@ -88,11 +87,10 @@ async def schedule_add() -> Response:
 @page.post("/schedule/cancel")
 async def schedule_cancel() -> Response:
     """Cancel the form's ``id``: its change if pending, else its end."""
-    signed_in = await _signed_in("Log in again to cancel.")
-    if isinstance(signed_in, Response):
-        return signed_in
-    _, actor = signed_in
-    form = await _checked_form()
+    posted = await _signed_in_form("Log in again to cancel.")
+    if isinstance(posted, Response):
+        return posted
+    _, actor, form = posted
     waffle = current_waffle()
     entry_id = natural_number(form.get("id"))
     if entry_id is None:
