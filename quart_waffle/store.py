@@ -464,7 +464,8 @@ class SettingsStore:
         and conflicts show for a key that follows its default; it must cover
         every key reset. With ``expected_revision``, raise
         :class:`ConflictError` if any of the keys was changed after it. Keys
-        whose value is unchanged are skipped; if all are, nothing is written.
+        whose value is unchanged are skipped, but for a secret's value (see
+        :meth:`_always_written`); if all are, nothing is written.
         ``actor`` and ``reason`` (checked by the caller) are kept in history.
         ``guard`` runs in the transaction once the new revision is taken
         (writers serialised): raising there writes nothing (a scheduled
@@ -509,7 +510,11 @@ class SettingsStore:
                         {key: _loads(shown(key, overrides[key])) for key in stale},
                         {key: row.revision for key, row in stale.items()},
                     )
-            changed = {key: value for key, value in values.items() if overrides.get(key) != value}
+            changed = {
+                key: value
+                for key, value in values.items()
+                if overrides.get(key) != value or self._always_written(key, value)
+            }
             if not changed:
                 await connection.rollback()
                 return WriteResult(None)
@@ -674,6 +679,14 @@ class SettingsStore:
         except ValueError:
             return UNREADABLE_MARK
         return display_value(self.declarations, key, value)
+
+    def _always_written(self, key: str, text: str | None) -> bool:
+        """Whether writing ``text`` to ``key`` makes a revision even when it
+        equals the stored value: so for a secret's value, since a write that
+        made none would confirm a guessed secret to whoever may only write it.
+        (A reset is not blind: the page and the API show who follows a default.)"""
+        setting = self.declarations.get(key)
+        return text is not None and setting is not None and setting.secret
 
     def _recorded(self, key: str, text: str | None) -> str | None:
         """What history keeps of a value: the marker for a secret (or a key

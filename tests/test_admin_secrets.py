@@ -11,6 +11,7 @@ from quart.typing import TestClientProtocol as Client
 
 from quart_waffle import QuartWaffle
 from tests.helpers import ADMIN_TOKEN, CONFS, make_waffle, serving
+from tests.test_admin_page import form_of, logged_in
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PLAN = {"default": "gold-plan-x", "choices": ["gold-plan-x", "silver-plan-y"], "secret": True}
@@ -221,3 +222,69 @@ async def test_a_secrets_choices_and_bounds_have_no_oracle(sqlite_url: str) -> N
             saved = await client.post("/waffle/save", form=form)
             assert saved.status_code == 409, value
         assert waffle.snapshot.values["PLAN"] == "silver-plan-y"
+
+
+async def test_a_secret_write_makes_a_revision_whether_or_not_it_guessed_right(
+    sqlite_url: str,
+) -> None:
+    """Every write path (Python, PUT, PATCH, the page's save, an apply)
+    answers a write of the stored secret as one of another value: one new
+    revision, one history entry, masked; nothing tells the guess was right."""
+    waffle = secret_waffle(sqlite_url)
+    assert waffle.app is not None
+    async with serving(waffle):
+        client: Client = waffle.app.test_client()
+        csrf = await logged_in(client)
+        await waffle.update({"API_KEY": "s3cret"})  # stored, not only the default
+
+        async def python(value: str) -> int:
+            return await waffle.update({"API_KEY": value}, actor="ops")
+
+        async def api(method: str, path: str, body: dict[str, Any]) -> Any:
+            response = await client.open(path, method=method, json=body, headers=AUTH)
+            assert response.status_code == 200, await response.get_data(as_text=True)
+            return await response.get_json()
+
+        async def put(value: str) -> int:
+            answer = await api("PUT", "/waffle/api/settings/API_KEY", {"value": value})
+            assert answer["setting"]["value"] == "********"
+            return int(answer["revision"])
+
+        async def patch(value: str) -> int:
+            answer = await api("PATCH", "/waffle/api/settings", {"values": {"API_KEY": value}})
+            return int(answer["revision"])
+
+        async def apply(value: str) -> int:
+            answer = await api("POST", "/waffle/api/apply", {"settings": {"API_KEY": value}})
+            assert answer["changes"] == [{"key": "API_KEY", "old": "********", "new": "********"}]
+            return int(answer["applied_revision"])
+
+        async def page(value: str) -> int:
+            saved = await client.post("/waffle/save", form=form_of(waffle, csrf, API_KEY=value))
+            assert saved.status_code == 303
+            found = re.search(r"saved=(\d+)", saved.headers["Location"])
+            assert found is not None
+            return int(found.group(1))
+
+        for number, write in enumerate((python, put, patch, apply, page)):
+            for value in (waffle.get("API_KEY"), f"another-secret-{number}"):
+                before = waffle.revision
+                assert await write(value) == before + 1, (write.__name__, value)
+                (entry,) = await waffle.history(revision=before + 1)
+                assert (entry.key, entry.old_value, entry.new_value) == (
+                    "API_KEY",
+                    "********",
+                    "********",
+                )
+                assert waffle.get("API_KEY") == value
+
+
+def test_a_secret_set_by_the_cli_makes_a_revision_all_the_same(sqlite_url: str) -> None:
+    waffle = secret_waffle(sqlite_url)
+    assert waffle.app is not None
+    runner = waffle.app.test_cli_runner()
+    answers = [
+        runner.invoke(args=["waffle", "set", f"API_KEY={value}"]).output
+        for value in ("s3cret", "s3cret", "another-secret")  # the default, then the stored
+    ]
+    assert answers == ["revision 1\n", "revision 2\n", "revision 3\n"]

@@ -154,7 +154,9 @@ def edited_texts(
 def parsed_changes(
     declarations: Declarations, snapshot: Snapshot, edited: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The edited texts parsed, less those equal to the current values, and per-key errors."""
+    """The edited texts parsed, less those equal to the current values (but
+    a secret's, which the store writes all the same: see
+    ``SettingsStore.write``), and per-key errors."""
     changes: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for key, text in edited.items():
@@ -165,6 +167,6 @@ def parsed_changes(
         except InvalidValueError as error:
             errors.update(error.errors)
             continue
-        if value != snapshot.values[key]:
+        if setting.secret or value != snapshot.values[key]:
             changes[key] = value
     return changes, errors
