@@ -2,9 +2,10 @@
 
 A kind says which values fit and how they are normalised, how a person's text
 (CLI argument, form field, query) is read and how a value is written back as
-text, the JSON Schema of its values and the admin page's input. Validation,
-the admin API and page, the OpenAPI document and the CLI all read this table,
-so a new type is one entry in :data:`KINDS`.
+text, the JSON Schema of its values, how ``min`` and ``max`` bound them, and
+the admin page's input. Validation, the admin API and page, the OpenAPI
+document and the CLI all read this table, so a new type is one entry in
+:data:`KINDS`.
 
 Every stored value is bounded the same way, whatever its kind: at most
 :data:`MAX_DEPTH` nested lists and objects, :data:`MAX_VALUE_BYTES` of UTF-8
@@ -421,6 +422,13 @@ def _format_iso(value: dt.date) -> str:
     return value.isoformat()
 
 
+def _calendar_bounds(check: Callable[[Any], Any]) -> Bounds:
+    """Bounds of dates or moments: the earliest and the latest allowed."""
+    return Bounds(
+        check, _format_iso, _FORMAT_BOUNDS, "must not be before {}", "must not be after {}"
+    )
+
+
 def _date_json(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date) else value
 
@@ -585,13 +593,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 _format_iso,
                 {"type": "string", "format": "date-time"},
                 "datetime",
-                Bounds(
-                    _check_datetime,
-                    _format_iso,
-                    _FORMAT_BOUNDS,
-                    "must not be before {}",
-                    "must not be after {}",
-                ),
+                _calendar_bounds(_check_datetime),
                 to_json=_datetime_json,
             ),
             Kind(
@@ -602,13 +604,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
                 _format_iso,
                 {"type": "string", "format": "date"},
                 "date",
-                Bounds(
-                    _check_date,
-                    _format_iso,
-                    _FORMAT_BOUNDS,
-                    "must not be before {}",
-                    "must not be after {}",
-                ),
+                _calendar_bounds(_check_date),
                 to_json=_date_json,
             ),
             Kind(
