@@ -2,12 +2,14 @@
 Playwright) against ``hypercorn -w 4 examples.app:app``, one server and one
 browser for every step (each costs seconds): plain HTTP on a LAN name says
 why it cannot log in; log in; an invalid value is refused inline; a change is
-reviewed, saved and served by every worker; reset to default; log out, after
+reviewed, saved and served by every worker; reset to default; a read-only
+user sees every input and Save disabled and no reset button; log out, after
 which a copy of the session cookie works on no worker."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 LAN_NAME = "admin.lan.test"
 TOKEN = "browser-admin-token-0123456789"
+VIEWER = "browser-viewer-token-0123456789"
 
 
 def _require_browser() -> None:
@@ -48,6 +51,7 @@ async def test_admin_page_in_a_browser(tmp_path: Path) -> None:
         "WAFFLE_WATCHER_FILE": str(tmp_path / "waffle.revision"),
         "WAFFLE_INSTANCE_PATH": str(tmp_path),
         "WAFFLE_ADMIN_TOKEN": TOKEN,
+        "WAFFLE_ADMIN_TOKENS": json.dumps({"viewer": {"token": VIEWER, "role": "read"}}),
         "QUART_SECRET_KEY": "browser-test-secret-key",
     }
     async with Deployment(env, tmp_path / "hypercorn.log", workers=4) as deployment:
@@ -56,6 +60,7 @@ async def test_admin_page_in_a_browser(tmp_path: Path) -> None:
         async with chromium(f"--host-resolver-rules=MAP {LAN_NAME} 127.0.0.1") as browser:
             await _plain_http_on_a_lan_name(browser, f"http://{LAN_NAME}:{port}/waffle/")
             await _edit_reset_and_log_out(browser, f"http://127.0.0.1:{port}/waffle/")
+            await _read_only(browser, f"http://127.0.0.1:{port}/waffle/")
 
         seen = await deployment.until_all_serve(
             lambda body: (
@@ -148,4 +153,28 @@ async def _edit_reset_and_log_out(browser: Browser, base: str) -> None:
         await expect(stolen.locator("#token")).to_be_visible()
         await expect(stolen.locator("#settings-form")).to_have_count(0)
     await thief.close()
+    await context.close()
+
+
+async def _read_only(browser: Browser, base: str) -> None:
+    """A read-only token's page: every input and Save disabled, no reset
+    button (GREETING and THEME no longer follow their defaults)."""
+    from playwright.async_api import expect
+
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    await page.goto(base)
+    await page.fill("#token", VIEWER)
+    async with page.expect_navigation():
+        await page.click("button:text('Log in')")
+    await expect(page.locator(".notice")).to_contain_text("read-only")
+    await expect(page.locator("#save")).to_be_disabled()
+    await expect(page.locator("#value-GREETING")).to_be_disabled()
+    await expect(page.locator("#value-GREETING")).to_have_value("Hello from the browser")
+    await expect(page.locator("#settings-form .setting")).not_to_have_count(0)
+    await expect(page.locator("#settings-form .setting :enabled:not([type=hidden])")).to_have_count(
+        0
+    )
+    await expect(page.locator("button.reset")).to_have_count(0)
     await context.close()

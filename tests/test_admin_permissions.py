@@ -8,6 +8,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -336,3 +337,111 @@ async def test_a_plan_is_checked_as_the_apply_it_shows(client: Client, waffle: Q
     assert response.status_code == 200
     assert "0 unchanged." in await text_of(response)  # RATE, which ci may not read
     assert await rows(waffle) == 1
+
+
+def controls(html: str) -> dict[str, dict[str, str | None]]:
+    """The attributes of every element of ``html`` that has an id, by id."""
+    found: dict[str, dict[str, str | None]] = {}
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            attributes = dict(attrs)
+            if attributes.get("id"):
+                found[str(attributes["id"])] = attributes
+
+    Reader().feed(html)
+    return found
+
+
+async def drawn(client: Client, path: str) -> dict[str, dict[str, str | None]]:
+    response = await client.get(path)
+    assert response.status_code == 200, path
+    return controls(await text_of(response))
+
+
+async def test_the_page_draws_write_controls_only_for_what_the_user_may_do(
+    waffle: QuartWaffle,
+) -> None:
+    both = await waffle.update({"MAX_ITEMS": 9, "GREETING": "Hi"}, actor="ops")
+    one = await waffle.update({"MAX_ITEMS": 10}, actor="ops")
+    assert waffle.app is not None
+    viewer, ci, alice = (waffle.app.test_client() for _ in range(3))
+
+    await login(viewer, VIEWER)
+    page = await drawn(viewer, "/waffle/")
+    assert all("disabled" in page[f"value-{key}"] for key in waffle.declarations)
+    assert "disabled" in page["save"]
+    assert not [key for key in waffle.declarations if f"reset-{key}" in page]
+    history = await drawn(viewer, "/waffle/history")
+    assert not [name for name in history if name.startswith(("revert-", "restore-"))]
+    assert "disabled" in (await drawn(viewer, "/waffle/promote"))["plan-button"]
+    assert "disabled" in (await drawn(viewer, "/waffle/schedule"))["schedule-fields"]
+
+    await login(ci, CI)  # MAX_*, THEME, GREETING; authorize_keys refuses GREETING but to alice
+    page = await drawn(ci, "/waffle/")
+    assert "disabled" not in page["value-MAX_ITEMS"]
+    assert "disabled" in page["value-GREETING"]
+    assert "disabled" not in page["save"]
+    assert ("reset-MAX_ITEMS" in page, "reset-GREETING" in page) == (True, False)
+    history = await drawn(ci, "/waffle/history")
+    assert (f"revert-{one}" in history, f"revert-{both}" in history) == (True, False)
+    assert f"restore-{both}" in history
+    assert "disabled" not in (await drawn(ci, "/waffle/schedule"))["schedule-fields"]
+
+    await login(alice, ALICE)  # control: alice may do everything
+    page = await drawn(alice, "/waffle/")
+    assert not [key for key in waffle.declarations if "disabled" in page[f"value-{key}"]]
+    assert ("reset-GREETING" in page, "disabled" in page["save"]) == (True, False)
+    assert f"revert-{both}" in await drawn(alice, "/waffle/history")
+    assert "disabled" not in (await drawn(alice, "/waffle/promote"))["plan-button"]
+
+
+async def test_the_server_refuses_a_forged_post_of_a_control_not_drawn(
+    waffle: QuartWaffle,
+) -> None:
+    """Hiding the buttons is a courtesy: a read-only user posting the forms
+    anyway gets 403 for each, and nothing is stored or scheduled."""
+    changed = await waffle.update({"MAX_ITEMS": 9, "GREETING": "Hi"}, actor="ops")
+    before = await rows(waffle)
+    assert waffle.app is not None
+    viewer, ci = waffle.app.test_client(), waffle.app.test_client()
+    csrf = await login(viewer, VIEWER)
+    at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    forged = {
+        "/waffle/save": form_of(waffle, csrf, MAX_ITEMS="30"),
+        "/waffle/reset": {"csrf": csrf, "key": "MAX_ITEMS", "revision": str(changed)},
+        "/waffle/revert": {"csrf": csrf, "revision": str(changed), "force": "1"},
+        "/waffle/restore": {"csrf": csrf, "revision": "0"},
+        "/waffle/promote": {"csrf": csrf, "settings": '{"MAX_ITEMS": 5}', "action": "apply"},
+        "/waffle/schedule": {"csrf": csrf, "values": "MAX_ITEMS=5", "at": at},
+    }
+    for path, form in forged.items():
+        response = await viewer.post(path, form=form)
+        assert response.status_code == 403, path
+        assert "may read the settings but not change them" in await text_of(response), path
+    csrf = await login(ci, CI)
+    response = await ci.post("/waffle/save", form=form_of(waffle, csrf, GREETING="Forged"))
+    assert response.status_code == 403
+    assert await rows(waffle) == before
+    assert (waffle.get("MAX_ITEMS"), waffle.get("GREETING")) == (9, "Hi")
+    assert await waffle.scheduled() == []
+
+
+async def test_an_authorize_callback_that_refuses_writes_draws_none(sqlite_url: str) -> None:
+    async def anyone(request: Request) -> bool:
+        return True
+
+    async def reads_only(request: Request, operation: str, keys: frozenset[str]) -> bool:
+        return operation == "read"
+
+    waffle = make_waffle(sqlite_url, authorize=anyone, authorize_keys=reads_only)
+    async with serving_admin(waffle):
+        assert waffle.app is not None
+        client = waffle.app.test_client()
+        page = await drawn(client, "/waffle/")
+        assert "disabled" in page["save"]
+        assert all("disabled" in page[f"value-{key}"] for key in waffle.declarations)
+        csrf = csrf_of(await text_of(await client.get("/waffle/")))
+        response = await client.post("/waffle/save", form=form_of(waffle, csrf, THEME="dark"))
+        assert response.status_code == 403
+        assert await waffle.history() == []

@@ -39,6 +39,8 @@ from .inputs import natural_number, read_form
 from .origin import check_same_origin, csrf_matches
 from .page_filter import PageFilter, group_names
 from .permissions import (
+    Operation,
+    allowed_keys,
     check_apply,
     check_keys,
     check_rollback,
@@ -57,6 +59,14 @@ NO_SECRET_KEY_MESSAGE = (
     " tokens: set app.secret_key (or SECRET_KEY in the config) to a long random value."
     " The JSON API works without it, with 'Authorization: Bearer <WAFFLE_ADMIN_TOKEN>'."
 )
+CONTROLS: dict[str, tuple[Operation, ...]] = {
+    "settings.html": ("write", "reset"),
+    "history.html": ("revert", "restore"),
+    "promote.html": ("apply",),
+    "schedule.html": ("schedule",),
+}
+"""The operations each page has buttons for: a button is drawn (enabled) only
+for the keys the user may do it to; the handlers check every key all the same."""
 
 
 async def _render(
@@ -74,6 +84,7 @@ async def _render(
         f"waffle/{template}",
         prefix=admin_prefix(),
         worker=worker,
+        may=await _may(template) if signed_in else {},
         can_logout=signed_in and session is not None and session.session_id is not None,
         csrf=session.csrf if session is not None else "",
         pending_restart=current_waffle().pending_restart if signed_in else [],
@@ -83,6 +94,17 @@ async def _render(
     if session is not None and session.unsaved:
         save_session(response, session, admin_prefix())
     return response
+
+
+async def _may(template: str) -> dict[Operation, set[str]]:
+    """Per operation ``template`` has buttons for, the declared keys the
+    signed-in user may do it to (asked as the handlers ask: a read-only role
+    may do none, then key patterns, then the app's ``authorize_keys``)."""
+    waffle = current_waffle()
+    return {
+        operation: await allowed_keys(waffle, operation, waffle.declarations)
+        for operation in CONTROLS.get(template, ())
+    }
 
 
 async def message_page(title: str, message: str, status: int) -> Response:
