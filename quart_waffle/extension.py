@@ -64,13 +64,13 @@ class _Connection:
     refresh_lock: asyncio.Lock  # bound to the loop that serves
     announce: bool  # send settings_changed: only while serving
     owns_engine: bool
-    fleet: FleetMember  # presence: heartbeats while serving, reads the fleet
+    fleet: FleetMember  # presence: heartbeats from the sync task, reads the fleet
 
     async def close(self) -> None:
         try:
-            await self.fleet.stop()  # first: a clean shutdown leaves the fleet view at once
+            await self.sync.stop()  # first: its task writes no presence record after
         finally:
-            await self.sync.stop()
+            await self.fleet.stop()  # a clean shutdown leaves the fleet view at once
         if self.owns_engine:
             await self.store.engine.dispose()
 
@@ -643,14 +643,13 @@ class QuartWaffle:
             raise
         fleet = fleet_member(config, engine, identity, sync.health)
         owns_engine = self._engine is None
-        self._connection = _Connection(
+        connection = self._connection = _Connection(
             app, config, store, identity, sync, asyncio.Lock(), announce, owns_engine, fleet
         )
         try:
-            await sync.start(watch=watch)
-            await self._catch_up(self._connection)
             if watch:
-                fleet.start()
+                fleet.start(sync)  # the heartbeat: a timer of the one sync task
+            await sync.start(watch=watch, load=lambda: self._catch_up(connection))
         except BaseException:
             await self.stop()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,8 +19,8 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 from quart_waffle import QuartWaffle
-from quart_waffle.errors import InvalidValueError
-from quart_waffle.fleet import Fleet, PresenceRecord, bounds_for, judge
+from quart_waffle.errors import InvalidValueError, StoreUnavailableError
+from quart_waffle.fleet import Fleet, PresenceRecord, bounds_for, judge, reporter
 from tests.helpers import ADMIN_TOKEN, serving
 from tests.sync_helpers import channel_options, until, worker
 
@@ -92,6 +93,152 @@ async def test_idle_worker_writes_once_per_heartbeat(options: dict[str, Any]) ->
         # 1.5 s at one write per 0.25 s: about 6, never one per look
         assert 3 <= backend.writes - first <= 8
         assert slow.writes == first_slow
+
+
+async def stored_heartbeat(reader: QuartWaffle, worker_id: str) -> float:
+    """The heartbeat of ``worker_id``'s record as the presence store holds it."""
+    fleet = await reader.fleet()
+    return next(view.record.heartbeat for view in fleet.workers if view.record.id == worker_id)
+
+
+async def heartbeats(reader: QuartWaffle, worker_id: str, count: int) -> None:
+    """Until ``count`` newer records of ``worker_id`` were stored, one after another."""
+    for _ in range(count):
+        last = await stored_heartbeat(reader, worker_id)
+
+        def newer(fleet: Fleet, last: float = last) -> bool:
+            return any(
+                view.record.id == worker_id and view.record.heartbeat > last
+                for view in fleet.workers
+            )
+
+        await fleet_of(reader, 5, newer)
+
+
+@pytest.mark.parametrize("watchtype", ["redis", "file"])
+async def test_one_task_syncs_and_heartbeats(
+    watchtype: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A serving worker runs one background task, the sync task, and its
+    presence heartbeats from it while changes keep coming; none is left
+    after a clean shutdown."""
+    options = channel_options(request, tmp_path, watchtype)
+    before = asyncio.all_tasks()
+    a = worker(options, heartbeat_interval=0.1)
+    b = worker(options, heartbeat_interval=0.1)
+    async with serving(a):
+        started = asyncio.all_tasks() - before
+        ours = [task.get_name() for task in started if task.get_name().startswith("quart-waffle")]
+        assert ours == ["quart-waffle-sync"]
+        # besides ours, only the app's own serving task (the test's lifespan)
+        others = {getattr(task.get_coro(), "__qualname__", "") for task in started} - {
+            "SyncRunner._run"
+        }
+        assert others == {"Quart.__call__"}
+        async with serving(b):
+            me = a._connected().fleet.identity.id
+            for value in (11, 12, 13):
+                await b.update({"MAX_ITEMS": value})
+                await until(lambda: a.revision == b.revision, 5, "change not applied")
+                await heartbeats(b, me, 2)
+            ack = await b.update({"MAX_ITEMS": 14}, wait=5)
+            assert ack.complete, ack.text
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - before == set()
+
+
+async def test_a_hung_presence_store_holds_no_message_long(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A presence write that never returns is given up after
+    ``PUBLISH_TIMEOUT`` (shortened here) and retried: the sync task, which
+    makes it, applies every change meanwhile, and presence's outage is
+    logged at info, once, as is its recovery."""
+    monkeypatch.setattr(reporter, "PUBLISH_TIMEOUT", 0.2)
+    options = channel_options(request, tmp_path, "file")
+    a = worker(options, heartbeat_interval=0.1)
+    b = worker(options)
+    async with serving(a, b):
+        backend = a._connected().fleet.backend
+        publish, released, hung = backend.publish, asyncio.Event(), asyncio.Event()
+
+        async def hang(record: PresenceRecord) -> None:
+            if not released.is_set():
+                hung.set()
+                await asyncio.sleep(3600)
+            await publish(record)
+
+        monkeypatch.setattr(backend, "publish", hang)
+        with caplog.at_level(logging.INFO, logger="quart_waffle"):
+            await asyncio.wait_for(hung.wait(), 5)
+            for value in (21, 22, 23):
+                await b.update({"MAX_ITEMS": value})
+                await until(lambda: a.revision == b.revision, 5, "a hung write held the sync task")
+            assert a.health().last_error is None
+            written = backend.writes
+            released.set()
+            await until(lambda: backend.writes > written, 5, "no record after the store came back")
+
+            def presence() -> list[tuple[int, str]]:
+                logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+                return [(level, text) for level, text in logged if "presence" in text]
+
+            await until(lambda: len(presence()) == 2, 5, "recovery not logged")
+    assert presence() == [
+        (logging.INFO, "file presence failed, retrying: TimeoutError"),
+        (logging.INFO, "file presence recovered"),
+    ]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_failing_sync_still_heartbeats(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store fails every catch-up of one worker: it warns once, its
+    record says why, and it keeps heartbeating from the same task; once the
+    store answers it catches up, and says so once."""
+    options = channel_options(request, tmp_path, "file")  # no sync key: catch-ups
+    a = worker(options, heartbeat_interval=0.1)
+    b = worker(options, heartbeat_interval=0.1)
+    async with serving(a, b):
+        store = a._connected().store
+        changes_since, down = store.changes_since, asyncio.Event()
+
+        async def failing(revision: int) -> Any:
+            if down.is_set():
+                raise StoreUnavailableError("connection refused")
+            return await changes_since(revision)
+
+        monkeypatch.setattr(store, "changes_since", failing)
+        me = a._connected().fleet.identity.id
+        with caplog.at_level(logging.INFO, logger="quart_waffle"):
+            down.set()
+            revision = await b.update({"MAX_ITEMS": 31})
+            await fleet_of(
+                b,
+                5,
+                lambda fleet: any(
+                    view.record.id == me and view.record.last_error is not None
+                    for view in fleet.workers
+                ),
+            )
+            await heartbeats(b, me, 3)
+            assert a.revision < revision
+            down.clear()
+            await until(lambda: a.revision == revision, 10, "no catch-up after the outage")
+            await until(lambda: a.health().last_error is None, 5, "no recovery")
+    error = "catch-up failed: StoreUnavailableError: connection refused"
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if "file sync" in r.getMessage()]
+    assert logged == [
+        (logging.WARNING, f"file sync failed, retrying: {error}"),
+        (logging.WARNING, "file sync recovered"),
+    ]
 
 
 async def forge(waffle: QuartWaffle, worker_id: str, text: str, heartbeat: float) -> None:

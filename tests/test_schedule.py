@@ -45,7 +45,8 @@ async def looked_once(*workers: QuartWaffle) -> None:
     them itself, in the middle of a test that runs them by hand."""
 
     async def looked() -> bool:
-        return all(math.isfinite(worker._connected().sync._tick_due) for worker in workers)
+        scheduled = [worker._connected().sync._timers[0] for worker in workers]  # the tick
+        return all(math.isfinite(timer.due()) for timer in scheduled)
 
     await until_true(looked)
 

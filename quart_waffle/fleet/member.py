@@ -1,6 +1,6 @@
 """This process's place in the fleet: who it is, where presence is kept, the
-reporter that heartbeats while it serves, the fleet as it reads it, and the
-wait for a revision to be applied everywhere."""
+reporter that heartbeats from its sync task while it serves, the fleet as it
+reads it, and the wait for a revision to be applied everywhere."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..config import WaffleConfig
 from ..redaction import describe_error
 from ..sync import channel_options
-from ..sync.runner import SyncHealth
+from ..sync.runner import SyncHealth, SyncRunner
 from .presence import PresenceABC, open_presence
 from .record import (
     CLOCK_SKEW,
@@ -73,7 +73,7 @@ class Identity:
 
 class FleetMember:
     """One process of the fleet, reading presence and (once :meth:`start`\\ ed)
-    reporting its own.
+    reporting its own from the sync task.
 
     Arguments:
         backend: The presence store of the channel.
@@ -128,10 +128,10 @@ class FleetMember:
             interval=self.bounds.heartbeat,
         )
 
-    def start(self) -> None:
-        """Start heartbeating (a serving worker)."""
+    def start(self, sync: SyncRunner) -> None:
+        """Heartbeat from ``sync``'s task (a serving worker), before it starts."""
+        sync.add_timer(self.reporter)
         self._reporting = True
-        self.reporter.start()
 
     def changed(self, revision: int, *, urgent: bool = True) -> None:
         """This worker now serves ``revision`` (perhaps the one it served):
@@ -143,10 +143,11 @@ class FleetMember:
             self.reporter.changed(urgent=urgent)
 
     async def stop(self) -> None:
-        """Stop heartbeating, delete our record, close the backend."""
+        """Stop heartbeating, delete our record, close the backend (after
+        the sync task stopped: a write it was making would come back)."""
         try:
             if self._reporting:
-                await self.reporter.stop()
+                await self.reporter.remove()
         finally:
             self._reporting = False
             await self.backend.close()

@@ -1,4 +1,5 @@
-"""The one background task per worker that keeps its settings current."""
+"""The one background task per worker: it keeps the worker's settings
+current and runs its timers (the scheduled changes, its presence heartbeat)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from ..redaction import describe_error
 from .base import Channel
 from .message import Carried, Hint, decode_hint, decode_message, encode_message
 from .observer import SyncObserver
+from .outage import Outage
 from .pacing import Backoff, Pacing
+from .timers import Periodic, Tick, TimerABC
 
 logger = logging.getLogger("quart_waffle.sync")
 
@@ -25,10 +28,8 @@ CatchUp = Callable[[], Awaitable[int]]
 Apply = Callable[[Carried], Awaitable[bool]]
 """Apply a carried change if the worker serves its base and every value fits;
 return whether it did (if not, the runner catches up from the store)."""
-Tick = Callable[[], Awaitable[float | None]]
-"""Periodic work beside the sync (due scheduled changes): run at the task's
-start and then at each periodic check; returns the seconds until it is next
-due (None: the next check), which the runner wakes up for."""
+Load = Callable[[], Awaitable[object]]
+"""The caller's first read of the store, between subscribing and the task."""
 
 CATCH_UP_SPACING = 0.05
 """Seconds between two catch-ups while hints keep coming, once the burst is spent."""
@@ -76,12 +77,15 @@ class SyncHealth:
 
 
 class SyncRunner:
-    """Runs a channel's listen loop and the periodic safety-net check.
+    """Runs, in one task, a channel's listen loop, the periodic safety-net
+    check and the timers (:meth:`add_timer`): it waits for the next message
+    or the next thing due, whichever comes first.
 
     The runner, and only it, reads what the channel delivers: it skips this
     worker's own messages (``sender`` is a random id per runner) and payloads
     that are not hints, applies carried changes that follow the revision
-    served, and paces the catch-ups that other hints cause.
+    served, and paces the catch-ups that other hints cause. Its parts (the
+    sync, each timer) share one :class:`Outage`: logged once per outage.
 
     Arguments:
         channel: Where hints come from and go to.
@@ -102,8 +106,8 @@ class SyncRunner:
         spacing, burst: Catch-ups caused by hints: ``burst`` at once, then one
             per ``spacing`` seconds however many hints come.
         observer: Told every sync event (the metrics); by default nobody.
-        tick: Run at the task's start and at each periodic check, or sooner
-            when it asked to (:data:`Tick`); a failure is logged.
+        tick: The scheduled work: run at the task's start and at each
+            periodic check, or sooner when it asked to (:data:`Tick`).
     """
 
     def __init__(
@@ -131,29 +135,41 @@ class SyncRunner:
         self._store = store
         self._check_interval = check_interval
         self._pacing = Pacing(spacing, burst)
+        self._backoff = Backoff(cap=min(5.0, check_interval))
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        self._reconnect_at = -math.inf
         self._last_sync: float | None = None
-        self._last_error: str | None = None
+        self._outage = Outage(logger)
+        self._part = f"{channel.name} sync"  # the channel and the catch-ups, in the outage
         self._hinted: int | None = None  # confirmed by the store
         self._unconfirmed: int | None = None  # hinted, newer than served: awaits a catch-up
         self._checks = 0  # periodic checks so far
         self._unannounced = -1  # the newest revision whose message failed
         self._ignored = 0  # payloads that were not hints, since the last warning
         self._ignored_warned = -math.inf
-        self._tick = tick
-        self._tick_due = -math.inf if tick is not None else math.inf
-        self._tick_failing = False
-        self._tick_level = logging.WARNING  # of the failure logged, and of its recovery
-        self._tick_outage = False  # the tick found the store down: the outage is warned of
+        self._timers: list[TimerABC] = []
+        if tick is not None:
+            self._timers.append(Periodic("scheduled work", tick, check_interval))
 
-    async def start(self, *, watch: bool) -> None:
-        """With ``watch``, subscribe (before the caller loads, so nothing
-        falls between) and start the background task; an unreachable channel
-        is not fatal: the task keeps retrying while the worker serves.
-        Without, subscribe to nothing: :meth:`notify` still works."""
+    def add_timer(self, timer: TimerABC) -> None:
+        """Run ``timer`` from the task whenever it is due (before
+        :meth:`start`: the task's waits do not see a timer added later)."""
+        if self._task is not None:
+            raise RuntimeError("SyncRunner.add_timer: add timers before start().")
+        self._timers.append(timer)
+
+    async def start(self, *, watch: bool, load: Load | None = None) -> None:
+        """With ``watch``, subscribe, run ``load`` (the caller's first read
+        of the store: subscribed first, nothing falls between), then start the
+        background task; an unreachable channel is not fatal: the task keeps
+        retrying while the worker serves. Without, subscribe to nothing and
+        only run ``load``: :meth:`notify` still works."""
         if watch:
             await self._connect()
+        if load is not None:
+            await load()
+        if watch:
             self._task = asyncio.create_task(self._run(), name="quart-waffle-sync")
 
     async def stop(self) -> None:
@@ -214,7 +230,7 @@ class SyncRunner:
             connected=self._connected,
             applied_revision=self._applied(),
             last_sync=self._last_sync,
-            last_error=self._last_error,
+            last_error=self._outage.error(self._part),
             hinted_revision=self._hinted,
         )
 
@@ -230,16 +246,15 @@ class SyncRunner:
 
     async def _disconnect(self) -> None:
         self._connected = False
+        self._reconnect_at = asyncio.get_running_loop().time() + self._backoff.next_delay()
         self.observer.channel(False)
         with contextlib.suppress(Exception):
             await self.channel.listener.close()
 
-    def _report(self, message: str, kind: str = "channel") -> None:
-        """Log once per outage, not once per retry; count every failure."""
+    def _report(self, message: str, kind: str = "channel", *, store: bool = False) -> None:
+        """Count every failure; the outage logs once, not once per retry."""
         self.observer.error(kind)
-        if self._last_error is None and not self._tick_outage:
-            logger.warning("%s; serving the last known values and retrying", message)
-        self._last_error = message
+        self._outage.begin(self._part, message, store=store)
 
     async def _witness_agrees(self) -> bool:
         """Whether a periodic check may skip the store: the channel keeps the
@@ -344,61 +359,61 @@ class SyncRunner:
             )
             self._ignored, self._ignored_warned = 0, now
 
-    async def _run_tick(self, now: float) -> None:
-        """Run the tick if due; it is due again at the next check at the latest."""
-        if self._tick is None or now < self._tick_due:
-            return
+    async def _run_timers(self, now: float) -> None:
+        """Run each timer due at ``now``; a failure is the timer's outage."""
+        for timer in self._timers:
+            if timer.due() > now:
+                continue
+            try:
+                await timer.run()
+            except Exception as error:
+                down = isinstance(error, StoreUnavailableError)
+                self._outage.begin(timer.name, describe_error(error), store=down, quiet=timer.quiet)
+            else:
+                self._outage.end(timer.name)
+
+    def _next_due(self) -> float:
+        """When a timer, or a reconnection, is next due."""
+        due = min((timer.due() for timer in self._timers), default=math.inf)
+        return due if self._connected else min(due, self._reconnect_at)
+
+    async def _wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for messages and take them in (:meth:`_receive`);
+        return whether they owe a catch-up."""
+        if not self._connected:
+            await asyncio.sleep(seconds)
+            return False
         try:
-            delay = await self._tick()
+            payloads = await self.channel.listener.wait(seconds)
         except Exception as error:
-            if not self._tick_failing:  # once per outage, not once per check
-                # a store that is down gets one warning, from whichever part noticed first
-                self._tick_outage = isinstance(error, StoreUnavailableError)
-                repeated = self._tick_outage and self._last_error is not None
-                self._tick_level = logging.INFO if repeated else logging.WARNING
-                message = "scheduled work failed, retrying: %s"
-                logger.log(self._tick_level, message, describe_error(error))
-            self._tick_failing = True
-            delay = None
-        else:
-            if self._tick_failing:
-                logger.log(self._tick_level, "scheduled work recovered")
-            self._tick_failing = self._tick_outage = False
-        interval = self._check_interval
-        self._tick_due = now + (interval if delay is None else max(0.0, min(delay, interval)))
+            self._report(f"{self.channel.name} channel lost: {describe_error(error)}")
+            await self._disconnect()
+            return False
+        return await self._receive(payloads)
 
     async def _run(self) -> None:
-        backoff = Backoff(cap=min(5.0, self._check_interval))
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self._check_interval
-        await self._run_tick(loop.time())
+        retry_at = -math.inf  # of a catch-up that failed
         owed = False  # a catch-up is owed: a newer hint, a reconnection, a failure
         while True:
-            if not self._connected:
-                await asyncio.sleep(backoff.next_delay())
+            await self._run_timers(loop.time())
+            now = loop.time()
+            if not self._connected and now >= self._reconnect_at:
                 await self._connect()
                 owed = True  # a hint may have been missed meanwhile
-                # unreachable: the store may still be, so the periodic check goes on
-                if not self._connected and loop.time() < min(next_check, self._tick_due):
-                    continue
-            else:
-                now = loop.time()
-                due = min(next_check, self._pacing.ready_at(now)) if owed else next_check
-                due = min(due, self._tick_due)
-                if now < due:
-                    try:
-                        payloads = await self.channel.listener.wait(due - now)
-                    except Exception as error:
-                        self._report(f"{self.channel.name} channel lost: {describe_error(error)}")
-                        await self._disconnect()
-                        continue
-                    owed = await self._receive(payloads) or owed
-                    continue
+                continue
+            sync_at = next_check
+            if owed and self._connected:  # else the store is read at the periodic check
+                sync_at = min(sync_at, self._pacing.ready_at(now))
+            sync_at = max(sync_at, retry_at)
+            if now < sync_at:
+                wait = min(sync_at, self._next_due()) - now
+                if wait > 0:
+                    owed = await self._wait(wait) or owed
+                continue
             if self._connected:
                 await self._announce_again()
-            await self._run_tick(loop.time())
-            if loop.time() < next_check and not owed:
-                continue  # woken for the tick alone
             if not owed and await self._witness_agrees():
                 next_check = loop.time() + self._check_interval
                 self._last_sync = time.time()
@@ -407,16 +422,15 @@ class SyncRunner:
             try:
                 await self._catch_up()
             except Exception as error:
-                self._report(f"catch-up failed: {describe_error(error)}", "catch_up")
-                await asyncio.sleep(backoff.next_delay())
+                store = isinstance(error, StoreUnavailableError)
+                self._report(f"catch-up failed: {describe_error(error)}", "catch_up", store=store)
+                retry_at, owed = loop.time() + self._backoff.next_delay(), True
                 continue
-            owed = False
+            retry_at, owed = -math.inf, False
             self._confirm()
             self.observer.caught_up()
             next_check = loop.time() + self._check_interval
             self._last_sync = time.time()
             if self._connected:
-                if self._last_error is not None:
-                    logger.warning("%s sync recovered", self.channel.name)
-                self._last_error = None
-                backoff.reset()
+                self._outage.end(self._part)
+                self._backoff.reset()
