@@ -99,7 +99,7 @@ class FleetMember:
         self._health = health
         self._revision = -2
         self._applied_at = identity.started_at
-        self.reporter = PresenceReporter(backend, self.record, bounds.heartbeat)
+        self.reporter = PresenceReporter(backend, self.record, health, bounds.heartbeat)
         self._reporting = False
         # id -> (a heartbeat ahead of our clock, when we first saw it): ages it by our clock
         self._ahead: dict[str, tuple[float, float]] = {}

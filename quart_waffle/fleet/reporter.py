@@ -14,6 +14,7 @@ import contextlib
 import math
 from collections.abc import Callable
 
+from ..sync.runner import SyncHealth
 from ..sync.timers import TimerABC
 from .presence import PresenceABC
 from .record import PresenceRecord
@@ -30,25 +31,32 @@ REMOVE_TIMEOUT = 1.0
 
 class PresenceReporter(TimerABC):
     """Publishes ``make_record()`` through ``backend`` whenever the sync task
-    finds it due (:meth:`SyncRunner.add_timer`). A failure is retried within
-    ``min(5 s, interval)`` and logged at info: the store's outage has its own
-    warning.
+    finds it due (:meth:`SyncRunner.add_timer`). A write that fails, or takes
+    longer than :data:`PUBLISH_TIMEOUT`, is retried ``min(5 s, interval)``
+    later and logged at info: the store's outage has its own warning.
 
     Arguments:
         backend: Where the record goes.
         make_record: This worker's record now (heartbeat: now); called on the loop.
+        health: This worker's sync state now (cheaper than a record: asked
+            at each wake-up of the task).
         interval: Heartbeat seconds: the longest time between two writes.
     """
 
     quiet = True
 
     def __init__(
-        self, backend: PresenceABC, make_record: Callable[[], PresenceRecord], interval: float
+        self,
+        backend: PresenceABC,
+        make_record: Callable[[], PresenceRecord],
+        health: Callable[[], SyncHealth],
+        interval: float,
     ) -> None:
         self.backend = backend
         self.interval = interval
         self.name = f"{backend.name} presence"
         self._make_record = make_record
+        self._health = health
         self._published: PresenceRecord | None = None
         self._written = -math.inf  # loop time of the last write
         self._retry_at = -math.inf
@@ -76,27 +84,28 @@ class PresenceReporter(TimerABC):
             return math.inf
         if last is None:
             return self._retry_at
-        record = self._make_record()
+        state = self._health()
         at = self._written + self.interval
-        if record.revision == last.revision:
+        if state.applied_revision == last.revision:
             self._urgent = False  # published already
         elif self._urgent:
             at = -math.inf
-        if (record.connected, record.last_error) != (last.connected, last.last_error):
+        if (state.connected, state.last_error) != (last.connected, last.last_error):
             at = min(at, self._written + MIN_SPACING)
         return max(at, self._retry_at)
 
     async def run(self) -> None:
         record = self._make_record()
         loop = asyncio.get_running_loop()
+        urgent, self._urgent = self._urgent, False  # a change meanwhile is urgent again
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self.backend.publish(record)
         except Exception:
+            self._urgent |= urgent
             self._retry_at = loop.time() + min(5.0, self.interval)
             raise
         self._retry_at = -math.inf
-        self._urgent = False
         self._published, self._written = record, loop.time()
 
     async def remove(self) -> None:

@@ -359,23 +359,25 @@ class SyncRunner:
             )
             self._ignored, self._ignored_warned = 0, now
 
-    async def _run_timers(self, now: float) -> None:
-        """Run each timer due at ``now``; a failure is the timer's outage."""
+    async def _run_timers(self, now: float) -> float:
+        """Run each timer due at ``now`` (a failure is the timer's outage);
+        return when the next one is due."""
+        next_due = math.inf
         for timer in self._timers:
-            if timer.due() > now:
-                continue
-            try:
-                await timer.run()
-            except Exception as error:
-                down = isinstance(error, StoreUnavailableError)
-                self._outage.begin(timer.name, describe_error(error), store=down, quiet=timer.quiet)
-            else:
-                self._outage.end(timer.name)
-
-    def _next_due(self) -> float:
-        """When a timer, or a reconnection, is next due."""
-        due = min((timer.due() for timer in self._timers), default=math.inf)
-        return due if self._connected else min(due, self._reconnect_at)
+            due = timer.due()
+            if due <= now:
+                try:
+                    await timer.run()
+                except Exception as error:
+                    down = isinstance(error, StoreUnavailableError)
+                    self._outage.begin(
+                        timer.name, describe_error(error), store=down, quiet=timer.quiet
+                    )
+                else:
+                    self._outage.end(timer.name)
+                due = timer.due()
+            next_due = min(next_due, due)
+        return next_due
 
     async def _wait(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for messages and take them in (:meth:`_receive`);
@@ -397,7 +399,7 @@ class SyncRunner:
         retry_at = -math.inf  # of a catch-up that failed
         owed = False  # a catch-up is owed: a newer hint, a reconnection, a failure
         while True:
-            await self._run_timers(loop.time())
+            timers_due = await self._run_timers(loop.time())
             now = loop.time()
             if not self._connected and now >= self._reconnect_at:
                 await self._connect()
@@ -408,7 +410,10 @@ class SyncRunner:
                 sync_at = min(sync_at, self._pacing.ready_at(now))
             sync_at = max(sync_at, retry_at)
             if now < sync_at:
-                wait = min(sync_at, self._next_due()) - now
+                wake = min(sync_at, timers_due)
+                if not self._connected:
+                    wake = min(wake, self._reconnect_at)
+                wait = wake - now
                 if wait > 0:
                     owed = await self._wait(wait) or owed
                 continue
