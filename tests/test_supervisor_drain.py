@@ -76,6 +76,38 @@ async def test_settle_never_passes_its_deadline() -> None:
     assert time.monotonic() - started < 1.0
 
 
+async def test_a_connection_accepted_counts_until_its_request_is_answered_or_it_closes() -> None:
+    drain = Drain(keep_alive_timeout=60.0)
+    app = DrainMiddleware(_ok, drain)
+    drain.connection_opened(("127.0.0.1", 1005))
+    drain.connection_opened(("127.0.0.1", 1006))
+    assert drain.live_connections() == 2  # no request yet: it may still send one
+
+    drain.begin()
+    await _request(app, 1005)  # answered with Connection: close
+    drain.connection_closed(("127.0.0.1", 1006))
+    assert drain.live_connections() == 0
+
+
+async def test_a_connection_lost_during_its_request_is_not_counted_again() -> None:
+    drain = Drain(keep_alive_timeout=60.0)
+    drain.connection_opened(("127.0.0.1", 1007))
+    drain.request_started(("127.0.0.1", 1007))
+    drain.connection_closed(("127.0.0.1", 1007))
+    drain.request_finished(("127.0.0.1", 1007), closing=False)
+
+    assert drain.live_connections() == 0
+
+
+async def test_connections_that_went_away_silently_are_forgotten() -> None:
+    drain = Drain(keep_alive_timeout=0.0)
+    app = DrainMiddleware(_ok, drain)
+    for port in range(3000):
+        await _request(app, port)
+
+    assert len(drain._connections) <= 1024
+
+
 def test_min_active_and_max_surge_set_how_many_workers_are_replaced_at_once() -> None:
     assert ServeConfig(app="a:app", workers=4).reload_step == 1
     assert ServeConfig(app="a:app", workers=4, min_active=2).reload_step == 3

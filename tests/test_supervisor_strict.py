@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from harness.load import run_load
-from tests.supervisor_apps.harness import ServerProcess, accepting_floor
+from quart_waffle.supervisor.worker import ACCEPT_GRACE
+from tests.supervisor_apps.harness import ServerProcess, accepting_floor, whoami
 
 APP = "tests.supervisor_apps.testapp:app"
 WORKERS = 3
@@ -141,6 +142,32 @@ async def _reload_keeps_the_floor_and_leaves_n_new_workers(
     for pid in before:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_a_connection_opened_before_a_drain_gets_its_answer_after_the_accept_grace(
+    tmp_path: Path, flags: dict[str, Path]
+) -> None:
+    """A client may connect, then send its request a while later: the draining worker that
+    accepted the connection must wait for that request, not close the connection unanswered."""
+    server = serve(tmp_path, flags, "--keep-alive-timeout", "5", workers=1)
+    try:
+        old = (await whoami(server.port))["pid"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.sleep(0.3)  # accepted by the only worker
+        reload = asyncio.create_task(server.reload())
+        await asyncio.to_thread(server.wait_for_log, rf"draining worker {old}\b")
+        await asyncio.sleep(ACCEPT_GRACE + 1.0)
+        writer.write(b"GET /whoami HTTP/1.1\r\nHost: test\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert (await reload).returncode == 0
+    finally:
+        server.close()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["pid"] == old
 
 
 async def test_a_failed_reload_leaves_exactly_the_old_workers(

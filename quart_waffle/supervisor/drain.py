@@ -5,7 +5,9 @@ closes busy ones after their response without saying so; a client that sends its
 at that moment gets no answer. So a worker first stops accepting, then answers every request
 with ``Connection: close`` until its connections are gone, and only then lets Hypercorn shut
 down. This module is the ASGI half of that: it counts requests in flight, remembers which
-connections may still send one, and adds the header once draining has begun.
+connections may still send one, and adds the header once draining has begun. The worker also
+reports connections as the server accepts and loses them (`Drain.connection_opened`), so one
+accepted whose first request has not reached the app yet counts too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _POLL_INTERVAL = 0.02
+_PRUNE_AT = 1024  # remembered connections before those idle too long are forgotten
 
 
 class Drain:
@@ -38,14 +41,25 @@ class Drain:
         self.in_flight = 0
         # Client address -> when its connection went idle, or None while a request is running.
         self._connections: dict[tuple[Any, ...], float | None] = {}
+        self._prune_at = _PRUNE_AT
 
     def begin(self) -> None:
         self.draining = True
 
+    def connection_opened(self, client: tuple[Any, ...]) -> None:
+        """The server accepted a connection from `client`: idle until its first request."""
+        self._connections.setdefault(client, time.monotonic())
+
+    def connection_closed(self, client: tuple[Any, ...]) -> None:
+        self._connections.pop(client, None)
+
     def request_started(self, client: tuple[Any, ...] | None) -> None:
         self.in_flight += 1
-        if client is not None:
-            self._connections[client] = None
+        if client is None:
+            return
+        self._connections[client] = None
+        if len(self._connections) >= self._prune_at:
+            self._prune()
 
     def request_finished(self, client: tuple[Any, ...] | None, *, closing: bool) -> None:
         self.in_flight -= 1
@@ -53,13 +67,24 @@ class Drain:
             return
         if closing:
             self._connections.pop(client, None)
-        else:
+        elif client in self._connections:  # not lost meanwhile
             self._connections[client] = time.monotonic()
 
     def live_connections(self) -> int:
         """Connections that may still send a request."""
         horizon = time.monotonic() - self.keep_alive_timeout
         return sum(idle is None or idle > horizon for idle in self._connections.values())
+
+    def _prune(self) -> None:
+        """Forget connections idle past the keep-alive timeout: without the server reporting
+        lost connections, clients that leave without ``Connection: close`` would pile up."""
+        horizon = time.monotonic() - self.keep_alive_timeout
+        self._connections = {
+            client: idle
+            for client, idle in self._connections.items()
+            if idle is None or idle > horizon
+        }
+        self._prune_at = max(_PRUNE_AT, 2 * len(self._connections))
 
     async def settle(self, accept_grace: float, deadline: float) -> None:
         """Wait until no request is running and no connection can send one.

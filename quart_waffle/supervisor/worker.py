@@ -238,18 +238,38 @@ class Control:
         """Stop accepting, then wait until no connection may send another request (see
         `Drain.settle`). Returns what is left of the graceful timeout for requests in flight.
 
-        Closing `servers` closes this process's copies of the listening sockets only: the
-        shared accept queue stays open and the other workers take what is queued.
+        The listening sockets are shared: once this worker stops taking from their accept
+        queues, the other workers take what is queued.
         """
         started = time.monotonic()
         deadline = started + self.spec.graceful_timeout
         for server in servers:
-            server.close()
+            _stop_accepting(server)
         self.connections.begin()
         await self.connections.settle(
             ACCEPT_GRACE, min(deadline, started + self.spec.keep_alive_timeout)
         )
         return max(deadline - time.monotonic(), 0.0)
+
+    def track_servers(self) -> list[asyncio.AbstractServer]:
+        """The servers the worker class will create on this event loop (asyncio's or uvloop's),
+        as it creates them, each reporting the connections it accepts and loses to
+        `connections`: server classes keep both to themselves, and a worker must stop
+        accepting, then know every connection that may still send a request, before it stops."""
+        loop = asyncio.get_running_loop()
+        servers: list[asyncio.AbstractServer] = []
+        create_server = loop.create_server
+
+        async def tracking_create_server(
+            protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
+        ) -> asyncio.AbstractServer:
+            factory = _reporting_connections(protocol_factory, self.connections)
+            server = await create_server(factory, *args, **kwargs)
+            servers.append(server)
+            return server
+
+        loop.create_server = tracking_create_server  # type: ignore[method-assign,assignment]
+        return servers
 
     def recycle(self) -> None:
         self._writer.write(f"{RECYCLE}\n".encode())
@@ -264,6 +284,56 @@ class Control:
     async def _watch(self) -> None:
         await self._reader.readline()  # DRAIN, or end of file if the supervisor died
         self.stop.set()
+
+
+def _stop_accepting(server: asyncio.AbstractServer) -> None:
+    """Take no more connections from `server`'s listening sockets, failing none already taken.
+
+    On asyncio's own loop, closing a server fails the connections it has just accepted but not
+    yet attached (their transports find the server closed; CPython closes the socket, and the
+    client reads a reset). There the worker stops watching the listening sockets instead, and
+    the server closes once the server class is done. uvloop attaches a connection as it
+    accepts it, so closing is safe there.
+    """
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop) and isinstance(
+        server, asyncio.Server
+    ):
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+    else:
+        server.close()
+
+
+def _reporting_connections(
+    protocol_factory: Callable[[], asyncio.BaseProtocol], drain: Drain
+) -> Callable[[], asyncio.BaseProtocol]:
+    """`protocol_factory`, its protocols telling `drain` of each TCP connection made and lost
+    (keyed by the client's address, as ASGI scopes name it)."""
+
+    def factory() -> asyncio.BaseProtocol:
+        protocol = protocol_factory()
+        made, lost = protocol.connection_made, protocol.connection_lost
+        client: tuple[Any, ...] | None = None
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            nonlocal client
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and len(peer) >= 2:
+                client = (peer[0], peer[1])
+                drain.connection_opened(client)
+            made(transport)
+
+        def connection_lost(error: Exception | None) -> None:
+            if client is not None:
+                drain.connection_closed(client)
+            lost(error)
+
+        protocol.connection_made = connection_made  # type: ignore[method-assign]
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
+        return protocol
+
+    return factory
 
 
 def _wrap(app: ASGIApp, control: Control, startup_failures: list[str]) -> ASGIApp:

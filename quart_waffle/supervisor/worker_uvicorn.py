@@ -31,6 +31,11 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._control = control
         self._supervised: asyncio.Task[None] | None = None
+        self._tracked: list[asyncio.AbstractServer] = []
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._tracked = self._control.track_servers()
+        await super().serve(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -44,7 +49,7 @@ class _Server(uvicorn.Server):
 
     async def _drain_when_told(self) -> None:
         await self._control.stopping()
-        left = await self._control.drain(self.servers)
+        left = await self._control.drain(self._tracked)
         self.config.timeout_graceful_shutdown = max(round(left), 1)
         self.should_exit = True
 
