@@ -178,9 +178,7 @@ def load_app(path: str) -> ASGIApp:
     """Import the app that `path` names (see `parse_app`) from the working directory, calling
     the factory if it names one."""
     parsed = parse_app(path)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    target: Any = importlib.import_module(parsed.module)
+    target: Any = import_app_module(parsed)
     for name in parsed.attribute:
         target = getattr(target, name)
     if parsed.call is not None:
@@ -188,6 +186,13 @@ def load_app(path: str) -> ASGIApp:
         target = target(*args, **kwargs)
     app: ASGIApp = target
     return app
+
+
+def import_app_module(parsed: AppPath) -> Any:
+    """Import the module of an app path from the working directory."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return importlib.import_module(parsed.module)
 
 
 class Control:
@@ -275,7 +280,7 @@ class Control:
         self._writer.write(f"{RECYCLE}\n".encode())
 
     async def failed(self, error: BaseException, details: str) -> None:
-        self._writer.write(_failure(error, details))
+        self._writer.write(failure_report(error, details))
         await self._writer.drain()
 
     def close(self) -> None:
@@ -389,7 +394,7 @@ def _recording(app: ASGIApp, startup_failures: list[str]) -> ASGIApp:
     return recording_app
 
 
-def _failure(error: BaseException, details: str) -> bytes:
+def failure_report(error: BaseException, details: str) -> bytes:
     """The channel's failure report: one ``failed <reason>`` line, then the traceback."""
     reason = " ".join(f"{type(error).__name__}: {error}".split())
     return f"{FAILED} {reason}\n{details}".encode(errors="replace")
@@ -411,10 +416,12 @@ async def _serve(app: ASGIApp, spec: WorkerSpec, channel: socket.socket) -> None
         control.close()
 
 
-def main() -> None:
+def main(spec: WorkerSpec | None = None) -> None:
+    """Serve as the worker `spec` describes (by default, the one on the command line): in a
+    fresh interpreter, or in a process forked by the generation's fork server (`zygote`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reopen_on_usr1()
-    spec = WorkerSpec.from_json(sys.argv[-1])
+    spec = spec or WorkerSpec.from_json(sys.argv[-1])
     set_title("worker", spec.app, os.environ.get(GENERATION, "0"))
     _restarts.supervised = True
     channel = socket.socket(fileno=spec.channel_fd)
@@ -422,7 +429,7 @@ def main() -> None:
         loop_factory = _loop_factory(spec.worker_class)
         app = load_app(spec.app)
     except Exception as error:
-        channel.sendall(_failure(error, traceback.format_exc()))
+        channel.sendall(failure_report(error, traceback.format_exc()))
         channel.close()
         raise
     with asyncio.Runner(loop_factory=loop_factory) as runner:
