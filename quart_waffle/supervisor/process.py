@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from .config import ServeConfig
 from .errors import WorkerFailed
@@ -28,12 +30,31 @@ MAX_DETAILS = 256 * 1024
 GENTLE_START = 1.0
 
 
+class ProcessHandle(Protocol):
+    """A child process as `asyncio.subprocess.Process` shows it."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+Fork = Callable[[WorkerSpec, socket.socket], Awaitable[ProcessHandle]]
+"""Starts a worker process from its spec and its end of the channel (a fork server's)."""
+
+
 class WorkerProcess:
-    """A worker started from a fresh interpreter, so it imports the app's current code."""
+    """A worker started from a fresh interpreter, or forked by a fresh fork server, so it
+    imports the app's current code."""
 
     def __init__(
         self,
-        process: asyncio.subprocess.Process,
+        process: ProcessHandle,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         generation: int,
@@ -52,10 +73,16 @@ class WorkerProcess:
 
     @classmethod
     async def spawn(
-        cls, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None = None
+        cls,
+        config: ServeConfig,
+        listeners: Listeners,
+        generation: int,
+        cwd: str | None = None,
+        fork: Fork | None = None,
     ) -> WorkerProcess:
         """Start a worker of `generation`, in the directory `cwd` (the supervisor's by
-        default), where it imports the app from."""
+        default), where it imports the app from; forked by `fork` if given, else from a fresh
+        interpreter."""
         parent, child = socket.socketpair()
         secure = [sock.fileno() for sock in listeners.secure]
         insecure = [sock.fileno() for sock in listeners.insecure]
@@ -71,22 +98,26 @@ class WorkerProcess:
             worker_class=config.worker_class,
         )
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                "from quart_waffle.supervisor.worker import main; main()",
-                spec.to_json(),
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, GENERATION: str(generation)},
-                cwd=cwd,
-                pass_fds=(child.fileno(), *secure, *insecure),
-            )
+            process: ProcessHandle
+            if fork is not None:
+                process = await fork(spec, child)
+            else:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    "from quart_waffle.supervisor.worker import main; main()",
+                    spec.to_json(),
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, GENERATION: str(generation)},
+                    cwd=cwd,
+                    pass_fds=(child.fileno(), *secure, *insecure),
+                )
         except BaseException:
             parent.close()
             raise
         finally:
             child.close()
-        _set_policy(process.pid, "SCHED_IDLE")
+        set_policy(process.pid, "SCHED_IDLE")
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         return cls(process, reader, writer, generation)
 
@@ -138,7 +169,7 @@ class WorkerProcess:
         except OSError:
             threads = [self.pid]
         for thread in threads:
-            _set_policy(thread, "SCHED_OTHER")
+            set_policy(thread, "SCHED_OTHER")
 
     async def wait_recycle(self) -> bool:
         """True once the worker asks to be replaced; False if it goes first."""
@@ -206,7 +237,7 @@ class WorkerProcess:
         await self.wait_exit()
 
 
-def _set_policy(pid: int, policy: str) -> None:
+def set_policy(pid: int, policy: str) -> None:
     """Set the scheduling policy of the process or thread `pid`, where the system has it."""
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(pid, getattr(os, policy), os.sched_param(0))
