@@ -51,9 +51,9 @@ side with Flask-WaffleConf 0.3.1 in the same run.
 ## Reproduce
 
 ```sh
-make bench                   # or: .venv/bin/python -m benchmarks (about 10 minutes)
+make bench                   # or: .venv/bin/python -m benchmarks (about 20 minutes)
 .venv/bin/python -m benchmarks --quick        # a smaller run (about 4 minutes)
-.venv/bin/python -m benchmarks --only core    # core, propagation, unpolled, fwc, throughput, reload
+.venv/bin/python -m benchmarks --only core    # or propagation, unpolled, fwc, throughput, reload, fleet, fleet_wait
 ```
 
 Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 are used when they
@@ -84,6 +84,28 @@ land in `benchmarks/results/`; `--publish` copies them here.
   with the extension and on a bare Quart app, same Hypercorn settings, runs
   interleaved; memory per worker from `/proc`.
 - **Rolling reloads**: `benchmarks/reload_bench.py`.
+- **Fleet** (`benchmarks/fleet.py`): the fleet simulator, P processes x K
+  `QuartWaffle` instances, each with its own engine and channel exactly as a
+  worker has them, and one writer; p50/p90/max until every instance applied
+  an update, CPU per worker per change, database transactions per change and
+  database connections held while idle, at 32, 128 and 256 workers on SQLite
+  and 160 on PostgreSQL. Each size runs twice in the same run: changes carried
+  in a signed message, and the 0.1 path (a bare hint, then a catch-up from the
+  store) as the baseline.
+- **Fleet wait** (`benchmarks/fleet_wait.py`): at 256 simulated workers,
+  how long `waffle.update(..., wait=...)` takes to return with every worker
+  acknowledged, against the propagation time measured in the same run; how
+  long one fleet view takes; and presence writes per worker per minute while
+  nothing changes.
+- **Polled head to head**: the Flask-WaffleConf section also runs both
+  libraries on Redis in alternating rounds, each polled over HTTP the same way
+  (`python -m benchmarks.flask_waffleconf --versus`).
+- **Servers**: `python -m benchmarks.peers` (not part of this report, about
+  10 minutes) serves the same app under every worker class of
+  `quart-waffle serve` and under uvicorn, gunicorn, granian, hypercorn and
+  Flask-WaffleConf's gunicorn, each installed in its own virtualenv, and
+  prints requests served, failures and p99 latency steady and during reloads;
+  its figures are in [the supervisor docs](supervisor.md).
 - **Propagation without a poller**: polling four workers over HTTP on two
   cores keeps them busy answering polls while they should be catching up, so
   that figure includes the observer. Here nobody polls while an update
