@@ -53,7 +53,7 @@ side with Flask-WaffleConf 0.3.1 in the same run.
 ```sh
 make bench                   # or: .venv/bin/python -m benchmarks (about 20 minutes)
 .venv/bin/python -m benchmarks --quick        # a smaller run (about 4 minutes)
-.venv/bin/python -m benchmarks --only core    # or propagation, unpolled, fwc, throughput, reload, fleet, fleet_wait
+.venv/bin/python -m benchmarks --only core    # one section; see below
 ```
 
 Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 are used when they
