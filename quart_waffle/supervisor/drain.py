@@ -115,33 +115,43 @@ class DrainMiddleware:
         self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        version = scope.get("http_version")
         # HTTP/2 has its own GOAWAY and forbids connection headers; websockets are left alone.
-        if scope["type"] != "http" or scope.get("http_version") not in {"1.0", "1.1"}:
+        if scope["type"] != "http" or version not in _HTTP1:
             await self.app(scope, receive, send)
             return
-        client = tuple(scope["client"]) if scope.get("client") else None
+        peer = scope.get("client")
+        client = tuple(peer) if peer else None
         # HTTP/1.0 closes after each response unless it negotiated keep-alive, which is rare.
-        closing = scope["http_version"] == "1.0" or _has_close(scope.get("headers", []))
-        self.drain.request_started(client)
+        closing = version == "1.0" or _has_close(scope.get("headers", ()))
+        drain = self.drain
+        drain.request_started(client)
 
         async def send_closing(message: Message) -> None:
             nonlocal closing
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if self.drain.draining and not _has_close(headers):
-                    headers.append((b"connection", b"close"))
-                    message = {**message, "headers": headers}
-                closing = closing or _has_close(headers)
+                headers = message.get("headers", ())
+                if _has_close(headers):
+                    closing = True
+                elif drain.draining:
+                    message = {**message, "headers": [*headers, _CLOSE]}
+                    closing = True
             await send(message)
 
         try:
             await self.app(scope, receive, send_closing)
         finally:
-            self.drain.request_finished(client, closing=closing)
+            drain.request_finished(client, closing=closing)
+
+
+_HTTP1 = frozenset(("1.0", "1.1"))
+_CLOSE = (b"connection", b"close")
 
 
 def _has_close(headers: Any) -> bool:
-    return any(
-        bytes(name).lower() == b"connection" and b"close" in bytes(value).lower()
-        for name, value in headers
-    )
+    """Whether `headers` (ASGI's name and value pairs, any case) say ``Connection: close``;
+    run twice per request, so the length is compared before any name is lowered."""
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection" and b"close" in value.lower():
+            return True
+    return False

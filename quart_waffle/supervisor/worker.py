@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .accept import create_server
 from .drain import ASGIApp, Drain, DrainMiddleware, Message, Receive, Scope, Send
 from .logfiles import reopen_on_usr1
 from .proctitle import set_title
@@ -249,7 +250,7 @@ class Control:
         started = time.monotonic()
         deadline = started + self.spec.graceful_timeout
         for server in servers:
-            _stop_accepting(server)
+            server.close()  # accepts no more; connections accepted are served
         self.connections.begin()
         await self.connections.settle(
             ACCEPT_GRACE, min(deadline, started + self.spec.keep_alive_timeout)
@@ -258,12 +259,12 @@ class Control:
 
     def track_servers(self) -> list[asyncio.AbstractServer]:
         """The servers the worker class will create on this event loop (asyncio's or uvloop's),
-        as it creates them, each reporting the connections it accepts and loses to
-        `connections`: server classes keep both to themselves, and a worker must stop
-        accepting, then know every connection that may still send a request, before it stops."""
+        as it creates them. Each accepts one connection per wake-up from its shared socket
+        (see `accept`), and reports the connections it accepts and loses to `connections`:
+        server classes keep both to themselves, and a worker must stop accepting, then know
+        every connection that may still send a request, before it stops."""
         loop = asyncio.get_running_loop()
         servers: list[asyncio.AbstractServer] = []
-        create_server = loop.create_server
 
         async def tracking_create_server(
             protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
@@ -289,25 +290,6 @@ class Control:
     async def _watch(self) -> None:
         await self._reader.readline()  # DRAIN, or end of file if the supervisor died
         self.stop.set()
-
-
-def _stop_accepting(server: asyncio.AbstractServer) -> None:
-    """Take no more connections from `server`'s listening sockets, failing none already taken.
-
-    On asyncio's own loop, closing a server fails the connections it has just accepted but not
-    yet attached (their transports find the server closed; CPython closes the socket, and the
-    client reads a reset). There the worker stops watching the listening sockets instead, and
-    the server closes once the server class is done. uvloop attaches a connection as it
-    accepts it, so closing is safe there.
-    """
-    loop = asyncio.get_running_loop()
-    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop) and isinstance(
-        server, asyncio.Server
-    ):
-        for sock in server.sockets:
-            loop.remove_reader(sock.fileno())
-    else:
-        server.close()
 
 
 def _reporting_connections(

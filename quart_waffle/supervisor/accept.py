@@ -1,0 +1,139 @@
+"""Accepting from a listening socket that every worker shares, one connection per wake-up.
+
+The kernel keeps one accept queue per listening socket, and every worker waits on it. asyncio
+accepts up to the backlog on each wake-up and uvloop until the queue is empty, so the worker
+that wakes first takes every connection queued at that moment: ten keep-alive clients that
+connect together can all land on one worker and stay there while the others idle. Taking one
+connection per wake-up, then yielding the CPU, leaves the rest to the other workers woken with
+it, even on a machine with fewer cores than workers; a busy worker's loop comes round later.
+The listening socket itself is left as the supervisor made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections.abc import Callable
+from ssl import SSLContext, SSLError
+from typing import Any
+
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+RETRY_DELAY = 1.0  # seconds before accepting again when out of file descriptors or memory
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+logger = logging.getLogger(__name__)
+
+
+class SharedSocketServer(asyncio.AbstractServer):
+    """Serves `sock` with `protocol_factory`, accepting one connection each time the event
+    loop finds it readable, on asyncio's loop or uvloop alike. Closing it only stops
+    accepting: connections already accepted are left to the server class."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol_factory: ProtocolFactory,
+        *,
+        ssl_context: SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._factory = protocol_factory
+        self._tls: dict[str, Any] = {}
+        if ssl_context is not None:
+            self._tls = {"ssl": ssl_context, "ssl_handshake_timeout": ssl_handshake_timeout}
+        self._serving = False
+        self._closed = False
+        self._connecting: set[asyncio.Task[None]] = set()
+        sock.setblocking(False)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return () if self._closed else (self._sock,)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        self._listen()
+
+    async def serve_forever(self) -> None:
+        await self.start_serving()
+        await asyncio.Future()
+
+    def close(self) -> None:
+        if self._serving:
+            self._loop.remove_reader(self._sock.fileno())
+        self._serving = False
+        self._closed = True
+
+    async def wait_closed(self) -> None:
+        """Wait for the connections accepted but not yet handed to their protocol."""
+        if self._connecting:
+            await asyncio.wait(self._connecting)
+
+    def _listen(self) -> None:
+        if not self._serving and not self._closed:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+            self._serving = True
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another worker took it, or the client left
+        except OSError as error:
+            if error.errno not in _RESOURCE_ERRORS:
+                raise
+            logger.error("accept failed (%s): accepting again in %g s", error, RETRY_DELAY)
+            self._loop.remove_reader(self._sock.fileno())
+            self._serving = False
+            self._loop.call_later(RETRY_DELAY, self._listen)
+            return
+        conn.setblocking(False)
+        # Every worker waiting on the socket was woken; let those waiting for a CPU take the
+        # connections queued behind this one.
+        os.sched_yield()
+        task = self._loop.create_task(self._connect(conn))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn, **self._tls)
+        except (OSError, SSLError, TimeoutError) as error:
+            # A failed handshake or a client gone: that connection's loss, not the worker's.
+            logger.debug("connection failed before it was served: %s", error)
+            conn.close()
+
+
+async def create_server(
+    protocol_factory: ProtocolFactory,
+    host: Any = None,
+    port: Any = None,
+    *,
+    sock: socket.socket | None = None,
+    ssl: SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
+    backlog: int | None = None,
+    start_serving: bool = True,
+) -> SharedSocketServer:
+    """`loop.create_server` for a worker: it serves an inherited socket (`sock`), never binds
+    one, and ignores ``backlog``, which would call ``listen`` again on the shared socket."""
+    del backlog
+    if sock is None or host is not None or port is not None:
+        raise ValueError("a worker serves the sockets its supervisor passed it")
+    server = SharedSocketServer(
+        sock, protocol_factory, ssl_context=ssl, ssl_handshake_timeout=ssl_handshake_timeout
+    )
+    if start_serving:
+        await server.start_serving()
+    return server
