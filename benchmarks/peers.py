@@ -1,6 +1,8 @@
 """The supervisor against its peers, side by side in one run: the same app (``examples.app``,
 file channel), 4 workers, 10 clients, two reloads per cell, with keep-alive connections and with
-a new connection per request, under every worker class of ``quart-waffle serve`` and under
+a new connection per request, under every worker class of ``quart-waffle serve`` (Hypercorn
+also with ``--preload-app`` and with ``--no-fork-server``, workers from fresh interpreters) and
+under
 
 - uvicorn 0.54 ``--workers 4`` (SIGHUP: rolling, one worker at a time),
 - gunicorn 27 ``-k asgi -w 4`` (SIGHUP),
@@ -17,6 +19,7 @@ serves the very app ours does with the server at the version named.
     python -m benchmarks.peers                # about 10 minutes on 2 idle cores
     python -m benchmarks.peers --quick        # a few minutes: 10 s windows, four contenders
     python -m benchmarks.peers --only uvicorn --only 'quart-waffle -k uvicorn'
+    python -m benchmarks.peers --only 'quart-waffle -k hypercorn' --seconds 20  # how workers start
 
 A request fails unless it gets a complete 200 on its first attempt. Every cell runs the load for
 the same window; a peer's reload is over once every worker that answered before the signal has
@@ -127,16 +130,19 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:,.0f}"
 
 
-def _ours(worker_class: str) -> Contender:
+def _ours(worker_class: str, *start: str) -> Contender:
+    """``quart-waffle serve -k worker_class``, its workers started as `start` says (forked by
+    a fork server by default; ``--preload-app``, ``--no-fork-server``)."""
+
     def argv(venv: Path, options: Options, port: int, workdir: Path) -> list[str]:
         del venv
         return [
-            *(str(BIN / "quart-waffle"), "serve", "examples.app:app"),
+            *(str(BIN / "quart-waffle"), "serve", "examples.app:app", *start),
             *("-w", str(options.workers), "-k", worker_class, "-b", f"{HOST}:{port}"),
             *("--control-socket", str(workdir / "control.sock")),
         ]
 
-    return Contender(f"quart-waffle -k {worker_class}", (), argv, "waffle")
+    return Contender(" ".join(("quart-waffle -k", worker_class, *start)), (), argv, "waffle")
 
 
 def _peer(name: str, requirements: tuple[str, ...], command: str) -> Contender:
@@ -151,6 +157,8 @@ def _peer(name: str, requirements: tuple[str, ...], command: str) -> Contender:
 def contenders() -> list[Contender]:
     return [
         _ours("hypercorn"),
+        _ours("hypercorn", "--preload-app"),
+        _ours("hypercorn", "--no-fork-server"),
         _ours("hypercorn-uvloop"),
         _ours("uvicorn"),
         _peer(

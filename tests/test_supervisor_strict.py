@@ -21,7 +21,7 @@ import pytest
 
 from harness.load import run_load
 from quart_waffle.supervisor.worker import ACCEPT_GRACE
-from tests.supervisor_apps.harness import ServerProcess, accepting_floor, whoami
+from tests.supervisor_apps.harness import ServerProcess, accepting_floor, status, whoami
 
 APP = "tests.supervisor_apps.testapp:app"
 WORKERS = 3
@@ -61,9 +61,11 @@ def _server(tmp_path: Path, flags: dict[str, Path]) -> Iterator[ServerProcess]:
 
 
 def children(server: ServerProcess) -> set[int]:
-    """The supervisor's child processes: its workers, live or not yet reaped."""
+    """The supervisor's child processes but its fork servers: its workers, live or not yet
+    reaped."""
     pid = server.process.pid
-    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    found = {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    return found - set(status(server)["fork_servers"])
 
 
 async def answering(server: ServerProcess, seconds: float = 1.5) -> set[int]:

@@ -215,6 +215,19 @@ def _parser() -> argparse.ArgumentParser:
         "(httptools + uvloop); the last two need the uvicorn extra",
     )
     serve.add_argument(
+        "--fork-server",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fork each generation's workers from one fresh interpreter that has imported the "
+        "heavy third-party modules, on Linux (default: on)",
+    )
+    serve.add_argument(
+        "--preload-app",
+        action="store_true",
+        help="have the fork server import the app's module too: fastest, but only for an app "
+        "that opens no connection and starts no thread when imported (default: off)",
+    )
+    serve.add_argument(
         "--metrics-file",
         metavar="PATH",
         help="write the supervisor's Prometheus metrics to PATH (for node_exporter's textfile "

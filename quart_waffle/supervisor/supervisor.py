@@ -17,6 +17,7 @@ from .config import ServeConfig, private_control_socket
 from .configfile import restart_only_changes
 from .control import serve_control
 from .errors import ReloadFailed, WorkerFailed
+from .forkserver import ForkServerError, ForkServers
 from .listeners import Listeners
 from .logfiles import reopen_log_files
 from .metrics import SupervisorMetrics
@@ -74,6 +75,7 @@ class Supervisor:
         self._stopped = asyncio.Event()  # every worker has drained
         self._reloads_pending = 0
         self._notifier = Notifier(None)
+        self._fork_servers = ForkServers()
         self._started_at = time.monotonic()
 
     async def run(self) -> int:
@@ -144,6 +146,7 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self.pool.stop()
+            await self._fork_servers.close()
             if self.metrics is not None:
                 self.metrics.close()  # the last census: no worker left
             self._stopped.set()
@@ -226,6 +229,7 @@ class Supervisor:
             "workers_wanted": self.config.workers,
             "uptime": round(time.monotonic() - self._started_at, 3),
             "listening": listeners,
+            "fork_servers": self._fork_servers.pids(),
             "workers": [
                 {
                     "pid": worker.pid,
@@ -270,6 +274,8 @@ class Supervisor:
 
     def _reload_done(self, _result: asyncio.Future[str]) -> None:
         self._reloads_pending -= 1
+        if self._reloads_pending == 0:
+            self._fork_servers.retire({self.pool.generation})
         if self._reloads_pending == 0 and self.state == "reloading":
             self.state = "serving"
             self._notify(READY="1")
@@ -318,4 +324,12 @@ class Supervisor:
     async def _spawn(self, generation: int) -> Worker:
         assert self._listeners is not None, "workers are spawned only while running"
         cwd = self.releases.directory(generation)
+        forks = await self._fork_servers.get(self.config, self._listeners, generation, cwd)
+        if forks is not None:
+            try:
+                return await WorkerProcess.spawn(
+                    self.config, self._listeners, generation, cwd=cwd, fork=forks.fork
+                )
+            except ForkServerError as error:
+                log.warning("%s: starting the worker from a fresh interpreter", error)
         return await WorkerProcess.spawn(self.config, self._listeners, generation, cwd=cwd)

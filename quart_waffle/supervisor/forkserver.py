@@ -1,0 +1,252 @@
+"""The supervisor's side of the fork servers (`zygote`): one per generation, started with its
+first worker, asked to fork each worker of that generation, and closed once the generation is
+neither serving nor starting. Where one cannot run (not Linux, or it fails to start), workers
+start from fresh interpreters, as `WorkerProcess.spawn` does without one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from .config import ServeConfig
+from .errors import WorkerFailed
+from .listeners import Listeners
+from .process import GENTLE_START, set_policy
+from .worker import FAILED, GENERATION, WorkerSpec
+from .zygote import ERROR, FORKED, MAX_MESSAGE, READY, ZygoteSpec
+
+log = logging.getLogger("quart_waffle.supervisor")
+
+PR_SET_CHILD_SUBREAPER = 36
+# A fork server answers a request in milliseconds; one that does not is broken.
+FORK_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+
+
+class ForkServerError(Exception):
+    """A fork server that could not start or answer (not a failure of the app's code)."""
+
+
+def become_subreaper() -> bool:
+    """Make this process adopt its orphaned descendants (Linux), so a worker forked by a fork
+    server is its child; False where that, or waiting through a pidfd, is not possible."""
+    if sys.platform != "linux" or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+class ForkedProcess:
+    """A worker forked by a fork server and adopted by the supervisor: waited for and killed
+    through a pidfd, so its pid is never mistaken for a later process's."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._pidfd = os.pidfd_open(pid)
+        self._loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # not adopted: its exit status went elsewhere
+            pid, status = self.pid, 255 << 8
+        if pid == 0:
+            return
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._exited.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+
+class ForkServer:
+    """The fork server of one generation, running in the generation's directory."""
+
+    def __init__(self, process: asyncio.subprocess.Process, channel: socket.socket) -> None:
+        self.process = process
+        self._channel = channel
+        self._requests = asyncio.Lock()  # one request answered at a time
+
+    @classmethod
+    async def start(
+        cls, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None
+    ) -> ForkServer:
+        """Start it and wait until it has imported what it preloads.
+
+        Raises `WorkerFailed` when the app module it preloads (`preload_app`) fails, as a
+        worker would; `ForkServerError` or `OSError` when it cannot start otherwise.
+        """
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent.setblocking(False)
+        spec = ZygoteSpec(config.app, config.worker_class, config.preload_app, child.fileno())
+        sockets = [sock.fileno() for sock in (*listeners.secure, *listeners.insecure)]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "from quart_waffle.supervisor.zygote import run; run()",
+                spec.to_json(),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, GENERATION: str(generation)},
+                cwd=cwd,
+                pass_fds=(child.fileno(), *sockets),
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        server = cls(process, parent)
+        # Its imports take the CPU the serving workers leave idle, for a while at most.
+        set_policy(process.pid, "SCHED_IDLE")
+        gentle = asyncio.get_running_loop().call_later(
+            GENTLE_START, set_policy, process.pid, "SCHED_OTHER"
+        )
+        try:
+            async with asyncio.timeout(config.startup_timeout):
+                answer = await server._answer()
+        except BaseException:
+            await server.close()
+            raise
+        finally:
+            gentle.cancel()
+            set_policy(process.pid, "SCHED_OTHER")
+        if answer == READY:
+            return server
+        await server.close()
+        reason, _, details = answer.partition("\n")
+        if reason.startswith(FAILED):
+            raise WorkerFailed(process.pid, reason.removeprefix(FAILED).strip(), details)
+        raise ForkServerError(f"fork server {process.pid}: {reason or 'exited'}")
+
+    async def fork(self, spec: WorkerSpec, channel: socket.socket) -> ForkedProcess:
+        """Fork a worker serving as `spec` says, over `channel` (its end of the channel)."""
+        async with self._requests:
+            try:
+                async with asyncio.timeout(FORK_TIMEOUT):
+                    socket.send_fds(self._channel, [spec.to_json().encode()], [channel.fileno()])
+                    answer = await self._answer()
+            except (OSError, TimeoutError) as error:
+                raise ForkServerError(f"fork server {self.process.pid}: {error!r}") from None
+        kind, _, value = answer.partition(" ")
+        if kind != FORKED:
+            reason = value if kind == ERROR else "exited"
+            raise ForkServerError(f"fork server {self.process.pid}: {reason}")
+        return ForkedProcess(int(value))
+
+    async def close(self) -> None:
+        """Close its channel, which it exits on; kill it if it does not."""
+        self._channel.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+
+    async def _answer(self) -> str:
+        loop = asyncio.get_running_loop()
+        return (await loop.sock_recv(self._channel, MAX_MESSAGE)).decode(errors="replace")
+
+
+class ForkServers:
+    """The fork server of each generation that starts workers, started on demand."""
+
+    def __init__(self) -> None:
+        self._servers: dict[int, asyncio.Task[ForkServer | None]] = {}
+        self._available: bool | None = None  # can this process adopt forked workers?
+        self._closing: dict[asyncio.Task[None], ForkServer] = {}
+
+    def pids(self) -> list[int]:
+        """The pids of the fork servers running or exiting."""
+        return [
+            server.process.pid
+            for task in self._servers.values()
+            if task.done() and not _gone(task) and (server := task.result()) is not None
+        ] + [server.process.pid for server in self._closing.values()]
+
+    async def get(
+        self, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None
+    ) -> ForkServer | None:
+        """The fork server of `generation`, started if need be; None when its workers start
+        from fresh interpreters (`fork_server` off, or no fork server can run: logged once).
+        Raises `WorkerFailed` when the app module it preloads fails to import."""
+        if not config.fork_server:
+            return None
+        if self._available is None:
+            self._available = become_subreaper()
+            if not self._available:
+                log.info("No fork server on this system: workers start from fresh interpreters")
+        if not self._available:
+            return None
+        task = self._servers.get(generation)
+        if task is None or (task.done() and _gone(task)):
+            task = asyncio.create_task(self._start(config, listeners, generation, cwd))
+            self._servers[generation] = task
+        return await asyncio.shield(task)
+
+    async def _start(
+        self, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None
+    ) -> ForkServer | None:
+        try:
+            server = await ForkServer.start(config, listeners, generation, cwd)
+        except (OSError, ForkServerError) as error:
+            log.warning(
+                "Fork server of generation %d unavailable (%s): its workers start from fresh "
+                "interpreters",
+                generation,
+                error,
+            )
+            return None
+        log.info("Fork server %d of generation %d ready", server.process.pid, generation)
+        return server
+
+    def retire(self, keep: set[int]) -> None:
+        """Close the fork servers of every generation but those in `keep`."""
+        for generation, task in list(self._servers.items()):
+            if generation not in keep and task.done():
+                del self._servers[generation]
+                if not _gone(task) and (server := task.result()) is not None:
+                    closing = asyncio.create_task(server.close())
+                    self._closing[closing] = server
+                    closing.add_done_callback(self._closing.pop)
+
+    async def close(self) -> None:
+        """Close every fork server."""
+        tasks = list(self._servers.values())
+        self._servers.clear()
+        for task in tasks:
+            task.cancel()
+        servers = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(server.close() for server in servers if isinstance(server, ForkServer)),
+            *self._closing,
+        )
+
+
+def _gone(task: asyncio.Task[ForkServer | None]) -> bool:
+    """Whether a started fork server failed or has exited (another is started then)."""
+    if task.cancelled() or task.exception() is not None:
+        return True
+    server = task.result()
+    return server is not None and server.process.returncode is not None

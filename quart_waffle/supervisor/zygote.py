@@ -1,0 +1,153 @@
+"""The fork server of one generation: a fresh interpreter that imports the heavy modules once,
+then forks each worker of its generation, so a reload pays for those imports once rather than
+once per worker, and new workers take little CPU from the serving ones.
+
+Started by the supervisor (`forkserver.ForkServer`) in the generation's directory and
+environment, with the JSON of a `ZygoteSpec` as its one argument and the listening sockets at
+the numbers the workers' specs name. Over its channel (a ``SOCK_SEQPACKET`` socket) it sends
+``ready``, or ``failed <reason>`` and the traceback when the app module it preloads cannot be
+imported. Then, for each request (a `WorkerSpec` as JSON, the worker's channel attached), it
+forks twice, so that the worker is adopted by the supervisor (a child subreaper) and waited
+for there as any child, and answers ``forked <pid>`` (``error <reason>`` when it cannot fork).
+It creates no event loop and no thread, and exits once its channel closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import asdict, dataclass
+
+from .proctitle import set_title
+from .worker import GENERATION, WorkerSpec, failure_report, import_app_module, main, parse_app
+
+READY = "ready"
+FORKED = "forked"
+ERROR = "error"
+MAX_MESSAGE = 64 * 1024  # a request; also the most of a failed preload's traceback sent
+
+PRELOAD = (
+    "quart",
+    "quart_waffle",
+    "sqlalchemy.ext.asyncio",
+    "redis.asyncio",
+    "aiosqlite",
+    "asyncpg",
+    "jinja2",
+)
+"""Third-party modules imported before any fork where installed: none opens a connection,
+starts a thread or creates an event loop when imported."""
+
+SERVERS = {
+    "hypercorn": ("hypercorn.asyncio", ".worker_hypercorn"),
+    "hypercorn-uvloop": ("uvloop", "hypercorn.asyncio", ".worker_hypercorn"),
+    "uvicorn": ("uvloop", "httptools", "uvicorn", ".worker_uvicorn"),
+}
+"""The server modules of each worker class."""
+
+
+@dataclass(frozen=True)
+class ZygoteSpec:
+    """What a fork server is told on its command line."""
+
+    app: str
+    worker_class: str
+    preload_app: bool
+    channel_fd: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ZygoteSpec:
+        return cls(**json.loads(text))
+
+
+def preload(worker_class: str) -> None:
+    """Import what every worker of `worker_class` imports. A module that is missing or fails is
+    left out: a worker importing it fails on its own, and reports it as it always does."""
+    for name in (*PRELOAD, *SERVERS.get(worker_class, ())):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name, __package__)
+
+
+def serve_forks(channel: socket.socket) -> WorkerSpec | None:
+    """Fork a worker for each request on `channel` until it closes (then None, in the fork
+    server); in each worker, return its spec."""
+    while True:
+        try:
+            message, fds, _flags, _address = socket.recv_fds(channel, MAX_MESSAGE, 1)
+        except ConnectionError:
+            return None
+        if not message or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            if not message:
+                return None
+            channel.send(f"{ERROR} a request carries one channel".encode())
+            continue
+        spec = dataclasses.replace(WorkerSpec.from_json(message.decode()), channel_fd=fds[0])
+        try:
+            pid = _fork_adopted()
+        except OSError as error:
+            channel.send(f"{ERROR} {error}".encode())
+        else:
+            if pid == 0:
+                channel.close()
+                return spec
+            channel.send(f"{FORKED} {pid}".encode())
+        os.close(fds[0])
+
+
+def _fork_adopted() -> int:
+    """Fork a process whose parent exits at once, so that the nearest child subreaper (the
+    supervisor) adopts it: 0 in that process, its pid here."""
+    read, write = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        pid = -1
+        try:
+            os.close(read)
+            pid = os.fork()
+            if pid == 0:
+                os.close(write)
+                return 0
+            os.write(write, str(pid).encode())
+        finally:
+            if pid != 0:
+                os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(middle, 0)  # once it is reaped, its child has been adopted
+    if not answer:
+        raise OSError("the second fork failed")
+    return int(answer)
+
+
+def run() -> None:
+    """The fork server's process: preload, say ``ready``, fork workers; a forked worker goes on
+    to serve from here (the fork server's frames above this one are left as they are)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when it stops
+    spec = ZygoteSpec.from_json(sys.argv[-1])
+    set_title("fork-server", spec.app, os.environ.get(GENERATION, "0"))
+    channel = socket.socket(fileno=spec.channel_fd)
+    preload(spec.worker_class)
+    if spec.preload_app:
+        try:
+            import_app_module(parse_app(spec.app))
+        except Exception as error:
+            channel.send(failure_report(error, traceback.format_exc())[:MAX_MESSAGE])
+            channel.close()
+            raise
+    channel.send(READY.encode())
+    worker = serve_forks(channel)
+    if worker is not None:
+        main(worker)

@@ -1,0 +1,27 @@
+"""The supervisor test app (`testapp`, its flags included), with a marker of where its module
+was imported, for the fork server tests.
+
+`GET /origin` answers the worker's pid, the pid that imported this module (the fork server's
+with ``--preload-app``) and whether the worker was forked by a fork server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tests.supervisor_apps.testapp import app
+
+IMPORTED_BY = os.getpid()
+
+__all__ = ["app"]
+
+
+@app.get("/origin")
+async def origin() -> dict[str, int | bool]:
+    return {
+        "pid": os.getpid(),
+        "imported_by": IMPORTED_BY,
+        # a forked worker's command line is its fork server's
+        "forked": any("supervisor.zygote" in arg for arg in sys.orig_argv),
+    }
