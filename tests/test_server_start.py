@@ -32,8 +32,8 @@ async def index():
 # "2026-11-25 15:04:05,123 WARNING [4242] quart_waffle.sync: redis sync failed, retrying: redis
 # channel unreachable: ..."
 LIBRARY_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING \[(\d+)\] quart_waffle\.sync: redis sync failed,"
-    r" retrying: redis channel unreachable",
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING \[(\d+)\] quart_waffle\.sync:"
+    r" redis sync failed, retrying: redis channel unreachable",
     re.MULTILINE,
 )
 
