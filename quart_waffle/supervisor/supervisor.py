@@ -145,8 +145,7 @@ class Supervisor:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self.pool.stop()
-            await self._fork_servers.close()
+            await asyncio.gather(self.pool.stop(), self._fork_servers.close())
             if self.metrics is not None:
                 self.metrics.close()  # the last census: no worker left
             self._stopped.set()

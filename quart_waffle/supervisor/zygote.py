@@ -35,15 +35,22 @@ MAX_MESSAGE = 64 * 1024  # a request; also the most of a failed preload's traceb
 
 PRELOAD = (
     "quart",
-    "quart_waffle",
+    "jinja2",
     "sqlalchemy.ext.asyncio",
+    "sqlalchemy.dialects.sqlite.aiosqlite",
+    "sqlalchemy.dialects.postgresql.asyncpg",
     "redis.asyncio",
     "aiosqlite",
     "asyncpg",
-    "jinja2",
+    "quart_waffle.extension",
+    "quart_waffle.admin",
+    "quart_waffle.fleet",
+    "quart_waffle.metrics",
+    "quart_waffle.sync.runner",
 )
-"""Third-party modules imported before any fork where installed: none opens a connection,
-starts a thread or creates an event loop when imported."""
+"""Modules imported before any fork where installed (third-party ones and this library's
+extension, which the app's workers import): none opens a connection, starts a thread or
+creates an event loop when imported."""
 
 SERVERS = {
     "hypercorn": ("hypercorn.asyncio", ".worker_hypercorn"),
@@ -149,5 +156,6 @@ def run() -> None:
             raise
     channel.send(READY.encode())
     worker = serve_forks(channel)
-    if worker is not None:
-        main(worker)
+    if worker is None:
+        os._exit(0)  # nothing to flush or close: skip tearing down the modules it imported
+    main(worker)
