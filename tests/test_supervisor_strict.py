@@ -151,7 +151,8 @@ async def test_a_connection_opened_before_a_drain_gets_its_answer_after_the_acce
 ) -> None:
     """A client may connect, then send its request a while later: the draining worker that
     accepted the connection must wait for that request, not close the connection unanswered."""
-    server = serve(tmp_path, flags, "--keep-alive-timeout", "5", workers=1)
+    # The connection stays idle through the whole reload: a timeout that outlasts it.
+    server = serve(tmp_path, flags, "--keep-alive-timeout", "60", workers=1)
     try:
         old = (await whoami(server.port))["pid"]
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
