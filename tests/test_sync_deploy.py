@@ -149,7 +149,7 @@ async def test_every_worker_converges(case: tuple[str, str], tmp_path: Path) -> 
             for number in range(5):
                 revision = await waffle.update({"MAX_ITEMS": 200 + number})
             others = pids - {paused}
-            await converge(deployment, others, revision, 1.0, MAX_ITEMS=204)
+            await converge(deployment, others, revision, BOUND, MAX_ITEMS=204)
         finally:
             os.kill(paused, signal.SIGCONT)
         await converge(deployment, pids, revision, BOUND, MAX_ITEMS=204)
