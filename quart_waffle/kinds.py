@@ -195,13 +195,18 @@ def _check_int(value: Any) -> int:
 def _check_float(value: Any) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ValueError(f"must be a finite number, got {_got(value)}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond any float
-        raise ValueError("must be a finite number, got one too large") from None
+    number = _as_float(value)
     if not math.isfinite(number):
         raise ValueError("must be a finite number")
     return number
+
+
+def _as_float(number: int | float) -> float:
+    """``number`` as a float, refusing an int beyond any float."""
+    try:
+        return float(number)
+    except OverflowError:
+        raise ValueError("must be a finite number, got one too large") from None
 
 
 def _check_bool(value: Any) -> bool:
@@ -278,7 +283,9 @@ class Bounds:
 
 
 def _number_bound(bound: Any) -> float:
-    if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound):
+    if isinstance(bound, bool) or not isinstance(bound, int | float):
+        raise ValueError(f"must be a finite number, got {bound!r}")
+    if not math.isfinite(_as_float(bound)):
         raise ValueError(f"must be a finite number, got {bound!r}")
     return bound
 
@@ -440,7 +447,7 @@ def _check_duration(value: Any) -> dt.timedelta:
     if isinstance(value, dt.timedelta):
         duration = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
+        if not math.isfinite(_as_float(value)):
             raise ValueError(f"must be {_DURATION_EXPECTED}, got a non-finite number")
         try:
             duration = dt.timedelta(seconds=value)

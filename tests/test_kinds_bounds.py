@@ -158,6 +158,14 @@ AWARE = dt.datetime(2026, 6, 1, tzinfo=UTC)
         (lambda: Setting("K", dt.timedelta(1), min="PT2H", max="PT1H"), "min PT2H is above max"),
         (lambda: Setting("K", dt.timedelta(1), min=True), "min must be an ISO 8601 duration"),
         (lambda: Setting("K", 5, min=10, max=1), "min 10 is above max 1"),
+        # an integer beyond any float
+        (
+            lambda: Setting("K", dt.timedelta(1), max=10**400),
+            "max must be a finite number, got one",
+        ),
+        (lambda: Setting("K", dt.timedelta(1), min=-(10**400)), "min must be a finite number"),
+        (lambda: Setting("K", 1.5, max=10**400), "max must be a finite number, got one too large"),
+        (lambda: Setting("K", 5, min=-(10**400)), "min must be a finite number, got one too large"),
         # the default itself must fit
         (lambda: Setting("K", AWARE, max="2026-01-01T00:00Z"), "must not be after"),
         (lambda: Setting("K", dt.timedelta(0), min=1), "must be at least PT1S"),
@@ -204,6 +212,38 @@ def test_schema_and_description_come_from_the_table() -> None:
         "minimum": 1,
         "maximum": 10,
     }
+
+
+@pytest.mark.parametrize("huge", [10**320, -(10**400)])
+def test_a_duration_beyond_any_float_is_refused(huge: int) -> None:
+    with pytest.raises(InvalidValueError, match="SESSION_TTL: must be a finite number, got one"):
+        {s.key: s for s in declarations()}["SESSION_TTL"].validate(huge)
+
+
+async def test_the_admin_api_refuses_a_duration_beyond_any_float(sqlite_url: str) -> None:
+    waffle = make(sqlite_url)
+    assert waffle.app is not None
+    client = waffle.app.test_client()
+    huge = {"SESSION_TTL": 10**320}
+    async with serving(waffle):
+        before = await _state(waffle)
+        attempts = [
+            client.put("/waffle/api/settings/SESSION_TTL", json={"value": 10**320}, headers=AUTH),
+            client.patch("/waffle/api/settings", json={"values": huge}, headers=AUTH),
+            client.post("/waffle/api/apply", json={"settings": huge}, headers=AUTH),
+            client.post(
+                "/waffle/api/apply", json={"settings": huge, "dry_run": True}, headers=AUTH
+            ),
+            client.post(
+                "/waffle/api/schedule", json={"values": huge, "at": later(3600)}, headers=AUTH
+            ),
+        ]
+        for attempt in attempts:
+            refused = await attempt
+            assert refused.status_code == 422
+            fields = (await refused.get_json())["error"]["fields"]
+            assert fields == {"SESSION_TTL": "must be a finite number, got one too large"}
+        assert await _state(waffle) == before
 
 
 # -- every write path, on SQLite and PostgreSQL --------------------------------
