@@ -283,9 +283,11 @@ class Bounds:
 
 
 def _number_bound(bound: Any) -> float:
-    if isinstance(bound, bool) or not isinstance(bound, int | float):
-        raise ValueError(f"must be a finite number, got {bound!r}")
-    if not math.isfinite(_as_float(bound)):
+    if (
+        isinstance(bound, bool)
+        or not isinstance(bound, int | float)
+        or not math.isfinite(_as_float(bound))
+    ):
         raise ValueError(f"must be a finite number, got {bound!r}")
     return bound
 
@@ -385,13 +387,31 @@ def _iso_text(value: Any, what: str, example: str) -> str:
     return text
 
 
+# ISO 8601 extended format as RFC 3339 writes it, in ASCII digits: what the
+# OpenAPI formats "date" and "date-time" say (fromisoformat alone takes more,
+# such as 20260601 or 2026-W23-1); the offset is left to say a naive time is ambiguous
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def parse_datetime(text: str) -> dt.datetime:
+    """A date and time as ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` with ``Z`` or
+    ``±HH:MM`` (or none: naive); raise ``ValueError`` for any other form."""
+    if _DATETIME_TEXT.fullmatch(text) is None:
+        raise ValueError("not an ISO 8601 date and time in extended format")
+    return dt.datetime.fromisoformat(text)
+
+
 def _check_datetime(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         moment = value
     else:
         text = _iso_text(value, "an ISO 8601 date and time with a UTC offset", _DATETIME_EXAMPLE)
         try:
-            moment = dt.datetime.fromisoformat(text)
+            moment = parse_datetime(text)
         except ValueError:
             raise ValueError(
                 f"must be an ISO 8601 date and time with a UTC offset ({_DATETIME_EXAMPLE})"
@@ -419,10 +439,12 @@ def _check_date(value: Any) -> dt.date:
     if isinstance(value, dt.date):
         return value
     text = _iso_text(value, "an ISO 8601 date", "2026-11-25")
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError("must be an ISO 8601 date (2026-11-25)") from None
+    if _DATE_TEXT.fullmatch(text) is not None:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:  # no such day
+            pass
+    raise ValueError("must be an ISO 8601 date (2026-11-25)")
 
 
 def _format_iso(value: dt.date) -> str:

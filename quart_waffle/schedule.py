@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .actor import checked_actor, checked_reason
 from .errors import ConflictError, InvalidValueError, WaffleError
-from .kinds import load_json
+from .kinds import load_json, parse_datetime
 from .limits import MAX_ACTOR_LENGTH, TIME_RANGE, in_utc
 from .settings import display_value
 from .store import WriteGuard, schedule_table, unavailable_as_error
@@ -99,7 +99,7 @@ def parse_time(text: object, name: str) -> datetime:
         moment = text
     elif isinstance(text, str):
         try:
-            moment = datetime.fromisoformat(text.strip())
+            moment = parse_datetime(text.strip())
         except ValueError:
             raise InvalidValueError(
                 {name: "must be an ISO 8601 time with its offset, like 2026-11-25T18:00:00+00:00"}

@@ -84,7 +84,7 @@ def declarations() -> list[Setting[Any]]:
 CASES: list[tuple[str, Any, str, Any, Any, str, str]] = [
     ("LAUNCH_AT", "2026-06-01T18:30:00+02:00", "2026-06-01T18:30:00+02:00",
      dt.datetime(2026, 6, 1, 18, 30, tzinfo=PLUS_TWO),
-     "2026-06-01T18:30:00", "2026-06-01 18:30", "timezone-aware"),
+     "2026-06-01T18:30:00", "2026-06-01T18:30", "timezone-aware"),
     ("LAUNCH_DAY", "2026-06-02", "2026-06-02", dt.date(2026, 6, 2),
      "2026-06-07", "2026-06-07", "must not be a Sunday"),
     ("SESSION_TTL", "PT1H30M", "5400", dt.timedelta(minutes=90),
@@ -186,6 +186,46 @@ def test_exact_and_aware_values() -> None:
     assert ttl.format_text(dt.timedelta(days=1, hours=2, seconds=0.5)) == "P1DT2H0.5S"
     assert ttl.validate(90) == dt.timedelta(seconds=90)
     assert ttl.encode(dt.timedelta(0)) == '"PT0S"'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20260601T000000Z",  # ISO 8601 basic format
+        "2026-W23-1T00:00Z",  # week date
+        "2026-152T00:00Z",  # ordinal date
+        "2026-06-01 00:00+05:00",  # a space for the T
+        "2026-06-01T00:00:00.1234567Z",  # past microseconds
+        "2026-06-01T00:00:00+05:30:15",  # offset seconds
+        "2026-06-01T00Z",  # no minutes
+        "\u0662\u0660\u0662\u0666-06-01T00:00Z",  # other scripts' digits
+    ],
+)
+def test_a_datetime_is_only_the_extended_format(text: str) -> None:
+    when = Setting("WHEN", dt.datetime(2026, 1, 1, tzinfo=UTC))
+    for attempt in (when.validate, when.parse_text):
+        with pytest.raises(InvalidValueError, match="WHEN: must be an ISO 8601 date and time"):
+            attempt(text)
+
+
+@pytest.mark.parametrize("text", ["20260601", "2026-W23-1", "2026-152", "2026-6-1", "2026-02-30"])
+def test_a_date_is_only_the_extended_format(text: str) -> None:
+    day = Setting("DAY", dt.date(2026, 1, 1))
+    for attempt in (day.validate, day.parse_text):
+        with pytest.raises(
+            InvalidValueError, match=r"DAY: must be an ISO 8601 date \(2026-11-25\)"
+        ):
+            attempt(text)
+
+
+def test_the_extended_formats_are_read() -> None:
+    when = Setting("WHEN", dt.datetime(2026, 1, 1, tzinfo=UTC))
+    five = dt.timezone(dt.timedelta(hours=5))
+    assert when.validate("2026-06-01T00:00Z") == dt.datetime(2026, 6, 1, tzinfo=UTC)
+    assert when.validate(" 2026-06-01T00:00:00.5+05:00 ") == dt.datetime(
+        2026, 6, 1, 0, 0, 0, 500000, tzinfo=five
+    )
+    assert Setting("DAY", dt.date(2026, 1, 1)).validate("2026-06-01") == dt.date(2026, 6, 1)
 
 
 def test_declaration_mistakes() -> None:

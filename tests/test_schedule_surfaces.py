@@ -82,6 +82,8 @@ async def test_admin_api_bad_input_stores_nothing(served: QuartWaffle) -> None:
         ({"at": later(60)}, "values"),
         ({**good, "at": later(-60)}, "at"),
         ({**good, "at": "2030-01-01T00:00:00"}, "at"),
+        ({**good, "at": "20300101T000000Z"}, "at"),  # ISO 8601 basic format: not date-time
+        ({**good, "at": "2030-01-01 00:00+00:00"}, "at"),
         ({**good, "at": 5}, "at"),
         ({**good, "until": later(30)}, "until"),
         ({**good, "force": "yes"}, "force"),
