@@ -4,13 +4,19 @@ connections queued together are shared among the workers woken for them."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import pytest
 
 from quart_waffle.supervisor.accept import create_server
+from quart_waffle.supervisor.worker import WORKER_CLASSES
+from tests.supervisor_apps.harness import ServerProcess
 
 
 class _Counted(asyncio.Protocol):
@@ -101,3 +107,77 @@ async def test_a_closed_server_leaves_the_queue_to_the_others(sockets: _Sockets)
 async def test_a_worker_server_never_binds() -> None:
     with pytest.raises(ValueError, match="sockets its supervisor passed"):
         await create_server(asyncio.Protocol, "127.0.0.1", 0)
+
+
+@pytest.fixture(name="certificate", scope="module")
+def _certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, made by openssl."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_closing_drops_a_connection_still_in_its_tls_handshake(
+    sockets: _Sockets, certificate: tuple[Path, Path]
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    server = await create_server(
+        lambda: sockets.factory(0), sock=sockets.copy(), ssl=context, ssl_handshake_timeout=3600
+    )
+    sockets.queue_connections(1)  # a client that never says hello
+    idle = sockets.opened[-1]
+    for _ in range(100):  # until the server has accepted it
+        await asyncio.sleep(0.01)
+        if server._connecting:
+            break
+    assert server._connecting
+    server.close()
+    async with asyncio.timeout(10):  # not the hour the handshake may take
+        await server.wait_closed()
+    idle.settimeout(10)
+    assert idle.recv(1) == b""  # closed by the server
+    assert sockets.made.empty()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("worker_class", sorted(WORKER_CLASSES))
+async def test_a_tls_worker_drains_despite_a_client_that_never_handshakes(
+    tmp_path: Path, certificate: tuple[Path, Path], worker_class: str
+) -> None:
+    cert, key = certificate
+    server = ServerProcess(
+        tmp_path,
+        "tests.supervisor_apps.testapp:app",
+        [
+            *("-w", "1", "-k", worker_class, "--graceful-timeout", "5"),
+            *("--certfile", str(cert), "--keyfile", str(key)),
+        ],
+        {},
+    )
+    try:
+        old = server.wait_for_log(r"Serving with workers \[(\d+)\]").group(1)
+        with socket.create_connection(("127.0.0.1", server.port)) as idle:
+            # the only worker, idle, accepts it at once and waits for its hello
+            await asyncio.sleep(0.5)
+            reloaded = await server.reload(via_pid_file=True)
+            assert reloaded.returncode == 0, reloaded.output
+            log = server.log()
+            assert re.search(rf"Worker {old} drained \(exit code 0\)", log), log
+            assert "still running after the graceful timeout" not in log
+            idle.settimeout(10)
+            try:
+                left = idle.recv(1)
+            except ConnectionResetError:
+                left = b""
+            assert left == b""  # closed by the old worker, never served
+    finally:
+        server.close()

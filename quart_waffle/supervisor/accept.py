@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from ssl import SSLContext, SSLError
-from typing import Any
+from typing import Any, cast
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
@@ -30,8 +31,10 @@ logger = logging.getLogger(__name__)
 
 class SharedSocketServer(asyncio.AbstractServer):
     """Serves `sock` with `protocol_factory`, accepting one connection each time the event
-    loop finds it readable, on asyncio's loop or uvloop alike. Closing it only stops
-    accepting: connections already accepted are left to the server class."""
+    loop finds it readable, on asyncio's loop or uvloop alike. Closing it stops accepting and
+    drops the connections still in their TLS handshake, which have asked for nothing yet and
+    could hold a drain for the whole handshake timeout; those already handed to their
+    protocol are left to the server class."""
 
     def __init__(
         self,
@@ -49,7 +52,8 @@ class SharedSocketServer(asyncio.AbstractServer):
             self._tls = {"ssl": ssl_context, "ssl_handshake_timeout": ssl_handshake_timeout}
         self._serving = False
         self._closed = False
-        self._connecting: set[asyncio.Task[None]] = set()
+        # accepted connections not yet handed to their protocol, by the task handing each over
+        self._connecting: dict[asyncio.Task[None], socket.socket] = {}
         sock.setblocking(False)
 
     @property
@@ -74,6 +78,12 @@ class SharedSocketServer(asyncio.AbstractServer):
             self._loop.remove_reader(self._sock.fileno())
         self._serving = False
         self._closed = True
+        if self._tls:
+            for task, conn in self._connecting.items():
+                handoff = cast(Coroutine[Any, Any, None], task.get_coro())
+                if inspect.getcoroutinestate(handoff) == inspect.CORO_CREATED:
+                    conn.close()  # no transport has it yet to close it when cancelled
+                task.cancel()
 
     async def wait_closed(self) -> None:
         """Wait for the connections accepted but not yet handed to their protocol."""
@@ -103,8 +113,8 @@ class SharedSocketServer(asyncio.AbstractServer):
         # connections queued behind this one.
         os.sched_yield()
         task = self._loop.create_task(self._connect(conn))
-        self._connecting.add(task)
-        task.add_done_callback(self._connecting.discard)
+        self._connecting[task] = conn
+        task.add_done_callback(self._connecting.pop)
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
