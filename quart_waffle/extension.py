@@ -832,13 +832,17 @@ class QuartWaffle:
 
     def _restart_if_needed(self, changes: Mapping[str, tuple[Any, Any]], revision: int) -> None:
         """Note the restart-required settings among ``changes`` and, under the
-        supervisor, ask it for a rolling reload (every worker asks; it makes one)."""
+        supervisor, ask it for a rolling reload (every worker asks; it makes one).
+        A secret's write always awaits a restart, even of the value this process
+        started with: whether it did must not tell a writer who may not read the
+        secret that a guess was right."""
         changed: list[str] = []
         for key, (old, new) in changes.items():
-            if not self.declarations[key].restart:
+            setting = self.declarations[key]
+            if not setting.restart:
                 continue
             started = self._started_with.setdefault(key, old)
-            if new == started:
+            if new == started and not setting.secret:
                 del self._started_with[key]  # back to what this process runs with
             else:
                 changed.append(key)
@@ -916,7 +920,10 @@ class QuartWaffle:
             if old.values[key] != new.values[key]
         }
         if old.revision >= 0:  # the first load is what this process starts with
-            self._restart_if_needed(changes, revision)
+            # a secret's write counts as a change even when equal (see _restart_if_needed)
+            secrets = [] if reload else [key for key in values if self.declarations[key].secret]
+            written = {key: (old.values[key], new.values[key]) for key in secrets}
+            self._restart_if_needed({**written, **changes}, revision)
         if connection.config.mirror_config:
             connection.app.config.update({key: new.values[key] for key in touched})
             # an active override keeps what app.config shows (never stale)

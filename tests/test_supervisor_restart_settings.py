@@ -136,6 +136,30 @@ async def test_outside_the_supervisor_the_admin_says_a_restart_is_needed(
     assert 'id="restart-POOL_SIZE">read at start-up' in text
 
 
+async def test_any_write_of_a_secret_awaits_a_restart(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Were a write of a secret's start-up value not to await a restart, the answer to a
+    writer who may not read the secret would tell whether a guess was right."""
+    app = Quart(__name__)
+    secret = Setting("DB_PASSWORD", "s3cret-at-start", secret=True, restart=True)
+    waffle = QuartWaffle(app, settings=[secret], database_url=sqlite_url, admin_token=ADMIN_TOKEN)
+    client = app.test_client()
+    async with app.test_app():
+        for guess in ("s3cret-at-start", "wrong-guess", "s3cret-at-start"):
+            with caplog.at_level(logging.WARNING, "quart_waffle"):
+                response = await client.put(
+                    "/waffle/api/settings/DB_PASSWORD", json={"value": guess}, headers=AUTH
+                )
+            assert response.status_code == 200, await response.get_json()
+            assert (await response.get_json())["setting"]["restart_pending"] is True, guess
+            assert waffle.pending_restart == ["DB_PASSWORD"]
+            revision = waffle.revision
+            assert f"DB_PASSWORD changed at revision {revision}: takes effect after" in caplog.text
+            caplog.clear()
+        assert waffle.get("DB_PASSWORD") == "s3cret-at-start"
+
+
 async def test_a_value_loaded_at_start_up_needs_no_restart(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
