@@ -7,10 +7,13 @@ or one that cannot start) workers start from fresh interpreters."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from harness.load import run_load
 from quart_waffle.supervisor.config import ServeConfig
 from quart_waffle.supervisor.forkserver import ForkServers
 from quart_waffle.supervisor.listeners import Listeners
+from quart_waffle.supervisor.zygote import ERROR, READY, ZygoteSpec
 from tests.supervisor_apps.harness import ServerProcess, status
 
 APP = "tests.supervisor_apps.forkapp:app"
@@ -225,6 +229,7 @@ async def test_a_fork_server_that_dies_is_started_again_for_the_next_worker(
     workers, [fork_server] = pool(server)
     os.kill(fork_server, signal.SIGKILL)
     until(lambda: gone(fork_server), "the fork server gone")
+    server.wait_for_log(rf"Fork server {fork_server} of generation \d+ exited with code -9")
     assert set(await origins(server, workers)) == workers  # the workers it forked serve on
     server.process.send_signal(signal.SIGTTIN)
     until(lambda: len(pool(server)[0]) == WORKERS + 1, "a worker added")
@@ -232,3 +237,116 @@ async def test_a_fork_server_that_dies_is_started_again_for_the_next_worker(
     assert new_fork_server != fork_server
     [new] = added - workers
     assert (await origins(server, added))[new]["forked"]
+
+
+def children(pid: int) -> tuple[set[int], set[int]]:
+    """The children of `pid`: all of them, and those exited but not reaped (zombies)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found, {child for child in found if gone(child)}
+
+
+@pytest.mark.timeout(180)
+async def test_a_stalled_fork_server_is_retired_and_its_late_answer_taken_by_no_one(
+    tmp_path: Path, servers: list[ServerProcess], broken: Path
+) -> None:
+    server = serve(tmp_path, servers, broken)
+    workers, [fork_server] = pool(server)
+    os.kill(fork_server, signal.SIGSTOP)
+    try:
+        lost = min(workers)
+        os.kill(lost, signal.SIGKILL)  # its replacement is asked of the stalled fork server
+        server.wait_for_log(rf"fork server {fork_server}: TimeoutError\(\): starting the worker")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed by now, or it answers late
+            os.kill(fork_server, signal.SIGCONT)
+    until(lambda: gone(fork_server), "the stalled fork server killed")
+    until(lambda: len(pool(server)[0]) == WORKERS, "the lost worker replaced")
+    # Forked by a new fork server, and told their own pids; one at a time (signals coalesce).
+    server.process.send_signal(signal.SIGTTIN)
+    until(lambda: len(pool(server)[0]) == WORKERS + 1, "a worker added")
+    server.process.send_signal(signal.SIGTTIN)
+    until(lambda: len(pool(server)[0]) == WORKERS + 2, "another worker added")
+    until(lambda: len(pool(server)[1]) == 1, "one fork server")
+    workers, [new_fork_server] = pool(server)
+    assert new_fork_server != fork_server
+    answers = await origins(server, workers)  # those serving are exactly those reported
+    assert sum(answer["forked"] for answer in answers.values()) == WORKERS + 1
+    supervisor = server.process.pid
+    until(
+        lambda: children(supervisor) == (workers | {new_fork_server}, set()),
+        "no child of the supervisor but its workers and fork server, and no zombie",
+    )
+    assert "exit code 0" not in server.log()
+
+
+def test_adopted_processes_nothing_waits_for_are_reaped(tmp_path: Path) -> None:
+    script = """
+import asyncio, os
+from pathlib import Path
+from quart_waffle.supervisor.forkserver import become_subreaper
+from quart_waffle.supervisor.orphans import exited_children, reap_orphans
+
+async def main() -> None:
+    assert become_subreaper()
+    reaper = asyncio.create_task(reap_orphans(set))
+    orphaned = await asyncio.create_subprocess_exec("sh", "-c", "sleep 0.2 & echo $!", stdout=-1)
+    orphan = int((await orphaned.stdout.read()).decode())
+    assert await orphaned.wait() == 0
+    for _ in range(20):  # its own children keep their exit status meanwhile
+        assert await (await asyncio.create_subprocess_exec("sh", "-c", "exit 3")).wait() == 3
+    while Path(f"/proc/{orphan}").exists():
+        await asyncio.sleep(0.1)
+    reaper.cancel()
+    print(orphan, exited_children())
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(maxsplit=1)[1].strip() == "set()"
+
+
+@pytest.fixture(name="zygote")
+def _zygote(tmp_path: Path) -> Iterator[socket.socket]:
+    """A fork server started as the supervisor starts one, and its channel once it is ready."""
+    ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    spec = ZygoteSpec(APP, "hypercorn", False, its.fileno())
+    code = "from quart_waffle.supervisor.zygote import run; run()"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, spec.to_json()],
+        pass_fds=[its.fileno()],
+        stdin=subprocess.DEVNULL,
+    )
+    its.close()
+    ours.settimeout(60)
+    try:
+        assert ours.recv(4096) == READY.encode()
+        yield ours
+        ours.close()
+        assert process.wait(10) == 0  # it served on, and left when its channel closed
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [b"not json", b"[1]", b'{"app": 1}', b"\xff"],
+    ids=["text", "list", "fields", "bytes"],
+)
+def test_a_malformed_request_is_answered_an_error(zygote: socket.socket, request_: bytes) -> None:
+    for attached in (1, 0, 2):
+        ends = [socket.socketpair() for _ in range(attached)]
+        socket.send_fds(zygote, [request_], [theirs.fileno() for _ours, theirs in ends])
+        for _ours, theirs in ends:
+            theirs.close()
+        assert zygote.recv(4096).decode().startswith(f"{ERROR} ")
+        for ours, _theirs in ends:
+            ours.settimeout(10)
+            assert ours.recv(1) == b""  # what the request carried is closed
+            ours.close()

@@ -14,10 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import ClassVar
 
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
+from .orphans import reap_orphans
 from .process import GENTLE_START, set_policy
 from .worker import FAILED, GENERATION, WorkerSpec
 from .zygote import ERROR, FORKED, MAX_MESSAGE, READY, ZygoteSpec
@@ -50,6 +53,9 @@ class ForkedProcess:
     """A worker forked by a fork server and adopted by the supervisor: waited for and killed
     through a pidfd, so its pid is never mistaken for a later process's."""
 
+    waited: ClassVar[set[int]] = set()
+    """The pids of those not reaped yet (the orphan reaper leaves them alone)."""
+
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
@@ -57,6 +63,7 @@ class ForkedProcess:
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._pidfd = os.pidfd_open(pid)
         self._loop.add_reader(self._pidfd, self._reap)
+        ForkedProcess.waited.add(pid)
 
     def _reap(self) -> None:
         try:
@@ -67,6 +74,7 @@ class ForkedProcess:
             return
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
+        ForkedProcess.waited.discard(self.pid)
         self.returncode = os.waitstatus_to_exitcode(status)
         self._exited.set_result(self.returncode)
 
@@ -79,12 +87,28 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """The fork server of one generation, running in the generation's directory."""
+    """The fork server of one generation, running in the generation's directory.
 
-    def __init__(self, process: asyncio.subprocess.Process, channel: socket.socket) -> None:
+    One that fails a request (no answer in time, a broken channel, a cancelled request) is
+    retired at once: killed, and never asked again. Its answers cannot be matched to requests
+    any more, and a worker it forked then is killed if its answer comes (`_kill_strays`).
+    """
+
+    def __init__(
+        self, process: asyncio.subprocess.Process, channel: socket.socket, generation: int
+    ) -> None:
         self.process = process
+        self.generation = generation
         self._channel = channel
         self._requests = asyncio.Lock()  # one request answered at a time
+        self._closing = False
+        self._retired: asyncio.Task[None] | None = None
+        self._exit: asyncio.Task[None] | None = None  # watched once it is ready
+
+    @property
+    def usable(self) -> bool:
+        """Whether it may be asked to fork: neither closing, retired nor exited."""
+        return not self._closing and self._retired is None and self.process.returncode is None
 
     @classmethod
     async def start(
@@ -115,7 +139,7 @@ class ForkServer:
             raise
         finally:
             child.close()
-        server = cls(process, parent)
+        server = cls(process, parent, generation)
         # Its imports take the CPU the serving workers leave idle, for a while at most.
         set_policy(process.pid, "SCHED_IDLE")
         gentle = asyncio.get_running_loop().call_later(
@@ -131,6 +155,7 @@ class ForkServer:
             gentle.cancel()
             set_policy(process.pid, "SCHED_OTHER")
         if answer == READY:
+            server._exit = asyncio.create_task(server._watch_exit())
             return server
         await server.close()
         reason, _, details = answer.partition("\n")
@@ -141,28 +166,75 @@ class ForkServer:
     async def fork(self, spec: WorkerSpec, channel: socket.socket) -> ForkedProcess:
         """Fork a worker serving as `spec` says, over `channel` (its end of the channel)."""
         async with self._requests:
+            if not self.usable:
+                raise ForkServerError(f"fork server {self.process.pid}: closing or retired")
             try:
                 async with asyncio.timeout(FORK_TIMEOUT):
                     socket.send_fds(self._channel, [spec.to_json().encode()], [channel.fileno()])
                     answer = await self._answer()
             except (OSError, TimeoutError) as error:
+                self._retire()
                 raise ForkServerError(f"fork server {self.process.pid}: {error!r}") from None
-        kind, _, value = answer.partition(" ")
-        if kind != FORKED:
+            except asyncio.CancelledError:
+                self._retire()
+                raise
+            kind, _, value = answer.partition(" ")
+            if kind == FORKED:
+                return ForkedProcess(int(value))
+            if kind != ERROR:
+                self._retire()
             reason = value if kind == ERROR else "exited"
             raise ForkServerError(f"fork server {self.process.pid}: {reason}")
-        return ForkedProcess(int(value))
 
     async def close(self) -> None:
         """Close its channel, which it exits on; kill it if it does not."""
-        self._channel.close()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
+        self._closing = True
+        if self._retired is not None:
+            await self._retired
+        else:
+            self._channel.close()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
                 await self.process.wait()
-        except TimeoutError:
+        if self._exit is not None:
+            await self._exit
+
+    def _retire(self) -> None:
+        if self._retired is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
-            await self.process.wait()
+            self._retired = asyncio.create_task(self._kill_strays())
+
+    async def _kill_strays(self) -> None:
+        """Once it is dead, kill the workers of the answers it sent too late, then close the
+        channel (its queued answers are read first)."""
+        await self.process.wait()
+        while True:
+            try:
+                answer = self._channel.recv(MAX_MESSAGE).decode(errors="replace")
+            except OSError:
+                break
+            if not answer:
+                break
+            kind, _, value = answer.partition(" ")
+            if kind == FORKED:
+                await _kill_stray(int(value), self.process.pid)
+        self._channel.close()
+
+    async def _watch_exit(self) -> None:
+        code = await self.process.wait()
+        if not self._closing and self._retired is None:
+            log.warning(
+                "Fork server %d of generation %d exited with code %d: the next worker of its "
+                "generation starts another",
+                self.process.pid,
+                self.generation,
+                code,
+            )
 
     async def _answer(self) -> str:
         loop = asyncio.get_running_loop()
@@ -176,6 +248,7 @@ class ForkServers:
         self._servers: dict[int, asyncio.Task[ForkServer | None]] = {}
         self._available: bool | None = None  # can this process adopt forked workers?
         self._closing: dict[asyncio.Task[None], ForkServer] = {}
+        self._reaper: asyncio.Task[None] | None = None
 
     def pids(self) -> list[int]:
         """The pids of the fork servers running or exiting."""
@@ -195,12 +268,16 @@ class ForkServers:
             return None
         if self._available is None:
             self._available = become_subreaper()
-            if not self._available:
+            if self._available:
+                self._reaper = asyncio.create_task(reap_orphans(lambda: ForkedProcess.waited))
+            else:
                 log.info("No fork server on this system: workers start from fresh interpreters")
         if not self._available:
             return None
         task = self._servers.get(generation)
         if task is None or (task.done() and _gone(task)):
+            if task is not None:
+                self._close_later(task)
             task = asyncio.create_task(self._start(config, listeners, generation, cwd))
             self._servers[generation] = task
         return await asyncio.shield(task)
@@ -226,10 +303,13 @@ class ForkServers:
         for generation, task in list(self._servers.items()):
             if generation not in keep and task.done():
                 del self._servers[generation]
-                if not _gone(task) and (server := task.result()) is not None:
-                    closing = asyncio.create_task(server.close())
-                    self._closing[closing] = server
-                    closing.add_done_callback(self._closing.pop)
+                self._close_later(task)
+
+    def _close_later(self, task: asyncio.Task[ForkServer | None]) -> None:
+        if not task.cancelled() and task.exception() is None and (server := task.result()):
+            closing = asyncio.create_task(server.close())
+            self._closing[closing] = server
+            closing.add_done_callback(self._closing.pop)
 
     async def close(self) -> None:
         """Close every fork server."""
@@ -242,11 +322,33 @@ class ForkServers:
             *(server.close() for server in servers if isinstance(server, ForkServer)),
             *self._closing,
         )
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+
+
+async def _kill_stray(pid: int, fork_server: int) -> None:
+    """Kill and reap worker `pid`, forked by a retired fork server, if it is still adopted here
+    (the reaper may have reaped it, and its pid gone to another process)."""
+    if _parent(pid) != os.getpid():
+        return  # a child of this process stays one until reaped here
+    stray = ForkedProcess(pid)
+    stray.kill()
+    await stray.wait()
+    log.warning("Killed worker %d, forked by fork server %d after it was retired", pid, fork_server)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _gone(task: asyncio.Task[ForkServer | None]) -> bool:
-    """Whether a started fork server failed or has exited (another is started then)."""
+    """Whether a started fork server failed, was retired or has exited (another is started
+    then)."""
     if task.cancelled() or task.exception() is not None:
         return True
     server = task.result()
-    return server is not None and server.process.returncode is not None
+    return server is not None and not server.usable

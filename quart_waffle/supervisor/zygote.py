@@ -8,7 +8,8 @@ the numbers the workers' specs name. Over its channel (a ``SOCK_SEQPACKET`` sock
 ``ready``, or ``failed <reason>`` and the traceback when the app module it preloads cannot be
 imported. Then, for each request (a `WorkerSpec` as JSON, the worker's channel attached), it
 forks twice, so that the worker is adopted by the supervisor (a child subreaper) and waited
-for there as any child, and answers ``forked <pid>`` (``error <reason>`` when it cannot fork).
+for there as any child, and answers ``forked <pid>`` (``error <reason>`` when it cannot fork,
+or when the request is malformed: then it closes what the request carried and serves on).
 It creates no event loop and no thread, and exits once its channel closes.
 """
 
@@ -93,14 +94,19 @@ def serve_forks(channel: socket.socket) -> WorkerSpec | None:
             message, fds, _flags, _address = socket.recv_fds(channel, MAX_MESSAGE, 1)
         except ConnectionError:
             return None
-        if not message or len(fds) != 1:
+        if not message:
             for fd in fds:
                 os.close(fd)
-            if not message:
-                return None
-            channel.send(f"{ERROR} a request carries one channel".encode())
+            return None
+        try:
+            if len(fds) != 1:
+                raise ValueError("a request carries one channel")
+            spec = dataclasses.replace(WorkerSpec.from_json(message.decode()), channel_fd=fds[0])
+        except (ValueError, TypeError) as error:  # JSONDecodeError and UnicodeDecodeError too
+            for fd in fds:
+                os.close(fd)
+            channel.send(f"{ERROR} malformed request: {error}".encode())
             continue
-        spec = dataclasses.replace(WorkerSpec.from_json(message.decode()), channel_fd=fds[0])
         try:
             pid = _fork_adopted()
         except OSError as error:
