@@ -18,7 +18,7 @@ import pytest
 
 from quart_waffle.supervisor.control import MAX_COMMAND, serve_control
 from quart_waffle.supervisor.pool import Progress
-from tests.supervisor_apps.harness import ServerProcess, quart_waffle
+from tests.supervisor_apps.harness import COMMAND, ServerProcess, quart_waffle
 
 APP = "tests.supervisor_apps.testapp:app"
 
@@ -95,6 +95,25 @@ def test_reload_timeout_says_it_timed_out(tmp_path: Path) -> None:
         result = quart_waffle("reload", "--control-socket", path, "--timeout", "0.5")
     assert_one_line_error(result, "reload timed out: no outcome within 0.5 s")
     assert "reach" not in result.stderr
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, APP, ["-w", "1"], {})
+    try:
+        target = f"--pid-file {server.pid_file}"
+        for args in (f"workers {target}", f"workers --json {target}"):
+            # `true` exits without reading: every write of the command meets a closed pipe
+            result = subprocess.run(
+                ["bash", "-c", f"set -o pipefail; {COMMAND[0]} {args} | true"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert result.stderr == "", (args, result.stderr)
+            assert result.returncode == 1, args
+    finally:
+        server.close()
 
 
 def test_a_live_pid_file_stops_a_second_serve(tmp_path: Path) -> None:

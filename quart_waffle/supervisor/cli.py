@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -477,6 +478,19 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `quart-waffle` console script."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader gone away (`| head`) shows here, not at exit
+    except BrokenPipeError:
+        # as Python's docs on SIGPIPE advise: exit quietly, stdout on devnull so that the
+        # exit's own flush finds no closed pipe either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "reload":
