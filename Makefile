@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m harness.services
+	$(BIN)/python -m harness.check
 	$(BIN)/pytest -n 3 --dist loadgroup
 
 bench: $(STAMP)

@@ -1,14 +1,13 @@
-"""The services tests and benchmarks talk to, and a check that says what is missing.
+"""The services tests and benchmarks talk to, and why what needs one cannot run.
 
-``python -m harness.services`` (``make test`` runs it) prints what is reachable. Under
-CI=true a missing service is an error; elsewhere what needs it is skipped, with the reason.
+Under CI=true a missing service is an error; elsewhere what needs it is skipped, with the
+reason. ``python -m harness.check`` says what is missing (these and the programs).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
 from urllib.parse import urlsplit
 
 POSTGRES_URL = os.environ.get(
@@ -38,19 +37,3 @@ def missing_reason(name: str) -> str | None:
         f"{name} is not reachable at {url}: start it, or point"
         f" WAFFLE_TEST_{name.upper()}_URL at one"
     )
-
-
-def main() -> int:
-    missing = [reason for name in SERVICES if (reason := missing_reason(name))]
-    for name, url in SERVICES.items():
-        print(f"test services: {name} at {url}: {'ok' if reachable(url) else 'MISSING'}")
-    if missing and IN_CI:
-        print("CI=true and a service is missing: failing.", file=sys.stderr)
-        return 1
-    if missing:
-        print("Tests that need a missing service will be SKIPPED (see the summary).")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
