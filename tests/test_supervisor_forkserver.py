@@ -2,7 +2,9 @@
 and adopted by the supervisor; `--preload-app` imports the app once, in the fork server; a
 reload under load fails no request; broken code fails the reload and the old generation keeps
 serving; a killed supervisor leaves no process behind; without a fork server (the option off,
-or one that cannot start) workers start from fresh interpreters."""
+or one that cannot start) workers start from fresh interpreters; one that stalls is retired, and
+its late answer taken by no one; adopted processes nothing waits for are reaped; a malformed
+request is answered an error."""
 
 from __future__ import annotations
 
