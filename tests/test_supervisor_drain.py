@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from quart_waffle.supervisor.config import ServeConfig
 from quart_waffle.supervisor.drain import Drain, DrainMiddleware, Message, Receive, Scope, Send
+from quart_waffle.supervisor.worker import _hang_up_probe
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,6 +108,47 @@ async def test_connections_that_went_away_silently_are_forgotten() -> None:
         await _request(app, port)
 
     assert len(drain._connections) <= 1024
+
+
+async def test_an_idle_connection_whose_client_hung_up_is_not_waited_for() -> None:
+    """Real TCP connections: once a client closes its side, having sent nothing since its last
+    request, it can send no request; one that sent bytes meanwhile still may."""
+    accepted: asyncio.Queue[asyncio.BaseTransport] = asyncio.Queue()
+
+    async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(writer.transport)
+        await reader.read()  # until the client's end of file
+        await asyncio.sleep(0.5)  # idle in CLOSE_WAIT, as a server that noticed late
+        writer.close()
+
+    server = await asyncio.start_server(keep, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    drain = Drain(keep_alive_timeout=60.0)
+    clients: list[tuple[tuple[str, int], asyncio.StreamWriter]] = []
+    try:
+        for _ in range(2):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            client = ("127.0.0.1", writer.get_extra_info("sockname")[1])
+            drain.connection_opened(client, _hang_up_probe(await accepted.get()))
+            clients.append((client, writer))
+        assert drain.live_connections() == 2
+
+        sending, writer = clients[1]
+        writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        drain.data_received(sending)  # as the worker's protocol wrapper reports it
+        for _, writer in clients:
+            writer.write_eof()
+        await asyncio.sleep(0.2)  # the FINs arrive
+
+        assert drain.live_connections() == 1
+        drain.connection_closed(sending)
+        assert drain.live_connections() == 0
+    finally:
+        for _, writer in clients:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.6)
 
 
 def test_min_active_and_max_surge_set_how_many_workers_are_replaced_at_once() -> None:

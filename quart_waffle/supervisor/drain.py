@@ -41,23 +41,42 @@ class Drain:
         self.in_flight = 0
         # Client address -> when its connection went idle, or None while a request is running.
         self._connections: dict[tuple[Any, ...], float | None] = {}
+        # Client address -> whether that client has closed its side (when the server can tell).
+        self._hung_up: dict[tuple[Any, ...], Callable[[], bool]] = {}
+        # Clients that sent bytes since their last request started: maybe the next one.
+        self._sent: set[tuple[Any, ...]] = set()
         self._prune_at = _PRUNE_AT
 
     def begin(self) -> None:
         self.draining = True
 
-    def connection_opened(self, client: tuple[Any, ...]) -> None:
-        """The server accepted a connection from `client`: idle until its first request."""
+    def connection_opened(
+        self, client: tuple[Any, ...], hung_up: Callable[[], bool] | None = None
+    ) -> None:
+        """The server accepted a connection from `client`: idle until its first request.
+
+        `hung_up` tells whether the client has closed its side: an idle connection like that,
+        whose client sent nothing since its last request (see `data_received`), sends no
+        request, though a server may notice it late.
+        """
         self._connections.setdefault(client, time.monotonic())
+        if hung_up is not None:
+            self._hung_up[client] = hung_up
+
+    def data_received(self, client: tuple[Any, ...]) -> None:
+        self._sent.add(client)
 
     def connection_closed(self, client: tuple[Any, ...]) -> None:
         self._connections.pop(client, None)
+        self._hung_up.pop(client, None)
+        self._sent.discard(client)
 
     def request_started(self, client: tuple[Any, ...] | None) -> None:
         self.in_flight += 1
         if client is None:
             return
         self._connections[client] = None
+        self._sent.discard(client)
         if len(self._connections) >= self._prune_at:
             self._prune()
 
@@ -73,7 +92,14 @@ class Drain:
     def live_connections(self) -> int:
         """Connections that may still send a request."""
         horizon = time.monotonic() - self.keep_alive_timeout
-        return sum(idle is None or idle > horizon for idle in self._connections.values())
+        return sum(
+            idle is None or (idle > horizon and not self._has_hung_up(client))
+            for client, idle in self._connections.items()
+        )
+
+    def _has_hung_up(self, client: tuple[Any, ...]) -> bool:
+        hung_up = self._hung_up.get(client)
+        return hung_up is not None and client not in self._sent and hung_up()
 
     def _prune(self) -> None:
         """Forget connections idle past the keep-alive timeout: without the server reporting

@@ -293,6 +293,30 @@ class Control:
         self.stop.set()
 
 
+_TCP_CLOSE_WAIT = 8  # tcp_info.tcpi_state: the peer has closed its side
+
+
+def _hang_up_probe(transport: asyncio.BaseTransport) -> Callable[[], bool] | None:
+    """Whether the client of `transport` has closed its side.
+
+    Hypercorn may notice such a client of an idle keep-alive connection only when its
+    keep-alive timeout closes the connection, and a drain would wait that long for a request
+    that cannot come. Linux tells from the socket's TCP state; elsewhere there is no probe.
+    """
+    sock = transport.get_extra_info("socket")
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if sock is None or tcp_info is None:
+        return None
+
+    def hung_up() -> bool:
+        try:
+            return bool(sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] == _TCP_CLOSE_WAIT)
+        except OSError:
+            return False
+
+    return hung_up
+
+
 def _reporting_connections(
     protocol_factory: Callable[[], asyncio.BaseProtocol], drain: Drain
 ) -> Callable[[], asyncio.BaseProtocol]:
@@ -303,13 +327,22 @@ def _reporting_connections(
         protocol = protocol_factory()
         made, lost = protocol.connection_made, protocol.connection_lost
         client: tuple[Any, ...] | None = None
+        if isinstance(protocol, asyncio.Protocol):
+            received = protocol.data_received
+
+            def data_received(data: bytes) -> None:
+                if client is not None:
+                    drain.data_received(client)
+                received(data)
+
+            protocol.data_received = data_received  # type: ignore[method-assign]
 
         def connection_made(transport: asyncio.BaseTransport) -> None:
             nonlocal client
             peer = transport.get_extra_info("peername")
             if isinstance(peer, tuple) and len(peer) >= 2:
                 client = (peer[0], peer[1])
-                drain.connection_opened(client)
+                drain.connection_opened(client, _hang_up_probe(transport))
             made(transport)
 
         def connection_lost(error: Exception | None) -> None:
