@@ -102,13 +102,15 @@ def summary_pids(output: str) -> set[int]:
     ("options", "floor"),
     [
         ((), DEFAULT_FLOOR),
-        # Old workers drain before their replacements are ready: a true floor of 2, which
-        # the sampled lower bound can read as 1 at a handover.
-        (("--min-active", "2", "--max-surge", "0"), 1),
+        # Old workers drain before their replacements are ready: a true floor of 2 that the
+        # sampled bound cannot see, since a forked worker is ready within milliseconds, two
+        # handovers can overlap, and a worker counts only from its first answer. The floor
+        # of each step is checked exactly in test_supervisor_pool.py.
+        (("--min-active", "2", "--max-surge", "0"), None),
     ],
 )
 async def test_a_reload_keeps_the_floor_and_leaves_exactly_n_new_workers(
-    tmp_path: Path, flags: dict[str, Path], options: tuple[str, ...], floor: int
+    tmp_path: Path, flags: dict[str, Path], options: tuple[str, ...], floor: int | None
 ) -> None:
     server = serve(tmp_path, flags, *options, workers=WORKERS)
     try:
@@ -118,7 +120,7 @@ async def test_a_reload_keeps_the_floor_and_leaves_exactly_n_new_workers(
 
 
 async def _reload_keeps_the_floor_and_leaves_n_new_workers(
-    server: ServerProcess, floor: int
+    server: ServerProcess, floor: int | None
 ) -> None:
     before = await pool_of(server)
     assert len(before) == WORKERS
@@ -136,7 +138,8 @@ async def _reload_keeps_the_floor_and_leaves_n_new_workers(
 
     assert reloaded.returncode == 0, reloaded.output
     assert report.failures == [], report.failures[:3]
-    assert accepting_floor(report.samples, started, ended) >= floor
+    if floor is not None:
+        assert accepting_floor(report.samples, started, ended) >= floor
     after = await pool_of(server)
     assert len(after) == WORKERS
     assert not after & before
