@@ -22,7 +22,7 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m harness.check
-	$(BIN)/pytest -n 3 --dist loadgroup
+	$(BIN)/pytest -n 3 --dist loadgroup --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
