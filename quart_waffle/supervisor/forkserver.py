@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -21,8 +20,8 @@ from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
 from .orphans import reap_orphans
-from .process import GENTLE_START, set_policy
-from .worker import FAILED, GENERATION, WorkerSpec
+from .process import GENTLE_START, set_policy, start_interpreter
+from .worker import FAILED, WorkerSpec
 from .zygote import ERROR, FORKED, MAX_MESSAGE, READY, ZygoteSpec
 
 log = logging.getLogger("quart_waffle.supervisor")
@@ -124,15 +123,13 @@ class ForkServer:
         spec = ZygoteSpec(config.app, config.worker_class, config.preload_app, child.fileno())
         sockets = [sock.fileno() for sock in (*listeners.secure, *listeners.insecure)]
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                "from quart_waffle.supervisor.zygote import run; run()",
+            process = await start_interpreter(
+                "quart_waffle.supervisor.zygote",
+                "run",
                 spec.to_json(),
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, GENERATION: str(generation)},
-                cwd=cwd,
-                pass_fds=(child.fileno(), *sockets),
+                generation,
+                cwd,
+                (child.fileno(), *sockets),
             )
         except BaseException:
             parent.close()

@@ -102,15 +102,13 @@ class WorkerProcess:
             if fork is not None:
                 process = await fork(spec, child)
             else:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    "from quart_waffle.supervisor.worker import main; main()",
+                process = await start_interpreter(
+                    "quart_waffle.supervisor.worker",
+                    "main",
                     spec.to_json(),
-                    stdin=subprocess.DEVNULL,
-                    env={**os.environ, GENERATION: str(generation)},
-                    cwd=cwd,
-                    pass_fds=(child.fileno(), *secure, *insecure),
+                    generation,
+                    cwd,
+                    (child.fileno(), *secure, *insecure),
                 )
         except BaseException:
             parent.close()
@@ -235,6 +233,28 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
         await self.wait_exit()
+
+
+async def start_interpreter(
+    module: str,
+    function: str,
+    spec: str,
+    generation: int,
+    cwd: str | None,
+    pass_fds: tuple[int, ...],
+) -> asyncio.subprocess.Process:
+    """A fresh interpreter running `module`.`function`() with `spec` (JSON) as its argument,
+    in `cwd`, its environment naming `generation`, inheriting `pass_fds`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        f"from {module} import {function}; {function}()",
+        spec,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, GENERATION: str(generation)},
+        cwd=cwd,
+        pass_fds=pass_fds,
+    )
 
 
 def set_policy(pid: int, policy: str) -> None:
