@@ -73,15 +73,43 @@ async def test_each_worker_listed_and_acknowledged(options: dict[str, Any]) -> N
             assert (ack.applied, ack.expected, ack.revision) == (2, 2, a.revision)
             assert ack.text.startswith("applied by 2 of 2 workers in ")
             assert b.revision == ack.revision
-            # A heartbeat written from before the change may land just after the ack (file
-            # store, loaded machine); the next write carries the revision again.
-            fleet = await fleet_of(
-                b, 5, lambda f: {v.record.revision for v in f.workers} == {ack.revision}
-            )
+            fleet = await b.fleet()  # as stored: the writer's record too
+            assert {v.record.revision for v in fleet.workers} == {ack.revision}
             assert fleet.head == ack.revision
         # b shut down cleanly: its record is gone at once, not after gone_after
         fleet = await a.fleet()
         assert [v.record.host for v in fleet.workers] == ["host-a"]
+
+
+async def test_no_record_from_before_a_change_lands_after_its_ack(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's heartbeat composed before its change and slow to land
+    (a loaded machine) is stored before the ack returns, and its record
+    saying the new revision after it: read once right after the ack, every
+    stored record carries the revision."""
+    a = worker(options, host_id="host-a", heartbeat_interval=0.2)
+    b = worker(options, host_id="host-b", heartbeat_interval=0.2)
+    async with serving(a, b):
+        await fleet_of(b, 5, lambda f: len(f.workers) == 2)
+        backend = a._connected().fleet.backend
+        publish, composed = backend.publish, asyncio.Event()
+
+        async def slow(record: PresenceRecord) -> None:
+            if not composed.is_set():
+                composed.set()
+                await asyncio.sleep(1.0)
+            await publish(record)
+
+        monkeypatch.setattr(backend, "publish", slow)
+        await asyncio.wait_for(composed.wait(), 5)
+        ack = await a.update({"MAX_ITEMS": 42}, wait=5)
+        assert ack.complete, ack.text
+        fleet = await b.fleet()
+        assert {v.record.host: v.record.revision for v in fleet.workers} == {
+            "host-a": ack.revision,
+            "host-b": ack.revision,
+        }
 
 
 async def test_idle_worker_writes_once_per_heartbeat(options: dict[str, Any]) -> None:

@@ -1,7 +1,11 @@
 """Presence beside the watcher file: one small JSON file per worker in
 ``<watcher_file>.fleet/``, replaced atomically (written aside, then renamed),
 so a reader never sees half a record. For the workers of one host, as the
-``file`` channel itself."""
+``file`` channel itself.
+
+A worker's writes run one at a time on its own thread, in the order they
+were made: a write the worker stopped waiting for still runs there, and a
+newer one is refused meanwhile (then retried), so it never lands after it."""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import secrets
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..sync.file import FileThread
 from ..sync.registry import ChannelOptions
 from .presence import PresenceABC, PresenceKind, decode, encode
 from .record import PresenceRecord
+from .reporter import PUBLISH_TIMEOUT
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_RECORD_BYTES = 64 * 1024
@@ -32,6 +38,7 @@ class FilePresence(PresenceABC):
     def __init__(self, options: ChannelOptions) -> None:
         super().__init__()
         self.folder = f"{options.watcher_file}.fleet"
+        self._writer = FileThread(min(options.timeout, PUBLISH_TIMEOUT))
 
     def _publish(self, record: PresenceRecord) -> None:
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
@@ -42,12 +49,15 @@ class FilePresence(PresenceABC):
         os.replace(aside, path)
 
     async def publish(self, record: PresenceRecord) -> None:
-        await asyncio.to_thread(self._publish, record)
+        await self._writer.run(self._publish, record)
         self.writes += 1
 
     async def remove(self, worker_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(os.unlink, os.path.join(self.folder, _file_name(worker_id)))
+            await self._writer.run(os.unlink, os.path.join(self.folder, _file_name(worker_id)))
+
+    async def close(self) -> None:
+        self._writer.close()
 
     def _read(self, forget_after: float, now: float) -> list[PresenceRecord]:
         try:

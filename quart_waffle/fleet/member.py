@@ -181,8 +181,10 @@ class FleetMember:
         """Wait until every worker live now serves ``revision`` or newer, or
         ``within`` seconds from ``since`` (``time.monotonic()`` at the
         commit). A worker that shuts down or goes meanwhile is no longer
-        waited for. Never raises for the presence store: an unreadable one
-        ends the wait with ``error`` set."""
+        waited for. This worker's own record is stored saying ``revision``
+        before the wait ends complete, so the fleet read next shows what was
+        acknowledged. Never raises for the presence store: an unreadable (or
+        unwritable) one ends the wait with ``error`` set."""
         poll = FIRST_POLL
         expected: set[str] | None = None
         latest: dict[str, WorkerView] = {}
@@ -209,14 +211,26 @@ class FleetMember:
                 expected = set(views)
             present = expected & set(views)
             latest = {id: views[id] for id in present if views[id].record.revision < revision}
+            unstored = None if latest else await self._store_own(revision)
             elapsed = time.monotonic() - since
-            if not latest or elapsed >= within:
+            if (not latest and unstored is None) or elapsed >= within:
                 pending = tuple(sorted(latest.values(), key=_order))
                 return Acknowledgement(
-                    revision, len(present), len(present) - len(pending), elapsed, pending
+                    revision, len(present), len(present) - len(pending), elapsed, pending, unstored
                 )
             await asyncio.sleep(min(poll, max(0.0, within - elapsed)))
             poll = min(poll * 1.5, LAST_POLL)
+
+    async def _store_own(self, revision: int) -> str | None:
+        """Store this worker's record (if it reports) unless it says
+        ``revision`` already; why it could not, else None."""
+        if not self._reporting:
+            return None
+        try:
+            await self.reporter.store(revision)
+        except Exception as error:
+            return f"presence unwritable: {describe_error(error)}"
+        return None
 
 
 def _order(view: WorkerView) -> tuple[str, int]:

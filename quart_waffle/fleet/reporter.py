@@ -62,6 +62,9 @@ class PresenceReporter(TimerABC):
         self._retry_at = -math.inf
         self._urgent = True  # the first record at once
         self._removed = False
+        # one write at a time, each composing its record when it starts: a
+        # record composed before a change never lands after one that says it
+        self._writing = asyncio.Lock()
 
     @property
     def published(self) -> PresenceRecord | None:
@@ -95,6 +98,19 @@ class PresenceReporter(TimerABC):
         return max(at, self._retry_at)
 
     async def run(self) -> None:
+        async with self._writing:
+            await self._write()
+
+    async def store(self, revision: int) -> None:
+        """Publish now unless the stored record serves ``revision`` or newer
+        (after any write under way), so the stored record says what a wait
+        acknowledged; raise as :meth:`run`."""
+        async with self._writing:
+            stored = self._published
+            if not self._removed and (stored is None or stored.revision < revision):
+                await self._write()
+
+    async def _write(self) -> None:
         record = self._make_record()
         loop = asyncio.get_running_loop()
         urgent, self._urgent = self._urgent, False  # a change meanwhile is urgent again
@@ -112,7 +128,7 @@ class PresenceReporter(TimerABC):
         """Heartbeat no more and delete this worker's record, so a clean
         shutdown leaves the view at once instead of going through ``gone``."""
         self._removed = True
-        if self._published is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(REMOVE_TIMEOUT):
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(REMOVE_TIMEOUT), self._writing:
+                if self._published is not None:
                     await self.backend.remove(self._published.id)
