@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from click.testing import Result
 from quart import Quart
+from quart.typing import TestClientProtocol
 
-from quart_waffle import QuartWaffle
+from quart_waffle import InvalidValueError, QuartWaffle, Setting
 
 CONFS: dict[str, dict[str, Any]] = {
     "GREETING": {"default": "Hello", "desc": "Home page greeting"},
@@ -23,6 +27,31 @@ CONFS: dict[str, dict[str, Any]] = {
     "API_KEY": {"default": "s3cret", "secret": True},
 }
 ADMIN_TOKEN = "test-admin-token-0123456789"
+SECRET_KEY = "test-secret-key"
+
+
+KindCase = tuple[str, Any, str, Any, Any, str, str]
+"""A row of a kinds test's table: key, a good value as JSON, the same as
+typed text, the Python value both give, a bad value as JSON, one as text,
+and a pattern of the words refusing them."""
+
+
+def check_case(
+    setting: Setting[Any],
+    case: KindCase,
+    also_refused: list[tuple[Callable[[Any], Any], Any]] | None = None,
+) -> None:
+    """``setting`` reads the case's good JSON and text as its value, and
+    refuses its bad ones (and each ``attempt(wrong)`` of ``also_refused``)
+    naming its key with words matching the pattern."""
+    key, good, text, value, bad, bad_text, words = case
+    assert setting.validate(good) == value
+    assert setting.parse_text(text) == value
+    attempts = [(setting.validate, bad), (setting.parse_text, bad_text), *(also_refused or [])]
+    for attempt, wrong in attempts:
+        with pytest.raises(InvalidValueError) as caught:
+            attempt(wrong)
+        assert re.search(words, caught.value.errors[key]), caught.value.errors
 
 
 def make_waffle(database_url: str, **options: Any) -> QuartWaffle:
@@ -31,6 +60,16 @@ def make_waffle(database_url: str, **options: Any) -> QuartWaffle:
     app.config["WAFFLE_CONFS"] = options.pop("confs", CONFS)
     options.setdefault("watchtype", "none")
     return QuartWaffle(app, database_url=database_url, **options)
+
+
+def declared_waffle(database_url: str, settings: list[Setting[Any]]) -> QuartWaffle:
+    """A new app declaring ``settings`` on ``database_url``, with the admin
+    (token, page session key) and no channel."""
+    app = Quart(__name__)
+    app.secret_key = SECRET_KEY
+    return QuartWaffle(
+        app, database_url=database_url, watchtype="none", settings=settings, admin_token=ADMIN_TOKEN
+    )
 
 
 def worker_pair(database_url: str, **options: Any) -> tuple[QuartWaffle, QuartWaffle]:
@@ -50,7 +89,7 @@ def file_pair(database_url: str, watcher_file: Path) -> tuple[QuartWaffle, Quart
 async def serving_admin(waffle: QuartWaffle) -> AsyncIterator[QuartWaffle]:
     """Serve ``waffle``'s app around the block, with a SECRET_KEY for the admin page's session."""
     assert waffle.app is not None
-    waffle.app.secret_key = "test-secret-key"
+    waffle.app.secret_key = SECRET_KEY
     async with waffle.app.test_app():
         yield waffle
 
@@ -65,6 +104,26 @@ async def serving(*waffles: QuartWaffle) -> AsyncIterator[None]:
     assert first.app is not None
     async with first.app.test_app(), serving(*others):
         yield
+
+
+@contextlib.asynccontextmanager
+async def client_of(waffle: QuartWaffle) -> AsyncIterator[TestClientProtocol]:
+    """Serve ``waffle``'s app around the block; its test client."""
+    assert waffle.app is not None
+    async with serving(waffle):
+        yield waffle.app.test_client()
+
+
+def cli_of(waffle: QuartWaffle) -> Callable[..., Result]:
+    """Runs ``waffle``'s CLI command: ``cli_of(waffle)("set", "MAX_ITEMS=5")``."""
+    assert waffle.app is not None
+    runner = waffle.app.test_cli_runner()
+
+    def run(*args: str) -> Result:
+        result: Result = runner.invoke(args=["waffle", *args])
+        return result
+
+    return run
 
 
 async def sqlite_threads_stopped(within: float) -> None:

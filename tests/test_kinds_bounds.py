@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quart import Quart
 
 from quart_waffle import DeclarationError, InvalidValueError, QuartWaffle, Setting
 from quart_waffle.settings import setting_from_conf
-from tests.helpers import ADMIN_TOKEN, serving
+from tests.helpers import ADMIN_TOKEN, KindCase, check_case, cli_of, client_of, declared_waffle
 from tests.test_admin_page import form_in, logged_in, text_of
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -49,7 +48,7 @@ def declarations() -> list[Setting[Any]]:
 
 # key, a good value as JSON, the same as typed text, the Python value both
 # give, a value out of bounds as JSON, another as text, and the reason's words
-CASES: list[tuple[str, Any, str, Any, Any, str, str]] = [
+CASES: list[KindCase] = [
     # 00:30 at +01:00 is 23:30 the day before in UTC: before the bound as a moment
     ("LAUNCH_AT", "2026-06-01T18:30:00+02:00", "2026-06-01T18:30:00+02:00",
      dt.datetime(2026, 6, 1, 16, 30, tzinfo=UTC),
@@ -69,15 +68,7 @@ WORDS = {key: words for key, *_rest, words in CASES}
 
 
 def make(database_url: str) -> QuartWaffle:
-    app = Quart(__name__)
-    app.secret_key = "test-secret-key"
-    return QuartWaffle(
-        app,
-        database_url=database_url,
-        watchtype="none",
-        settings=declarations(),
-        admin_token=ADMIN_TOKEN,
-    )
+    return declared_waffle(database_url, declarations())
 
 
 def refused_for(key: str, reason: str) -> bool:
@@ -98,22 +89,12 @@ async def _state(waffle: QuartWaffle) -> tuple[int, dict[str, Any], int, int]:
 # -- the declaration ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "good", "text", "value", "bad", "bad_text", "words"), CASES)
-def test_good_and_bad_values(
-    key: str, good: Any, text: str, value: Any, bad: Any, bad_text: str, words: str
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=KEYS)
+def test_good_and_bad_values(case: KindCase) -> None:
+    key, *_rest, bad, _bad_text, _words = case
     setting = {s.key: s for s in declarations()}[key]
-    assert setting.validate(good) == value
-    assert setting.parse_text(text) == value
-    attempts: list[tuple[Callable[[Any], Any], Any]] = [
-        (setting.validate, bad),
-        (setting.parse_text, bad_text),
-        (setting.decode, json.dumps(bad)),  # a stored value is held to the bounds too
-    ]
-    for attempt, wrong in attempts:
-        with pytest.raises(InvalidValueError) as caught:
-            attempt(wrong)
-        assert re.search(words, caught.value.errors[key]), caught.value.errors
+    # a stored value is held to the bounds too
+    check_case(setting, case, [(setting.decode, json.dumps(bad))])
 
 
 def test_the_bounds_themselves_are_allowed() -> None:
@@ -222,10 +203,8 @@ def test_a_duration_beyond_any_float_is_refused(huge: int) -> None:
 
 async def test_the_admin_api_refuses_a_duration_beyond_any_float(sqlite_url: str) -> None:
     waffle = make(sqlite_url)
-    assert waffle.app is not None
-    client = waffle.app.test_client()
     huge = {"SESSION_TTL": 10**320}
-    async with serving(waffle):
+    async with client_of(waffle) as client:
         before = await _state(waffle)
         attempts = [
             client.put("/waffle/api/settings/SESSION_TTL", json={"value": 10**320}, headers=AUTH),
@@ -266,9 +245,7 @@ async def test_python_api(database_url: str) -> None:
 
 async def test_admin_api_openapi_and_page(database_url: str) -> None:
     waffle = make(database_url)
-    assert waffle.app is not None
-    client = waffle.app.test_client()
-    async with serving(waffle):
+    async with client_of(waffle) as client:
         before = await _state(waffle)
         for key in KEYS:
             refused = await client.put(
@@ -311,9 +288,7 @@ async def test_admin_api_openapi_and_page(database_url: str) -> None:
 
 async def test_promotion_apply(database_url: str) -> None:
     waffle = make(database_url)
-    assert waffle.app is not None
-    client = waffle.app.test_client()
-    async with serving(waffle):
+    async with client_of(waffle) as client:
         before = await _state(waffle)
         refused = await client.post("/waffle/api/apply", json={"settings": BAD}, headers=AUTH)
         assert refused.status_code == 422
@@ -333,9 +308,7 @@ async def test_promotion_apply(database_url: str) -> None:
 
 async def test_schedule_from_the_api_and_the_page(database_url: str) -> None:
     waffle = make(database_url)
-    assert waffle.app is not None
-    client = waffle.app.test_client()
-    async with serving(waffle):
+    async with client_of(waffle) as client:
         before = await _state(waffle)
         for key in KEYS:
             body = {"values": {key: BAD[key]}, "at": later(3600), "until": later(7200)}
@@ -358,12 +331,7 @@ async def test_schedule_from_the_api_and_the_page(database_url: str) -> None:
 
 
 def test_cli_set_apply_and_schedule(database_url: str, tmp_path: Path) -> None:
-    waffle = make(database_url)
-    assert waffle.app is not None
-    runner = waffle.app.test_cli_runner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(args=["waffle", *args])
+    run = cli_of(make(database_url))
 
     def refused_in_one_line(result: Any, *keys: str) -> None:
         assert result.exit_code == 1, result.output

@@ -31,7 +31,7 @@ from quart_waffle.sync.message import (
     derive_key,
     encode_message,
 )
-from tests.helpers import ADMIN_TOKEN, serving
+from tests.helpers import ADMIN_TOKEN, KindCase, check_case, cli_of, client_of, declared_waffle
 from tests.test_admin_page import form_in, logged_in, text_of
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -81,7 +81,7 @@ def declarations() -> list[Setting[Any]]:
 
 # key, a good value as JSON (API body, file), the same as typed text, the
 # Python value both give, a bad value as JSON, as text, and the reason's words
-CASES: list[tuple[str, Any, str, Any, Any, str, str]] = [
+CASES: list[KindCase] = [
     ("LAUNCH_AT", "2026-06-01T18:30:00+02:00", "2026-06-01T18:30:00+02:00",
      dt.datetime(2026, 6, 1, 18, 30, tzinfo=PLUS_TWO),
      "2026-06-01T18:30:00", "2026-06-01T18:30", "timezone-aware"),
@@ -106,15 +106,7 @@ KEYS = [case[0] for case in CASES]
 
 
 def make(database_url: str) -> QuartWaffle:
-    app = Quart(__name__)
-    app.secret_key = "test-secret-key"
-    return QuartWaffle(
-        app,
-        database_url=database_url,
-        watchtype="none",
-        settings=declarations(),
-        admin_token=ADMIN_TOKEN,
-    )
+    return declared_waffle(database_url, declarations())
 
 
 def reason_matches(reason: str, words: str) -> bool:
@@ -124,24 +116,14 @@ def reason_matches(reason: str, words: str) -> bool:
 # -- the table itself ----------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "good", "text", "value", "bad", "bad_text", "words"), CASES)
-def test_good_and_bad_values(
-    key: str, good: Any, text: str, value: Any, bad: Any, bad_text: str, words: str
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=KEYS)
+def test_good_and_bad_values(case: KindCase) -> None:
+    key, _good, _text, value, *_rest = case
     setting = {s.key: s for s in declarations()}[key]
-    assert setting.validate(good) == value
-    assert setting.parse_text(text) == value
+    check_case(setting, case)
     assert setting.parse_text(setting.format_text(value)) == value
     assert setting.decode(setting.encode(value)) == value
     assert json.loads(setting.encode(value)) == setting.to_json(value)
-    attempts: list[tuple[Callable[[Any], Any], Any]] = [
-        (setting.validate, bad),
-        (setting.parse_text, bad_text),
-    ]
-    for attempt, wrong in attempts:
-        with pytest.raises(InvalidValueError) as caught:
-            attempt(wrong)
-        assert reason_matches(caught.value.errors[key], words), caught.value.errors
 
 
 SAMPLE_DEFAULTS = {
@@ -379,9 +361,7 @@ async def test_python_api(database_url: str) -> None:
 
 async def test_admin_api(database_url: str) -> None:
     waffle = make(database_url)
-    assert waffle.app is not None
-    client = waffle.app.test_client()
-    async with serving(waffle):
+    async with client_of(waffle) as client:
         for key, good, _text, value, bad, _bad_text, words in CASES:
             before = await _state(waffle)
             response = await client.put(
@@ -423,9 +403,7 @@ def _properties(node: Any) -> Any:
 
 async def test_page_form(database_url: str) -> None:
     waffle = make(database_url)
-    assert waffle.app is not None
-    client = waffle.app.test_client()
-    async with serving(waffle):
+    async with client_of(waffle) as client:
         await logged_in(client)
         html = await text_of(await client.get("/waffle/"))
         assert 'type="date" id="value-LAUNCH_DAY"' in html
@@ -457,12 +435,7 @@ async def test_page_form(database_url: str) -> None:
 
 
 def test_cli_set_export_apply(database_url: str, tmp_path: Path) -> None:
-    waffle = make(database_url)
-    assert waffle.app is not None
-    runner = waffle.app.test_cli_runner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(args=["waffle", *args])
+    run = cli_of(make(database_url))
 
     for key, _good, _text, _value, _bad, bad_text, words in CASES:
         result = run("set", f"{key}={bad_text}")
