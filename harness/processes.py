@@ -25,15 +25,23 @@ class ProcessGroup:
         env: The whole environment of the command.
         log: The file receiving its output (see :meth:`output`).
         cwd: Its working directory.
+        pass_fds: Descriptors it inherits (e.g. a listening socket).
     """
 
     def __init__(
-        self, argv: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path = ROOT
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log: Path,
+        cwd: Path = ROOT,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.log = log
         self.cwd = cwd
+        self.pass_fds = tuple(pass_fds)
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -47,6 +55,7 @@ class ProcessGroup:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=self.pass_fds,
             )
         _running[self._process.pid] = self
 

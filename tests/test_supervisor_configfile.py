@@ -16,9 +16,10 @@ import pytest
 
 from harness.http import http_get
 from harness.ports import free_port
+from harness.processes import ROOT
 from quart_waffle.supervisor import cli, configfile
 from quart_waffle.supervisor.config import ServeConfig
-from tests.supervisor_apps.harness import ROOT, ServerProcess, quart_waffle, status
+from tests.supervisor_apps.harness import ServerProcess, quart_waffle, status
 
 APP = "tests.supervisor_apps.testapp:app"
 

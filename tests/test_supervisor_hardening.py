@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from harness.processes import ROOT
 from quart_waffle.supervisor.config import (
     ServeConfig,
     control_socket_beside,
     private_control_socket,
 )
-from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess, quart_waffle
+from tests.supervisor_apps.harness import COMMAND, ServerProcess, quart_waffle
 from tests.test_supervisor_cli import APP, assert_one_line_error
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from harness.load import LoadReport, run_load
+from harness.processes import ROOT
 from quart_waffle.supervisor.worker import WORKER_CLASSES
-from tests.supervisor_apps.harness import COMMAND, ROOT, ServerProcess
+from tests.supervisor_apps.harness import COMMAND, ServerProcess
 
 APP = "tests.supervisor_apps.testapp:app"
 SERVER_HEADERS = {"hypercorn": "hypercorn", "hypercorn-uvloop": "hypercorn", "uvicorn": "uvicorn"}

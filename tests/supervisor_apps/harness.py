@@ -1,9 +1,9 @@
-"""Run `quart-waffle serve` as a real process group, and judge what its workers answered."""
+"""Run `quart-waffle serve` as a real process group (:class:`harness.ProcessGroup`), and
+judge what it logged and what its workers answered."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -18,10 +18,10 @@ from typing import Any
 
 from harness.http import HttpError, http_request
 from harness.load import Sample
+from harness.processes import ROOT, ProcessGroup
 from quart_waffle.supervisor.config import control_socket_beside
 from quart_waffle.supervisor.control import request_status
 
-ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [str(Path(sys.executable).with_name("quart-waffle"))]
 START_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 120.0
@@ -55,7 +55,7 @@ class ServerProcess:
         `log_file`: the supervisor logs there (its ``--error-logfile``), not to its output."""
         self.log_path = directory / "serve.log"
         self.pid_file = str(directory / "serve.pid")
-        self._log = self.log_path.open("wb")
+        self.log_path.write_bytes(b"")  # this server's lines only
         command = [
             *launcher,
             *COMMAND,
@@ -66,20 +66,20 @@ class ServerProcess:
             self.pid_file,
             *args,
         ]
-        self.process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=pass_fds,
+        self.group = ProcessGroup(
+            command, env={**os.environ, **env}, log=self.log_path, cwd=cwd, pass_fds=pass_fds
         )
+        self.group.start()
         if log_file is not None:
             self.log_path = log_file
         match = self.wait_for_log(r"Listening on 127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
         self.wait_for_log(r"Serving with workers")
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The supervisor."""
+        return self.group.process
 
     def log(self) -> str:
         try:
@@ -125,16 +125,9 @@ class ServerProcess:
         return self.process.wait(timeout)
 
     def close(self) -> None:
-        """Stop the supervisor, kill whatever is left of its process group, close the log."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        """Stop the supervisor, kill whatever is left of its process group."""
+        self.group.stop(20)
         Path(control_socket_beside(self.pid_file)).unlink(missing_ok=True)
-        self._log.close()
 
 
 def quart_waffle(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
