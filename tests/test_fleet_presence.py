@@ -54,6 +54,24 @@ async def fleet_of(waffle: QuartWaffle, within: float, check: Any) -> Fleet:
         await asyncio.sleep(0.02)
 
 
+def hold_writes(
+    waffle: QuartWaffle, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Until ``released`` is set, each presence write of ``waffle`` sets
+    ``held``, then waits ``seconds`` before it writes: (held, released)."""
+    backend = waffle._connected().fleet.backend
+    publish, held, released = backend.publish, asyncio.Event(), asyncio.Event()
+
+    async def hold(record: PresenceRecord) -> None:
+        if not released.is_set():
+            held.set()
+            await asyncio.sleep(seconds)
+        await publish(record)
+
+    monkeypatch.setattr(backend, "publish", hold)
+    return held, released
+
+
 async def test_each_worker_listed_and_acknowledged(options: dict[str, Any]) -> None:
     a = worker(options, host_id="host-a", heartbeat_interval=0.2, version="1.2.3")
     b = worker(options, host_id="host-b", heartbeat_interval=0.2)
@@ -92,17 +110,9 @@ async def test_no_record_from_before_a_change_lands_after_its_ack(
     b = worker(options, host_id="host-b", heartbeat_interval=0.2)
     async with serving(a, b):
         await fleet_of(b, 5, lambda f: len(f.workers) == 2)
-        backend = a._connected().fleet.backend
-        publish, composed = backend.publish, asyncio.Event()
-
-        async def slow(record: PresenceRecord) -> None:
-            if not composed.is_set():
-                composed.set()
-                await asyncio.sleep(1.0)
-            await publish(record)
-
-        monkeypatch.setattr(backend, "publish", slow)
-        await asyncio.wait_for(composed.wait(), 5)
+        held, released = hold_writes(a, monkeypatch, 1.0)
+        await asyncio.wait_for(held.wait(), 5)
+        released.set()  # that one write only, composed before the change
         ack = await a.update({"MAX_ITEMS": 42}, wait=5)
         assert ack.complete, ack.text
         fleet = await b.fleet()
@@ -194,15 +204,7 @@ async def test_a_hung_presence_store_holds_no_message_long(
     b = worker(options)
     async with serving(a, b):
         backend = a._connected().fleet.backend
-        publish, released, hung = backend.publish, asyncio.Event(), asyncio.Event()
-
-        async def hang(record: PresenceRecord) -> None:
-            if not released.is_set():
-                hung.set()
-                await asyncio.sleep(3600)
-            await publish(record)
-
-        monkeypatch.setattr(backend, "publish", hang)
+        hung, released = hold_writes(a, monkeypatch, 3600)
         with caplog.at_level(logging.INFO, logger="quart_waffle"):
             await asyncio.wait_for(hung.wait(), 5)
             for value in (21, 22, 23):
