@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from quart_waffle.supervisor.config import ServeConfig
-from quart_waffle.supervisor.drain import Drain, DrainMiddleware, Message, Receive, Scope, Send
+from quart_waffle.supervisor.drain import (
+    Connection,
+    Drain,
+    DrainMiddleware,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from quart_waffle.supervisor.worker import _hang_up_probe
 
 
@@ -123,20 +131,20 @@ async def test_an_idle_connection_whose_client_hung_up_is_not_waited_for() -> No
 
     server = await asyncio.start_server(keep, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    drain = Drain(keep_alive_timeout=60.0)
-    clients: list[tuple[tuple[str, int], asyncio.StreamWriter]] = []
+    drain = Drain(keep_alive_timeout=60.0, hung_up=_hang_up_probe)
+    clients: list[tuple[tuple[str, int], Connection, asyncio.StreamWriter]] = []
     try:
         for _ in range(2):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             client = ("127.0.0.1", writer.get_extra_info("sockname")[1])
-            drain.connection_opened(client, _hang_up_probe(await accepted.get()))
-            clients.append((client, writer))
+            connection = drain.connection_opened(client, await accepted.get())
+            clients.append((client, connection, writer))
         assert drain.live_connections() == 2
 
-        sending, writer = clients[1]
+        sending, connection, writer = clients[1]
         writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-        drain.data_received(sending)  # as the worker's protocol wrapper reports it
-        for _, writer in clients:
+        connection.sent = True  # as the worker's protocol wrapper marks it
+        for _, _, writer in clients:
             writer.write_eof()
         await asyncio.sleep(0.2)  # the FINs arrive
 
@@ -144,7 +152,7 @@ async def test_an_idle_connection_whose_client_hung_up_is_not_waited_for() -> No
         drain.connection_closed(sending)
         assert drain.live_connections() == 0
     finally:
-        for _, writer in clients:
+        for _, _, writer in clients:
             writer.close()
         server.close()
         await server.wait_closed()

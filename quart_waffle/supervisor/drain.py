@@ -27,58 +27,62 @@ _POLL_INTERVAL = 0.02
 _PRUNE_AT = 1024  # remembered connections before those idle too long are forgotten
 
 
+class Connection:
+    """What a `Drain` remembers of one HTTP/1 connection."""
+
+    __slots__ = ("idle_since", "sent", "transport")
+
+    def __init__(self, idle_since: float | None) -> None:
+        self.idle_since = idle_since  # when it went idle; None while a request runs
+        self.sent = False  # bytes received since its last request started: maybe the next one
+        self.transport: asyncio.BaseTransport | None = None
+
+
 class Drain:
     """The draining state of one worker and the HTTP/1 connections it has seen.
 
     Arguments:
         keep_alive_timeout: Seconds after which the server itself closes an idle connection, so
             a connection idle for longer can no longer send a request.
+        hung_up: Whether the client of a transport has closed its side, asked only while
+            draining: an idle connection like that, whose client sent nothing since its last
+            request (`Connection.sent`), sends no request, though a server may notice it late.
     """
 
-    def __init__(self, keep_alive_timeout: float) -> None:
+    def __init__(
+        self,
+        keep_alive_timeout: float,
+        hung_up: Callable[[asyncio.BaseTransport], bool] | None = None,
+    ) -> None:
         self.keep_alive_timeout = keep_alive_timeout
         self.draining = False
         self.in_flight = 0
-        # Client address -> when its connection went idle, or None while a request is running.
-        self._connections: dict[tuple[Any, ...], float | None] = {}
-        # Client address -> whether that client has closed its side (when the server can tell).
-        self._hung_up: dict[tuple[Any, ...], Callable[[], bool]] = {}
-        # Clients that sent bytes since their last request started: maybe the next one.
-        self._sent: set[tuple[Any, ...]] = set()
+        self._hung_up = hung_up
+        self._connections: dict[tuple[Any, ...], Connection] = {}  # by client address
         self._prune_at = _PRUNE_AT
 
     def begin(self) -> None:
         self.draining = True
 
     def connection_opened(
-        self, client: tuple[Any, ...], hung_up: Callable[[], bool] | None = None
-    ) -> None:
+        self, client: tuple[Any, ...], transport: asyncio.BaseTransport | None = None
+    ) -> Connection:
         """The server accepted a connection from `client`: idle until its first request.
-
-        `hung_up` tells whether the client has closed its side: an idle connection like that,
-        whose client sent nothing since its last request (see `data_received`), sends no
-        request, though a server may notice it late.
-        """
-        self._connections.setdefault(client, time.monotonic())
-        if hung_up is not None:
-            self._hung_up[client] = hung_up
-
-    def data_received(self, client: tuple[Any, ...]) -> None:
-        self._sent.add(client)
+        Whoever reads its bytes sets `sent` on the record returned."""
+        connection = self._connections.get(client) or self._add(client)
+        connection.transport = transport
+        return connection
 
     def connection_closed(self, client: tuple[Any, ...]) -> None:
         self._connections.pop(client, None)
-        self._hung_up.pop(client, None)
-        self._sent.discard(client)
 
     def request_started(self, client: tuple[Any, ...] | None) -> None:
         self.in_flight += 1
         if client is None:
             return
-        self._connections[client] = None
-        self._sent.discard(client)
-        if len(self._connections) >= self._prune_at:
-            self._prune()
+        connection = self._connections.get(client) or self._add(client)
+        connection.idle_since = None
+        connection.sent = False
 
     def request_finished(self, client: tuple[Any, ...] | None, *, closing: bool) -> None:
         self.in_flight -= 1
@@ -86,29 +90,40 @@ class Drain:
             return
         if closing:
             self._connections.pop(client, None)
-        elif client in self._connections:  # not lost meanwhile
-            self._connections[client] = time.monotonic()
+        elif (connection := self._connections.get(client)) is not None:  # not lost meanwhile
+            connection.idle_since = time.monotonic()
 
     def live_connections(self) -> int:
         """Connections that may still send a request."""
         horizon = time.monotonic() - self.keep_alive_timeout
         return sum(
-            idle is None or (idle > horizon and not self._has_hung_up(client))
-            for client, idle in self._connections.items()
+            connection.idle_since is None
+            or (connection.idle_since > horizon and not self._has_hung_up(connection))
+            for connection in self._connections.values()
         )
 
-    def _has_hung_up(self, client: tuple[Any, ...]) -> bool:
-        hung_up = self._hung_up.get(client)
-        return hung_up is not None and client not in self._sent and hung_up()
+    def _has_hung_up(self, connection: Connection) -> bool:
+        return (
+            self._hung_up is not None
+            and connection.transport is not None
+            and not connection.sent
+            and self._hung_up(connection.transport)
+        )
+
+    def _add(self, client: tuple[Any, ...]) -> Connection:
+        if len(self._connections) >= self._prune_at:
+            self._prune()
+        connection = self._connections[client] = Connection(time.monotonic())
+        return connection
 
     def _prune(self) -> None:
         """Forget connections idle past the keep-alive timeout: without the server reporting
         lost connections, clients that leave without ``Connection: close`` would pile up."""
         horizon = time.monotonic() - self.keep_alive_timeout
         self._connections = {
-            client: idle
-            for client, idle in self._connections.items()
-            if idle is None or idle > horizon
+            client: connection
+            for client, connection in self._connections.items()
+            if connection.idle_since is None or connection.idle_since > horizon
         }
         self._prune_at = max(_PRUNE_AT, 2 * len(self._connections))
 

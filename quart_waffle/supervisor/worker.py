@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .accept import create_server
-from .drain import ASGIApp, Drain, DrainMiddleware, Message, Receive, Scope, Send
+from .drain import ASGIApp, Connection, Drain, DrainMiddleware, Message, Receive, Scope, Send
 from .logfiles import reopen_on_usr1
 from .proctitle import set_title
 
@@ -209,7 +209,7 @@ class Control:
     ) -> None:
         self.spec = spec
         self.stop = asyncio.Event()
-        self.connections = Drain(spec.keep_alive_timeout)
+        self.connections = Drain(spec.keep_alive_timeout, _hang_up_probe)
         self.requests = 0  # HTTP requests and WebSocket connections, sent with each heartbeat
         self._reader = reader
         self._writer = writer
@@ -294,55 +294,52 @@ class Control:
 
 
 _TCP_CLOSE_WAIT = 8  # tcp_info.tcpi_state: the peer has closed its side
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
 
 
-def _hang_up_probe(transport: asyncio.BaseTransport) -> Callable[[], bool] | None:
+def _hang_up_probe(transport: asyncio.BaseTransport) -> bool:
     """Whether the client of `transport` has closed its side.
 
     Hypercorn may notice such a client of an idle keep-alive connection only when its
     keep-alive timeout closes the connection, and a drain would wait that long for a request
-    that cannot come. Linux tells from the socket's TCP state; elsewhere there is no probe.
+    that cannot come. Linux tells from the socket's TCP state; elsewhere the answer is no.
     """
     sock = transport.get_extra_info("socket")
-    tcp_info = getattr(socket, "TCP_INFO", None)
-    if sock is None or tcp_info is None:
-        return None
-
-    def hung_up() -> bool:
-        try:
-            return bool(sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] == _TCP_CLOSE_WAIT)
-        except OSError:
-            return False
-
-    return hung_up
+    if sock is None or _TCP_INFO is None:
+        return False
+    try:
+        return bool(sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE_WAIT)
+    except OSError:
+        return False
 
 
 def _reporting_connections(
     protocol_factory: Callable[[], asyncio.BaseProtocol], drain: Drain
 ) -> Callable[[], asyncio.BaseProtocol]:
     """`protocol_factory`, its protocols telling `drain` of each TCP connection made and lost
-    (keyed by the client's address, as ASGI scopes name it)."""
+    (keyed by the client's address, as ASGI scopes name it) and marking it when bytes arrive."""
 
     def factory() -> asyncio.BaseProtocol:
         protocol = protocol_factory()
         made, lost = protocol.connection_made, protocol.connection_lost
         client: tuple[Any, ...] | None = None
+        connection: Connection | None = None
         if isinstance(protocol, asyncio.Protocol):
             received = protocol.data_received
 
             def data_received(data: bytes) -> None:
-                if client is not None:
-                    drain.data_received(client)
+                if connection is not None:
+                    connection.sent = True
                 received(data)
 
             protocol.data_received = data_received  # type: ignore[method-assign]
 
         def connection_made(transport: asyncio.BaseTransport) -> None:
-            nonlocal client
+            nonlocal client, connection
             peer = transport.get_extra_info("peername")
             if isinstance(peer, tuple) and len(peer) >= 2:
                 client = (peer[0], peer[1])
-                drain.connection_opened(client, _hang_up_probe(transport))
+                connection = drain.connection_opened(client, transport)
             made(transport)
 
         def connection_lost(error: Exception | None) -> None:
