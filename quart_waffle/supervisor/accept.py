@@ -4,8 +4,9 @@ The kernel keeps one accept queue per listening socket, and every worker waits o
 accepts up to the backlog on each wake-up and uvloop until the queue is empty, so the worker
 that wakes first takes every connection queued at that moment: ten keep-alive clients that
 connect together can all land on one worker and stay there while the others idle. Taking one
-connection per wake-up, then yielding the CPU, leaves the rest to the other workers woken with
-it, even on a machine with fewer cores than workers; a busy worker's loop comes round later.
+connection per wake-up, then yielding the CPU while more are queued, leaves the rest to the
+other workers woken with it, even on a machine with fewer cores than workers; a busy worker's
+loop comes round later.
 The listening socket itself is left as the supervisor made it.
 """
 
@@ -16,6 +17,7 @@ import errno
 import inspect
 import logging
 import os
+import select
 import socket
 from collections.abc import Callable, Coroutine
 from ssl import SSLContext, SSLError
@@ -54,6 +56,8 @@ class SharedSocketServer(asyncio.AbstractServer):
         self._closed = False
         # accepted connections not yet handed to their protocol, by the task handing each over
         self._connecting: dict[asyncio.Task[None], socket.socket] = {}
+        self._queue = select.poll()  # whether connections are still queued
+        self._queue.register(sock, select.POLLIN)
         sock.setblocking(False)
 
     @property
@@ -108,10 +112,10 @@ class SharedSocketServer(asyncio.AbstractServer):
             self._serving = False
             self._loop.call_later(RETRY_DELAY, self._listen)
             return
-        conn.setblocking(False)
-        # Every worker waiting on the socket was woken; let those waiting for a CPU take the
-        # connections queued behind this one.
-        os.sched_yield()
+        # Every worker waiting on the socket was woken; if connections are queued behind this
+        # one, let those waiting for a CPU take them. (The event loop makes `conn` nonblocking.)
+        if self._queue.poll(0):
+            os.sched_yield()
         task = self._loop.create_task(self._connect(conn))
         self._connecting[task] = conn
         task.add_done_callback(self._connecting.pop)
