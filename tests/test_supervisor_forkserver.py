@@ -1,5 +1,6 @@
-"""The fork server, on real processes: each generation's workers are forked by one fork server
-and adopted by the supervisor; `--preload-app` imports the app once, in the fork server; a
+"""The fork server, on real processes: each generation's workers are forked by a fork server and
+adopted by the supervisor; a reload reuses the fork server until a file it imported changes;
+`--preload-app` imports the app once, in the fork server (a new one per reload); a
 reload under load fails no request; broken code fails the reload and the old generation keeps
 serving; a killed supervisor leaves no process behind; without a fork server (the option off,
 or one that cannot start) workers start from fresh interpreters; one that stalls is retired, and
@@ -52,12 +53,18 @@ def _servers() -> Iterator[list[ServerProcess]]:
         server.close()
 
 
-def serve(tmp_path: Path, servers: list[ServerProcess], broken: Path, *args: str) -> ServerProcess:
+def serve(
+    tmp_path: Path,
+    servers: list[ServerProcess],
+    broken: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
     server = ServerProcess(
         tmp_path,
         APP,
         ["-w", str(WORKERS), "--keep-alive-timeout", "1", "--graceful-timeout", "5", *args],
-        {"WAFFLE_TEST_BROKEN": str(broken)},
+        {"WAFFLE_TEST_BROKEN": str(broken), **(env or {})},
     )
     servers.append(server)
     return server
@@ -102,10 +109,16 @@ def pool(server: ServerProcess) -> tuple[set[int], list[int]]:
     return {worker["pid"] for worker in state["workers"]}, state["fork_servers"]
 
 
-async def test_each_generation_is_forked_by_its_own_fork_server(
+async def test_a_reload_reuses_the_fork_server_until_a_file_it_imported_changes(
     tmp_path: Path, servers: list[ServerProcess], broken: Path
 ) -> None:
-    server = serve(tmp_path, servers, broken)
+    # Every interpreter imports sitecustomize at start: a file the fork server imported.
+    site = tmp_path / "site"
+    site.mkdir()
+    imported = site / "sitecustomize.py"
+    imported.write_text("RELEASE = 1\n")
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    server = serve(tmp_path, servers, broken, env={"PYTHONPATH": path})
     supervisor = server.process.pid
     workers, [fork_server] = pool(server)
     assert len(workers) == WORKERS
@@ -117,13 +130,27 @@ async def test_each_generation_is_forked_by_its_own_fork_server(
 
     reloaded = await server.reload()
     assert reloaded.returncode == 0, reloaded.output
-    until(lambda: len(pool(server)[1]) == 1 and gone(fork_server), "the old fork server gone")
-    new_workers, [new_fork_server] = pool(server)
-    assert new_fork_server != fork_server
+    assert f"Fork server {fork_server} forks generation 1's workers too" in server.log()
+    new_workers, fork_servers = pool(server)
+    assert fork_servers == [fork_server]
     assert not new_workers & workers
-    for answer in (await origins(server, new_workers)).values():
+    for pid, answer in (await origins(server, new_workers)).items():
         assert answer["forked"]
+        assert parent_of(pid) == supervisor
+        assert answer["generation"] == "1"
     assert all(gone(pid) for pid in workers)
+
+    await asyncio.to_thread(imported.write_text, "RELEASE = 2\n")
+    reloaded = await server.reload()
+    assert reloaded.returncode == 0, reloaded.output
+    assert f"Fork server {fork_server} is not reused: {imported} changed" in server.log()
+    until(lambda: len(pool(server)[1]) == 1 and gone(fork_server), "the old fork server gone")
+    last_workers, [new_fork_server] = pool(server)
+    assert new_fork_server != fork_server
+    assert not last_workers & new_workers
+    for answer in (await origins(server, last_workers)).values():
+        assert answer["forked"]
+        assert answer["generation"] == "2"
 
 
 async def test_preload_app_imports_the_app_once_in_the_fork_server(
@@ -133,6 +160,13 @@ async def test_preload_app_imports_the_app_once_in_the_fork_server(
     workers, [fork_server] = pool(server)
     for pid, answer in (await origins(server, workers)).items():
         assert answer["imported_by"] == fork_server != pid
+
+    reloaded = await server.reload()  # the app's module is imported anew: a new fork server
+    assert reloaded.returncode == 0, reloaded.output
+    until(lambda: len(pool(server)[1]) == 1 and gone(fork_server), "the old fork server gone")
+    workers, [new_fork_server] = pool(server)
+    for answer in (await origins(server, workers)).values():
+        assert answer["imported_by"] == new_fork_server != fork_server
 
 
 @pytest.mark.timeout(180)

@@ -1,7 +1,10 @@
-"""The supervisor's side of the fork servers (`zygote`): one per generation, started with its
-first worker, asked to fork each worker of that generation, and closed once the generation is
-neither serving nor starting. Where one cannot run (not Linux, or it fails to start), workers
-start from fresh interpreters, as `WorkerProcess.spawn` does without one."""
+"""The supervisor's side of the fork servers (`zygote`): each generation's workers are forked
+by one, started with its first worker, unless the previous generation's may serve it too (same
+directory and settings, no `preload_app`, and none of the files it imported changed since);
+one is closed once
+no generation it forks for is serving or starting. Where one cannot run (not Linux, or it
+fails to start), workers start from fresh interpreters, as `WorkerProcess.spawn` does without
+one."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from .listeners import Listeners
 from .orphans import reap_orphans
 from .process import GENTLE_START, set_policy, start_interpreter
 from .worker import FAILED, WorkerSpec
-from .zygote import ERROR, FORKED, MAX_MESSAGE, READY, ZygoteSpec
+from .zygote import CHECK, ERROR, FORKED, FRESH, MAX_MESSAGE, READY, ZygoteSpec
 
 log = logging.getLogger("quart_waffle.supervisor")
 
@@ -86,7 +89,7 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """The fork server of one generation, running in the generation's directory.
+    """A fork server, running in the directory of the generation it was started for.
 
     One that fails a request (no answer in time, a broken channel, a cancelled request) is
     retired at once: killed, and never asked again. Its answers cannot be matched to requests
@@ -94,10 +97,16 @@ class ForkServer:
     """
 
     def __init__(
-        self, process: asyncio.subprocess.Process, channel: socket.socket, generation: int
+        self,
+        process: asyncio.subprocess.Process,
+        channel: socket.socket,
+        generation: int,
+        code: tuple[str, str, bool, str | None],
     ) -> None:
         self.process = process
         self.generation = generation
+        self.code = code
+        """What its workers run: the app, the worker class, `preload_app` and the directory."""
         self._channel = channel
         self._requests = asyncio.Lock()  # one request answered at a time
         self._closing = False
@@ -136,7 +145,7 @@ class ForkServer:
             raise
         finally:
             child.close()
-        server = cls(process, parent, generation)
+        server = cls(process, parent, generation, _code(config, cwd))
         # Its imports take the CPU the serving workers leave idle, for a while at most.
         set_policy(process.pid, "SCHED_IDLE")
         gentle = asyncio.get_running_loop().call_later(
@@ -183,6 +192,27 @@ class ForkServer:
             reason = value if kind == ERROR else "exited"
             raise ForkServerError(f"fork server {self.process.pid}: {reason}")
 
+    async def unchanged(self) -> bool:
+        """Whether every file it imported is as it was then, so that it may fork the workers
+        of a later generation too; False also when it cannot tell (then it is retired)."""
+        async with self._requests:
+            if not self.usable:
+                return False
+            try:
+                async with asyncio.timeout(FORK_TIMEOUT):
+                    self._channel.send(CHECK.encode())
+                    answer = await self._answer()
+            except (OSError, TimeoutError):
+                self._retire()
+                return False
+            except asyncio.CancelledError:
+                self._retire()
+                raise
+        if answer != FRESH:
+            changed = answer.partition(" ")[2]
+            log.info("Fork server %d is not reused: %s changed", self.process.pid, changed)
+        return answer == FRESH
+
     async def close(self) -> None:
         """Close its channel, which it exits on; kill it if it does not."""
         self._closing = True
@@ -226,8 +256,8 @@ class ForkServer:
         code = await self.process.wait()
         if not self._closing and self._retired is None:
             log.warning(
-                "Fork server %d of generation %d exited with code %d: the next worker of its "
-                "generation starts another",
+                "Fork server %d of generation %d exited with code %d: the next worker it would "
+                "have forked starts another",
                 self.process.pid,
                 self.generation,
                 code,
@@ -239,7 +269,8 @@ class ForkServer:
 
 
 class ForkServers:
-    """The fork server of each generation that starts workers, started on demand."""
+    """The fork server of each generation that starts workers: the previous generation's when
+    it may serve, else one started on demand."""
 
     def __init__(self) -> None:
         self._servers: dict[int, asyncio.Task[ForkServer | None]] = {}
@@ -249,11 +280,12 @@ class ForkServers:
 
     def pids(self) -> list[int]:
         """The pids of the fork servers running or exiting."""
-        return [
+        running = {
             server.process.pid
             for task in self._servers.values()
-            if task.done() and not _gone(task) and (server := task.result()) is not None
-        ] + [server.process.pid for server in self._closing.values()]
+            if (server := _server(task)) is not None and server.usable
+        }
+        return sorted(running) + [server.process.pid for server in self._closing.values()]
 
     async def get(
         self, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None
@@ -275,9 +307,31 @@ class ForkServers:
         if task is None or (task.done() and _gone(task)):
             if task is not None:
                 self._close_later(task)
-            task = asyncio.create_task(self._start(config, listeners, generation, cwd))
+            task = asyncio.create_task(self._claim(config, listeners, generation, cwd))
             self._servers[generation] = task
         return await asyncio.shield(task)
+
+    async def _claim(
+        self, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None
+    ) -> ForkServer | None:
+        """The newest running fork server if it may fork `generation`'s workers, else a new
+        one."""
+        code = _code(config, cwd)
+        running = [
+            server
+            for other, task in sorted(self._servers.items(), reverse=True)
+            if other != generation and (server := _server(task)) is not None
+            if server.usable and server.code == code
+        ]
+        # A preloaded app's module may read what no stamp covers: it is imported anew.
+        if running and not config.preload_app and await running[0].unchanged():
+            log.info(
+                "Fork server %d forks generation %d's workers too: nothing it imported changed",
+                running[0].process.pid,
+                generation,
+            )
+            return running[0]
+        return await self._start(config, listeners, generation, cwd)
 
     async def _start(
         self, config: ServeConfig, listeners: Listeners, generation: int, cwd: str | None
@@ -303,10 +357,13 @@ class ForkServers:
                 self._close_later(task)
 
     def _close_later(self, task: asyncio.Task[ForkServer | None]) -> None:
-        if not task.cancelled() and task.exception() is None and (server := task.result()):
-            closing = asyncio.create_task(server.close())
-            self._closing[closing] = server
-            closing.add_done_callback(self._closing.pop)
+        """Close the fork server `task` started, unless another generation still uses it."""
+        server = _server(task)
+        if server is None or any(_server(other) is server for other in self._servers.values()):
+            return
+        closing = asyncio.create_task(server.close())
+        self._closing[closing] = server
+        closing.add_done_callback(self._closing.pop)
 
     async def close(self) -> None:
         """Close every fork server."""
@@ -340,6 +397,17 @@ def _parent(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _code(config: ServeConfig, cwd: str | None) -> tuple[str, str, bool, str | None]:
+    return config.app, config.worker_class, config.preload_app, cwd
+
+
+def _server(task: asyncio.Task[ForkServer | None]) -> ForkServer | None:
+    """The fork server `task` started, once it has."""
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
 
 
 def _gone(task: asyncio.Task[ForkServer | None]) -> bool:

@@ -27,7 +27,7 @@ FAILED_EXIT_TIMEOUT = 5.0
 MAX_DETAILS = 256 * 1024
 # A new worker runs at SCHED_IDLE, taking only the CPU the serving workers leave idle, until it
 # is ready or for at most this long: on a machine that is never idle it must still start.
-GENTLE_START = 1.0
+GENTLE_START = 0.25
 
 
 class ProcessHandle(Protocol):
@@ -96,6 +96,7 @@ class WorkerProcess:
             max_requests=config.max_requests
             and config.max_requests + random.randint(0, config.max_requests_jitter),
             worker_class=config.worker_class,
+            generation=generation,
         )
         try:
             process: ProcessHandle

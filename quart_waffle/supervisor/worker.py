@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import atexit
+import contextlib
 import importlib
 import json
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -114,6 +117,7 @@ class WorkerSpec:
     heartbeat: float = 0.0
     max_requests: int = 0
     worker_class: str = "hypercorn"
+    generation: int = 0
 
     @property
     def graceful_timeout(self) -> float:
@@ -447,6 +451,22 @@ def main(spec: WorkerSpec | None = None) -> None:
         raise
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_serve(app, spec, channel))
+    _leave()
+
+
+def _leave() -> None:
+    """Exit at once, as the interpreter's own exit would (exit functions run, standard streams
+    flushed) but without freeing every module and object first: that costs a drained worker
+    a tenth of a second of CPU or more, taken from the workers serving beside it. Returns,
+    leaving the exit to the interpreter, while a thread that exit would wait for still runs."""
+    main_thread = threading.main_thread()
+    if any(not t.daemon and t is not main_thread for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or a broken pipe
+            stream.flush()
+    os._exit(0)
 
 
 def _loop_factory(worker_class: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,15 +1,20 @@
-"""The fork server of one generation: a fresh interpreter that imports the heavy modules once,
-then forks each worker of its generation, so a reload pays for those imports once rather than
-once per worker, and new workers take little CPU from the serving ones.
+"""The fork server: a fresh interpreter that imports the heavy modules once, then forks each
+worker asked of it, so a reload pays for those imports once rather than once per worker, and
+new workers take little CPU from the serving ones.
 
-Started by the supervisor (`forkserver.ForkServer`) in the generation's directory and
+Started by the supervisor (`forkserver.ForkServer`) in a generation's directory and
 environment, with the JSON of a `ZygoteSpec` as its one argument and the listening sockets at
 the numbers the workers' specs name. Over its channel (a ``SOCK_SEQPACKET`` socket) it sends
 ``ready``, or ``failed <reason>`` and the traceback when the app module it preloads cannot be
-imported. Then, for each request (a `WorkerSpec` as JSON, the worker's channel attached), it
-forks twice, so that the worker is adopted by the supervisor (a child subreaper) and waited
-for there as any child, and answers ``forked <pid>`` (``error <reason>`` when it cannot fork,
-or when the request is malformed: then it closes what the request carried and serves on).
+imported. Then it answers two requests:
+
+- a `WorkerSpec` as JSON, the worker's channel attached: it forks twice, so that the worker is
+  adopted by the supervisor (a child subreaper) and waited for there as any child, and answers
+  ``forked <pid>`` (``error <reason>`` when it cannot fork, or when the request is malformed:
+  then it closes what the request carried and serves on);
+- ``check``: whether every file it imported is as it was when it imported it, so that a later
+  generation may be forked from it too: ``fresh``, or ``stale <path>``.
+
 It creates no event loop and no thread, and exits once its channel closes.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import importlib
 import json
 import os
@@ -32,6 +38,9 @@ from .worker import GENERATION, WorkerSpec, failure_report, import_app_module, m
 READY = "ready"
 FORKED = "forked"
 ERROR = "error"
+CHECK = "check"
+FRESH = "fresh"
+STALE = "stale"
 MAX_MESSAGE = 64 * 1024  # a request; also the most of a failed preload's traceback sent
 
 PRELOAD = (
@@ -86,9 +95,38 @@ def preload(worker_class: str) -> None:
             importlib.import_module(name, __package__)
 
 
-def serve_forks(channel: socket.socket) -> WorkerSpec | None:
-    """Fork a worker for each request on `channel` until it closes (then None, in the fork
-    server); in each worker, return its spec."""
+FileStamp = tuple[int, int, int, int]
+"""A file's device, inode, status change time and size: any write, replacement or removal
+changes one of them (a status change time cannot be set back)."""
+
+
+def imported_files() -> dict[str, FileStamp]:
+    """The stamp of each file the modules imported so far were loaded from."""
+    stamps: dict[str, FileStamp] = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and (stamp := _stamp(path)) is not None:
+            stamps[path] = stamp
+    return stamps
+
+
+def first_changed(stamps: dict[str, FileStamp]) -> str | None:
+    """The first of the files `stamps` names that was changed or removed since, if any."""
+    return next((path for path, stamp in stamps.items() if _stamp(path) != stamp), None)
+
+
+def _stamp(path: str) -> FileStamp | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_ctime_ns, status.st_size
+
+
+def serve_forks(channel: socket.socket, stamps: dict[str, FileStamp]) -> WorkerSpec | None:
+    """Answer each request on `channel` until it closes (then None, in the fork server): fork
+    a worker, or say whether the files in `stamps` are unchanged; in each worker, return its
+    spec."""
     while True:
         try:
             message, fds, _flags, _address = socket.recv_fds(channel, MAX_MESSAGE, 1)
@@ -98,6 +136,10 @@ def serve_forks(channel: socket.socket) -> WorkerSpec | None:
             for fd in fds:
                 os.close(fd)
             return None
+        if message == CHECK.encode() and not fds:
+            changed = first_changed(stamps)
+            channel.send(FRESH.encode() if changed is None else f"{STALE} {changed}".encode())
+            continue
         try:
             if len(fds) != 1:
                 raise ValueError("a request carries one channel")
@@ -114,6 +156,7 @@ def serve_forks(channel: socket.socket) -> WorkerSpec | None:
         else:
             if pid == 0:
                 channel.close()
+                os.environ[GENERATION] = str(spec.generation)
                 return spec
             channel.send(f"{FORKED} {pid}".encode())
         os.close(fds[0])
@@ -160,8 +203,13 @@ def run() -> None:
             channel.send(failure_report(error, traceback.format_exc())[:MAX_MESSAGE])
             channel.close()
             raise
+    # What it imported is never collected in the workers, so collections there neither scan
+    # it nor copy the memory pages it lies on.
+    gc.collect()
+    gc.freeze()
+    stamps = imported_files()
     channel.send(READY.encode())
-    worker = serve_forks(channel)
+    worker = serve_forks(channel, stamps)
     if worker is None:
         os._exit(0)  # nothing to flush or close: skip tearing down the modules it imported
     main(worker)

@@ -1,8 +1,8 @@
 """The supervisor test app (`testapp`, its flags included), with a marker of where its module
 was imported, for the fork server tests.
 
-`GET /origin` answers the worker's pid, the pid that imported this module (the fork server's
-with ``--preload-app``) and whether the worker was forked by a fork server.
+`GET /origin` answers the worker's pid and generation, the pid that imported this module (the
+fork server's with ``--preload-app``) and whether the worker was forked by a fork server.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ __all__ = ["app"]
 
 
 @app.get("/origin")
-async def origin() -> dict[str, int | bool]:
+async def origin() -> dict[str, int | bool | str]:
     return {
         "pid": os.getpid(),
+        "generation": os.environ.get("QUART_WAFFLE_GENERATION", ""),
         "imported_by": IMPORTED_BY,
         # a forked worker's command line is its fork server's
         "forked": any("supervisor.zygote" in arg for arg in sys.orig_argv),
