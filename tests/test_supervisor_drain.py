@@ -73,7 +73,7 @@ async def test_settle_waits_for_idle_connections_until_the_keep_alive_timeout() 
     drain.begin()
 
     started = time.monotonic()
-    await drain.settle(accept_grace=0.05, deadline=started + 5.0)
+    await drain.settle(deadline=started + 5.0)
     assert 0.25 < time.monotonic() - started < 2.0
 
 
@@ -82,7 +82,7 @@ async def test_settle_never_passes_its_deadline() -> None:
     drain.request_started(("127.0.0.1", 1004))
 
     started = time.monotonic()
-    await drain.settle(accept_grace=0.0, deadline=started + 0.2)
+    await drain.settle(deadline=started + 0.2)
     assert time.monotonic() - started < 1.0
 
 

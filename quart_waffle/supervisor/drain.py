@@ -127,17 +127,13 @@ class Drain:
         }
         self._prune_at = max(_PRUNE_AT, 2 * len(self._connections))
 
-    async def settle(self, accept_grace: float, deadline: float) -> None:
-        """Wait until no request is running and no connection can send one.
-
-        Waits at least `accept_grace` seconds, so that connections accepted just before the
-        worker stopped accepting can deliver their first request, and never past `deadline`
-        (a `time.monotonic()` value).
-        """
-        earliest = time.monotonic() + accept_grace
+    async def settle(self, deadline: float) -> None:
+        """Wait until no request is running and no connection can send one, never past
+        `deadline` (a `time.monotonic()` value). Every connection accepted must have been
+        reported (`connection_opened`) by then: one accepted just before the worker stopped
+        accepting may send its first request later."""
         while time.monotonic() < deadline:
-            quiet = self.in_flight == 0 and self.live_connections() == 0
-            if quiet and time.monotonic() >= earliest:
+            if self.in_flight == 0 and self.live_connections() == 0:
                 return
             await asyncio.sleep(_POLL_INTERVAL)
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .accept import create_server
+from .accept import SharedSocketServer, create_server
 from .drain import ASGIApp, Connection, Drain, DrainMiddleware, Message, Receive, Scope, Send
 from .logfiles import reopen_on_usr1
 from .proctitle import set_title
@@ -50,8 +50,9 @@ WORKER_CLASSES = {
 }
 """The servers a worker can run, for ``--worker-class``."""
 
-# Connections accepted just before the worker stopped accepting get this long to send a request.
-ACCEPT_GRACE = 0.5
+# A unix socket's clients have no address to tell their connections apart by (see `Drain`):
+# those accepted just before the worker stopped accepting get this long to send a request.
+UNIX_ACCEPT_GRACE = 0.5
 
 
 class _Restarts:
@@ -244,7 +245,7 @@ class Control:
             for watcher in self._watchers:
                 watcher.cancel()
 
-    async def drain(self, servers: Iterable[asyncio.AbstractServer]) -> float:
+    async def drain(self, servers: Iterable[SharedSocketServer]) -> float:
         """Stop accepting, then wait until no connection may send another request (see
         `Drain.settle`). Returns what is left of the graceful timeout for requests in flight.
 
@@ -253,27 +254,34 @@ class Control:
         """
         started = time.monotonic()
         deadline = started + self.spec.graceful_timeout
+        unix = any(sock.family == socket.AF_UNIX for server in servers for sock in server.sockets)
         for server in servers:
             server.close()  # accepts no more; connections accepted are served
         self.connections.begin()
+        # Each connection accepted is reported to `connections` once handed to its protocol.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                await asyncio.gather(*(server.wait_closed() for server in servers))
+                if unix:
+                    await asyncio.sleep(UNIX_ACCEPT_GRACE)
         # Not cut at the keep-alive timeout: on a busy machine, a connection answered just
         # before the drain may send its next request later than that, and closing it then
         # fails that request. `settle` forgets connections idle past the timeout by itself.
-        await self.connections.settle(ACCEPT_GRACE, deadline)
+        await self.connections.settle(deadline)
         return max(deadline - time.monotonic(), 0.0)
 
-    def track_servers(self) -> list[asyncio.AbstractServer]:
+    def track_servers(self) -> list[SharedSocketServer]:
         """The servers the worker class will create on this event loop (asyncio's or uvloop's),
         as it creates them. Each accepts one connection per wake-up from its shared socket
         (see `accept`), and reports the connections it accepts and loses to `connections`:
         server classes keep both to themselves, and a worker must stop accepting, then know
         every connection that may still send a request, before it stops."""
         loop = asyncio.get_running_loop()
-        servers: list[asyncio.AbstractServer] = []
+        servers: list[SharedSocketServer] = []
 
         async def tracking_create_server(
             protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
-        ) -> asyncio.AbstractServer:
+        ) -> SharedSocketServer:
             factory = _reporting_connections(protocol_factory, self.connections)
             server = await create_server(factory, *args, **kwargs)
             servers.append(server)
