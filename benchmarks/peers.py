@@ -22,9 +22,11 @@ serves the very app ours does with the server at the version named.
     python -m benchmarks.peers --only 'quart-waffle -k hypercorn' --seconds 20  # how workers start
 
 A request fails unless it gets a complete 200 on its first attempt. Every cell runs the load for
-the same window; a peer's reload is over once every worker that answered before the signal has
-exited and as many new workers as it runs have answered. The machine is shared: each cell
-prints the load average it ran under.
+the same window. A peer is sent ``SIGHUP``; ours is asked over its control socket from this
+process (what `quart-waffle reload` sends), so neither pays for a command's interpreter in the
+window. Ours reports when its reload is over; a peer's is over once every worker that
+answered before the signal has exited and as many new workers as it runs have answered. The
+machine is shared: each cell prints the load average it ran under.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import io
 import math
 import os
 import signal
@@ -48,6 +51,7 @@ from typing import Any
 
 from harness import ROOT, ProcessGroup, free_port
 from harness.load import LoadReport, Sample, run_load
+from quart_waffle.supervisor.control import request_reload
 
 from .flask_waffleconf import APP_SOURCE as FWC_APP_SOURCE
 from .flask_waffleconf import REQUIREMENTS as FWC_REQUIREMENTS
@@ -277,18 +281,11 @@ def _serving(
 
 
 async def _waffle_reload(cell: Cell, server: subprocess.Popen[bytes], report: LoadReport) -> bool:
+    """Ask over the control socket, from this process, as `quart-waffle reload` does: a peer
+    is sent a signal, so neither pays for starting a command's interpreter in the window."""
     del server, report
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "quart-waffle"),
-        "reload",
-        "--control-socket",
-        str(cell.workdir / "control.sock"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, error = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"quart-waffle reload failed: {error.decode().strip()}")
+    path = str(cell.workdir / "control.sock")
+    await asyncio.to_thread(request_reload, path, SIGNAL_RELOAD_TIMEOUT, io.StringIO())
     return True
 
 

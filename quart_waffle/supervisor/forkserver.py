@@ -23,7 +23,8 @@ from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
 from .orphans import reap_orphans
-from .process import GENTLE_START, set_policy, start_interpreter
+from .process import start_interpreter
+from .scheduling import GENTLE_START, set_policy, start_gently
 from .worker import FAILED, WorkerSpec
 from .zygote import CHECK, ERROR, FORKED, FRESH, MAX_MESSAGE, READY, ZygoteSpec
 
@@ -147,7 +148,7 @@ class ForkServer:
             child.close()
         server = cls(process, parent, generation, _code(config, cwd))
         # Its imports take the CPU the serving workers leave idle, for a while at most.
-        set_policy(process.pid, "SCHED_IDLE")
+        start_gently(process.pid)
         gentle = asyncio.get_running_loop().call_later(
             GENTLE_START, set_policy, process.pid, "SCHED_OTHER"
         )

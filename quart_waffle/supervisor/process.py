@@ -16,6 +16,7 @@ from typing import Protocol
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
+from .scheduling import GENTLE_START, set_policy, start_gently
 from .worker import BEAT, DRAIN, FAILED, GENERATION, READY, RECYCLE, RESTART, WorkerSpec
 
 # A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
@@ -25,9 +26,6 @@ EXIT_MARGIN = 1.0
 # and exit before it is killed.
 FAILED_EXIT_TIMEOUT = 5.0
 MAX_DETAILS = 256 * 1024
-# A new worker runs at SCHED_IDLE, taking only the CPU the serving workers leave idle, until it
-# is ready or for at most this long: on a machine that is never idle it must still start.
-GENTLE_START = 0.25
 
 
 class ProcessHandle(Protocol):
@@ -116,7 +114,7 @@ class WorkerProcess:
             raise
         finally:
             child.close()
-        set_policy(process.pid, "SCHED_IDLE")
+        start_gently(process.pid)
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         return cls(process, reader, writer, generation)
 
@@ -158,8 +156,8 @@ class WorkerProcess:
         raise WorkerFailed(self.pid, f"exited with code {self.process.returncode}")
 
     def _end_gentle_start(self) -> None:
-        """Give every thread of the worker the normal scheduling policy again. Leaving
-        ``SCHED_IDLE`` for it is allowed without privileges (unlike lowering a nice value)."""
+        """Give every thread of the worker the normal scheduling policy again (see
+        `scheduling`)."""
         self._gentle.cancel()
         if self.process.returncode is not None:
             return
@@ -256,9 +254,3 @@ async def start_interpreter(
         cwd=cwd,
         pass_fds=pass_fds,
     )
-
-
-def set_policy(pid: int, policy: str) -> None:
-    """Set the scheduling policy of the process or thread `pid`, where the system has it."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(pid, getattr(os, policy), os.sched_param(0))

@@ -34,6 +34,7 @@ from .accept import SharedSocketServer, create_server
 from .drain import ASGIApp, Connection, Drain, DrainMiddleware, Message, Receive, Scope, Send
 from .logfiles import reopen_on_usr1
 from .proctitle import set_title
+from .scheduling import set_policy
 
 READY = "ready"
 FAILED = "failed"
@@ -283,6 +284,9 @@ class Control:
             protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
         ) -> SharedSocketServer:
             factory = _reporting_connections(protocol_factory, self.connections)
+            # Started gently (see `scheduling`), the worker serves at the normal policy from
+            # its first accept on: a connection must not wait for the CPU to fall idle.
+            set_policy(0, "SCHED_OTHER")
             server = await create_server(factory, *args, **kwargs)
             servers.append(server)
             return server
