@@ -30,7 +30,7 @@ from harness.load import run_load
 from quart_waffle.supervisor.config import ServeConfig
 from quart_waffle.supervisor.forkserver import ForkServers
 from quart_waffle.supervisor.listeners import Listeners
-from quart_waffle.supervisor.zygote import ERROR, READY, ZygoteSpec
+from quart_waffle.supervisor.zygote import CHECK, ERROR, FRESH, READY, ZygoteSpec
 from tests.supervisor_apps.harness import ServerProcess, status
 
 APP = "tests.supervisor_apps.forkapp:app"
@@ -117,6 +117,7 @@ async def test_a_reload_reuses_the_fork_server_until_a_file_it_imported_changes(
     site.mkdir()
     imported = site / "sitecustomize.py"
     imported.write_text("RELEASE = 1\n")
+    await asyncio.sleep(0.6)  # a file changed as a fork server starts would never be trusted
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     server = serve(tmp_path, servers, broken, env={"PYTHONPATH": path})
     supervisor = server.process.pid
@@ -350,7 +351,7 @@ asyncio.run(main())
 def _zygote(tmp_path: Path) -> Iterator[socket.socket]:
     """A fork server started as the supervisor starts one, and its channel once it is ready."""
     ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    spec = ZygoteSpec(APP, "hypercorn", False, its.fileno())
+    spec = ZygoteSpec(APP, "hypercorn", False, its.fileno(), time.time_ns() - 10**9)
     code = "from quart_waffle.supervisor.zygote import run; run()"
     process = subprocess.Popen(
         [sys.executable, "-c", code, spec.to_json()],
@@ -372,8 +373,8 @@ def _zygote(tmp_path: Path) -> Iterator[socket.socket]:
 
 @pytest.mark.parametrize(
     "request_",
-    [b"not json", b"[1]", b'{"app": 1}', b"\xff"],
-    ids=["text", "list", "fields", "bytes"],
+    [b"not json", b"[1]", b'{"app": 1}', b"\xff", b"[" * 60_000],
+    ids=["text", "list", "fields", "bytes", "deep"],
 )
 def test_a_malformed_request_is_answered_an_error(zygote: socket.socket, request_: bytes) -> None:
     for attached in (1, 0, 2):
@@ -386,3 +387,24 @@ def test_a_malformed_request_is_answered_an_error(zygote: socket.socket, request
             ours.settimeout(10)
             assert ours.recv(1) == b""  # what the request carried is closed
             ours.close()
+
+
+def test_a_check_of_what_nothing_changed_is_answered_fresh(zygote: socket.socket) -> None:
+    for generation in (7, 8):
+        zygote.send(f"{CHECK} {generation}".encode())
+        assert zygote.recv(4096) == FRESH.encode()
+
+
+async def test_a_drained_worker_leaves_what_its_open_files_hold_written(
+    tmp_path: Path, servers: list[ServerProcess], broken: Path
+) -> None:
+    notes = tmp_path / "notes"
+    server = serve(tmp_path, servers, broken, env={"WAFFLE_TEST_NOTES": str(notes)})
+    for _ in range(20):
+        code, body = await http_request(
+            server.port, "GET", "/note", headers={"Connection": "close"}, within=30
+        )
+        assert code == 200, body
+    assert notes.read_text() == ""  # still in the workers' buffers
+    assert server.stop() == 0
+    assert len(notes.read_text().splitlines()) == 20

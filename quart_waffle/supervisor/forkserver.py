@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +35,7 @@ PR_SET_CHILD_SUBREAPER = 36
 # A fork server answers a request in milliseconds; one that does not is broken.
 FORK_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
+CLOCK_MARGIN_NS = 500_000_000  # file times are coarse, and a clock may step back a little
 
 
 class ForkServerError(Exception):
@@ -130,7 +132,10 @@ class ForkServer:
         """
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent.setblocking(False)
-        spec = ZygoteSpec(config.app, config.worker_class, config.preload_app, child.fileno())
+        started_ns = time.time_ns() - CLOCK_MARGIN_NS
+        spec = ZygoteSpec(
+            config.app, config.worker_class, config.preload_app, child.fileno(), started_ns
+        )
         sockets = [sock.fileno() for sock in (*listeners.secure, *listeners.insecure)]
         try:
             process = await start_interpreter(
@@ -193,15 +198,15 @@ class ForkServer:
             reason = value if kind == ERROR else "exited"
             raise ForkServerError(f"fork server {self.process.pid}: {reason}")
 
-    async def unchanged(self) -> bool:
-        """Whether every file it imported is as it was then, so that it may fork the workers
-        of a later generation too; False also when it cannot tell (then it is retired)."""
+    async def unchanged(self, generation: int) -> bool:
+        """Whether what it loaded is still what is on disk (see `loaded`), so that it may fork
+        the workers of `generation` too; False also when it cannot tell (then it is retired)."""
         async with self._requests:
             if not self.usable:
                 return False
             try:
                 async with asyncio.timeout(FORK_TIMEOUT):
-                    self._channel.send(CHECK.encode())
+                    self._channel.send(f"{CHECK} {generation}".encode())
                     answer = await self._answer()
             except (OSError, TimeoutError):
                 self._retire()
@@ -211,7 +216,11 @@ class ForkServer:
                 raise
         if answer != FRESH:
             changed = answer.partition(" ")[2]
-            log.info("Fork server %d is not reused: %s changed", self.process.pid, changed)
+            log.info(
+                "Fork server %d is not reused: %s changed, or changed while it loaded it",
+                self.process.pid,
+                changed,
+            )
         return answer == FRESH
 
     async def close(self) -> None:
@@ -325,7 +334,7 @@ class ForkServers:
             if server.usable and server.code == code
         ]
         # A preloaded app's module may read what no stamp covers: it is imported anew.
-        if running and not config.preload_app and await running[0].unchanged():
+        if running and not config.preload_app and await running[0].unchanged(generation):
             log.info(
                 "Fork server %d forks generation %d's workers too: nothing it imported changed",
                 running[0].process.pid,

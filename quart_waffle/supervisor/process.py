@@ -16,7 +16,7 @@ from typing import Protocol
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
-from .scheduling import GENTLE_START, set_policy, start_gently
+from .scheduling import GENTLE_START, end_gentle_start, start_gently
 from .worker import BEAT, DRAIN, FAILED, GENERATION, READY, RECYCLE, RESTART, WorkerSpec
 
 # A draining worker also runs lifespan shutdown and leaves the interpreter after its graceful
@@ -156,17 +156,10 @@ class WorkerProcess:
         raise WorkerFailed(self.pid, f"exited with code {self.process.returncode}")
 
     def _end_gentle_start(self) -> None:
-        """Give every thread of the worker the normal scheduling policy again (see
-        `scheduling`)."""
+        """Give the worker the normal scheduling policy again (see `scheduling`)."""
         self._gentle.cancel()
-        if self.process.returncode is not None:
-            return
-        try:
-            threads = [int(tid) for tid in os.listdir(f"/proc/{self.pid}/task")]
-        except OSError:
-            threads = [self.pid]
-        for thread in threads:
-            set_policy(thread, "SCHED_OTHER")
+        if self.process.returncode is None:
+            end_gentle_start(self.pid)
 
     async def wait_recycle(self) -> bool:
         """True once the worker asks to be replaced; False if it goes first."""

@@ -57,6 +57,25 @@ def start_gently(pid: int) -> None:
         set_policy(pid, "SCHED_IDLE")
 
 
+def end_gentle_start(pid: int) -> None:
+    """Give every thread of process `pid`, and the processes it has started, the normal
+    policy again."""
+    for thread in _threads(pid):
+        set_policy(thread, "SCHED_OTHER")
+        with contextlib.suppress(OSError, ValueError):
+            children = Path(f"/proc/{pid}/task/{thread}/children").read_text().split()
+            for child in map(int, children):
+                for child_thread in _threads(child):
+                    set_policy(child_thread, "SCHED_OTHER")
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
 def set_policy(pid: int, policy: str) -> None:
     """Set the scheduling policy of the process or thread `pid` (0: the calling thread),
     where the system has it."""

@@ -12,8 +12,8 @@ imported. Then it answers two requests:
   adopted by the supervisor (a child subreaper) and waited for there as any child, and answers
   ``forked <pid>`` (``error <reason>`` when it cannot fork, or when the request is malformed:
   then it closes what the request carried and serves on);
-- ``check``: whether every file it imported is as it was when it imported it, so that a later
-  generation may be forked from it too: ``fresh``, or ``stale <path>``.
+- ``check <generation>``: whether what it loaded is still what is on disk (`loaded`), so
+  that `generation` may be forked from it too: ``fresh``, or ``stale <path>``.
 
 It creates no event loop and no thread, and exits once its channel closes.
 """
@@ -32,6 +32,7 @@ import sys
 import traceback
 from dataclasses import asdict, dataclass
 
+from .loaded import LoadedCode
 from .proctitle import set_title
 from .worker import GENERATION, WorkerSpec, failure_report, import_app_module, main, parse_app
 
@@ -78,6 +79,9 @@ class ZygoteSpec:
     worker_class: str
     preload_app: bool
     channel_fd: int
+    started_ns: int
+    """When the supervisor started it (`time.time_ns()`): a file changed since may have been
+    loaded in either state."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -95,38 +99,10 @@ def preload(worker_class: str) -> None:
             importlib.import_module(name, __package__)
 
 
-FileStamp = tuple[int, int, int, int]
-"""A file's device, inode, status change time and size: any write, replacement or removal
-changes one of them (a status change time cannot be set back)."""
-
-
-def imported_files() -> dict[str, FileStamp]:
-    """The stamp of each file the modules imported so far were loaded from."""
-    stamps: dict[str, FileStamp] = {}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str) and (stamp := _stamp(path)) is not None:
-            stamps[path] = stamp
-    return stamps
-
-
-def first_changed(stamps: dict[str, FileStamp]) -> str | None:
-    """The first of the files `stamps` names that was changed or removed since, if any."""
-    return next((path for path, stamp in stamps.items() if _stamp(path) != stamp), None)
-
-
-def _stamp(path: str) -> FileStamp | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino, status.st_ctime_ns, status.st_size
-
-
-def serve_forks(channel: socket.socket, stamps: dict[str, FileStamp]) -> WorkerSpec | None:
+def serve_forks(channel: socket.socket, loaded: LoadedCode, app: str) -> WorkerSpec | None:
     """Answer each request on `channel` until it closes (then None, in the fork server): fork
-    a worker, or say whether the files in `stamps` are unchanged; in each worker, return its
-    spec."""
+    a worker, or say whether what it `loaded` is unchanged (then it forks for that generation
+    too, and is titled so); in each worker, return its spec."""
     while True:
         try:
             message, fds, _flags, _address = socket.recv_fds(channel, MAX_MESSAGE, 1)
@@ -136,15 +112,20 @@ def serve_forks(channel: socket.socket, stamps: dict[str, FileStamp]) -> WorkerS
             for fd in fds:
                 os.close(fd)
             return None
-        if message == CHECK.encode() and not fds:
-            changed = first_changed(stamps)
-            channel.send(FRESH.encode() if changed is None else f"{STALE} {changed}".encode())
+        kind, _, generation = message.partition(b" ")
+        if kind == CHECK.encode() and not fds:
+            changed = loaded.first_changed()
+            if changed is None:
+                set_title("fork-server", app, generation.decode(errors="replace"))
+                channel.send(FRESH.encode())
+            else:
+                channel.send(f"{STALE} ".encode() + os.fsencode(changed)[: MAX_MESSAGE // 2])
             continue
         try:
             if len(fds) != 1:
                 raise ValueError("a request carries one channel")
             spec = dataclasses.replace(WorkerSpec.from_json(message.decode()), channel_fd=fds[0])
-        except (ValueError, TypeError) as error:  # JSONDecodeError and UnicodeDecodeError too
+        except Exception as error:  # any request it cannot read (JSON too deep, say)
             for fd in fds:
                 os.close(fd)
             channel.send(f"{ERROR} malformed request: {error}".encode())
@@ -207,9 +188,9 @@ def run() -> None:
     # it nor copy the memory pages it lies on.
     gc.collect()
     gc.freeze()
-    stamps = imported_files()
+    loaded = LoadedCode.record(spec.started_ns)
     channel.send(READY.encode())
-    worker = serve_forks(channel, stamps)
+    worker = serve_forks(channel, loaded, spec.app)
     if worker is None:
         os._exit(0)  # nothing to flush or close: skip tearing down the modules it imported
     main(worker)

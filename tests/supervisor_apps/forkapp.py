@@ -3,6 +3,8 @@ was imported, for the fork server tests.
 
 `GET /origin` answers the worker's pid and generation, the pid that imported this module (the
 fork server's with ``--preload-app``) and whether the worker was forked by a fork server.
+`GET /note` writes a line to the file ``WAFFLE_TEST_NOTES`` names, opened when the module is
+imported and never flushed: only the worker's exit writes it out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from tests.supervisor_apps.testapp import app
 
 IMPORTED_BY = os.getpid()
+NOTES = open(os.environ.get("WAFFLE_TEST_NOTES", os.devnull), "a")  # noqa: SIM115
 
 __all__ = ["app"]
 
@@ -26,3 +29,9 @@ async def origin() -> dict[str, int | bool | str]:
         # a forked worker's command line is its fork server's
         "forked": any("supervisor.zygote" in arg for arg in sys.orig_argv),
     }
+
+
+@app.get("/note")
+async def note() -> dict[str, int]:
+    NOTES.write(f"{os.getpid()}\n")
+    return {"pid": os.getpid()}

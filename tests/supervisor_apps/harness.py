@@ -4,6 +4,7 @@ judge what it logged and what its workers answered."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -20,7 +21,8 @@ from harness.http import HttpError, http_request
 from harness.load import Sample
 from harness.processes import ROOT, ProcessGroup
 from quart_waffle.supervisor.config import control_socket_beside
-from quart_waffle.supervisor.control import request_status
+from quart_waffle.supervisor.control import request_reload, request_status
+from quart_waffle.supervisor.errors import ReloadFailed
 
 COMMAND = [str(Path(sys.executable).with_name("quart-waffle"))]
 START_TIMEOUT = 60.0
@@ -118,6 +120,17 @@ class ServerProcess:
             output, _ = await process.communicate()
         assert process.returncode is not None
         return Reloaded(process.returncode, output.decode())
+
+    async def request_reload(self) -> Reloaded:
+        """Ask for a reload over the control socket from this process, as `reload` does but
+        without starting a command: the request arrives within milliseconds."""
+        out = io.StringIO()
+        path = control_socket_beside(self.pid_file)
+        try:
+            summary = await asyncio.to_thread(request_reload, path, RELOAD_TIMEOUT, out)
+        except ReloadFailed as error:
+            return Reloaded(1, f"{out.getvalue()}{error}\n")
+        return Reloaded(0, f"{out.getvalue()}{summary}\n")
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM the supervisor and wait for it to exit."""
