@@ -125,6 +125,37 @@ def _certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
+async def test_a_tls_handshake_under_way_when_accepting_stops_is_finished(
+    sockets: _Sockets, certificate: tuple[Path, Path]
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    server = await create_server(
+        lambda: sockets.factory(0), sock=sockets.copy(), ssl=context, ssl_handshake_timeout=3600
+    )
+    sockets.queue_connections(1)  # its hello comes after the server stopped accepting
+    client = sockets.opened[-1]
+    for _ in range(100):  # until the server has accepted it
+        await asyncio.sleep(0.01)
+        if server._connecting:
+            break
+    assert server._connecting
+    server.close()
+    trusting = ssl.create_default_context()
+    trusting.check_hostname = False  # a test certificate, with no subject alternative name
+    trusting.verify_mode = ssl.CERT_NONE
+    _reader, writer = await asyncio.open_connection(
+        sock=client, ssl=trusting, server_hostname="127.0.0.1"
+    )
+    async with asyncio.timeout(10):
+        assert await sockets.made.get() == 0  # handed to its protocol, to be served
+        await server.wait_closed()
+        for transport in sockets.transports:  # TLS closes over the event loop
+            transport.close()
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_closing_drops_a_connection_still_in_its_tls_handshake(
     sockets: _Sockets, certificate: tuple[Path, Path]
 ) -> None:
@@ -141,7 +172,7 @@ async def test_closing_drops_a_connection_still_in_its_tls_handshake(
             break
     assert server._connecting
     server.close()
-    async with asyncio.timeout(10):  # not the hour the handshake may take
+    async with asyncio.timeout(10):  # the grace, not the hour the handshake may take
         await server.wait_closed()
     idle.settimeout(10)
     assert idle.recv(1) == b""  # closed by the server

@@ -26,6 +26,7 @@ from typing import Any, cast
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 RETRY_DELAY = 1.0  # seconds before accepting again when out of file descriptors or memory
+HANDSHAKE_GRACE = 1.0  # seconds a TLS handshake under way when accepting stops may still take
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,11 @@ logger = logging.getLogger(__name__)
 
 class SharedSocketServer(asyncio.AbstractServer):
     """Serves `sock` with `protocol_factory`, accepting one connection each time the event
-    loop finds it readable, on asyncio's loop or uvloop alike. Closing it stops accepting and
-    drops the connections still in their TLS handshake, which have asked for nothing yet and
-    could hold a drain for the whole handshake timeout; those already handed to their
-    protocol are left to the server class."""
+    loop finds it readable, on asyncio's loop or uvloop alike. Closing it stops accepting;
+    connections still in their TLS handshake get `HANDSHAKE_GRACE` seconds to finish it (a
+    client's takes milliseconds), then are dropped: they have asked for nothing yet, and one
+    that never finishes could hold a drain for the whole handshake timeout. Those handed to
+    their protocol are left to the server class."""
 
     def __init__(
         self,
@@ -82,12 +84,15 @@ class SharedSocketServer(asyncio.AbstractServer):
             self._loop.remove_reader(self._sock.fileno())
         self._serving = False
         self._closed = True
-        if self._tls:
-            for task, conn in self._connecting.items():
-                handoff = cast(Coroutine[Any, Any, None], task.get_coro())
-                if inspect.getcoroutinestate(handoff) == inspect.CORO_CREATED:
-                    conn.close()  # no transport has it yet to close it when cancelled
-                task.cancel()
+        if self._tls and self._connecting:
+            self._loop.call_later(HANDSHAKE_GRACE, self._drop_handshakes)
+
+    def _drop_handshakes(self) -> None:
+        for task, conn in list(self._connecting.items()):
+            handoff = cast(Coroutine[Any, Any, None], task.get_coro())
+            if inspect.getcoroutinestate(handoff) == inspect.CORO_CREATED:
+                conn.close()  # no transport has it yet to close it when cancelled
+            task.cancel()
 
     async def wait_closed(self) -> None:
         """Wait for the connections accepted but not yet handed to their protocol."""
