@@ -49,8 +49,9 @@ async def test_once_across_workers_and_a_restart(postgres_url: str, tmp_path: Pa
             # every worker knows these before they are due (its check each second)
             at = soon(3)
             first = await waffle.schedule({"MAX_ITEMS": 77}, at=at, actor="ops")
+            # Its end comes last: after the three changes due at `at`, however busy the host.
             second = await waffle.schedule(
-                {"GREETING": "Back soon"}, at=at, until=at + timedelta(seconds=1), actor="ops"
+                {"GREETING": "Back soon"}, at=at, until=at + timedelta(seconds=3), actor="ops"
             )
             third = await waffle.schedule({"THEME": "dark"}, at=at, actor="ops")
             await deployment.until_all_serve(
