@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -377,23 +377,42 @@ def _wrap(app: ASGIApp, control: Control, startup_failures: list[str]) -> ASGIAp
     """`app` as every worker class serves it: draining, counting requests (for the
     supervisor's `workers` command and towards ``max_requests``) and recording a failed
     lifespan startup's traceback."""
-    app = _counting(app, control)
-    return DrainMiddleware(_recording(app, startup_failures), control.connections)
+    return DrainMiddleware(
+        _counting_and_recording(app, control, startup_failures), control.connections
+    )
 
 
-def _counting(app: ASGIApp, control: Control) -> ASGIApp:
-    """`app`, counting its HTTP and WebSocket connection scopes in `control.requests` and
-    asking once to be recycled, when the ``max_requests``-th starts."""
+def _counting_and_recording(app: ASGIApp, control: Control, startup_failures: list[str]) -> ASGIApp:
+    """`app`, counting its HTTP and WebSocket connection scopes in `control.requests` (asking
+    once to be recycled, when the ``max_requests``-th starts), and noting the traceback of a
+    failed lifespan startup: the app reports only a message to the server, but sends it while
+    its exception is being handled. A plain function returning the app's awaitable, so a
+    request pays for no coroutine of its own here."""
     limit = control.spec.max_requests
 
-    async def counting_app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+    def counting_app(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        kind = scope["type"]
+        if kind == "lifespan":
+            return app(scope, receive, _recording_failures(send, startup_failures))
+        if kind in ("http", "websocket"):
             control.requests += 1
             if control.requests == limit:
                 control.recycle()
-        await app(scope, receive, send)
+        return app(scope, receive, send)
 
     return counting_app
+
+
+def _recording_failures(send: Send, startup_failures: list[str]) -> Send:
+    async def recording_send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            handled = sys.exc_info()[1]
+            startup_failures.append(
+                traceback.format_exc() if handled else str(message.get("message", ""))
+            )
+        await send(message)
+
+    return recording_send
 
 
 async def _beat(writer: asyncio.StreamWriter, interval: float, requests: Callable[[], int]) -> None:
@@ -406,24 +425,6 @@ async def _beat(writer: asyncio.StreamWriter, interval: float, requests: Callabl
             await asyncio.sleep(interval)
     except ConnectionError:
         pass  # the supervisor is gone: the channel watcher stops the worker
-
-
-def _recording(app: ASGIApp, startup_failures: list[str]) -> ASGIApp:
-    """`app`, noting the traceback of a failed lifespan startup: the app reports only a
-    message to Hypercorn, but sends it while its exception is being handled."""
-
-    async def recording_app(scope: Scope, receive: Receive, send: Send) -> None:
-        async def recording_send(message: Message) -> None:
-            if message["type"] == "lifespan.startup.failed":
-                handled = sys.exc_info()[1]
-                startup_failures.append(
-                    traceback.format_exc() if handled else str(message.get("message", ""))
-                )
-            await send(message)
-
-        await app(scope, receive, recording_send if scope["type"] == "lifespan" else send)
-
-    return recording_app
 
 
 def failure_report(error: BaseException, details: str) -> bytes:
