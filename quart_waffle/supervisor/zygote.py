@@ -53,20 +53,42 @@ PRELOAD = (
     "redis.asyncio",
     "aiosqlite",
     "asyncpg",
+    "prometheus_client",
     "quart_waffle.extension",
-    "quart_waffle.admin",
-    "quart_waffle.fleet",
-    "quart_waffle.metrics",
+    "quart_waffle.cli",
+    "quart_waffle.admin.api",
+    "quart_waffle.admin.fleet_panel",
+    "quart_waffle.admin.page",
+    "quart_waffle.admin.schedule_api",
+    "quart_waffle.admin.schedule_page",
+    "quart_waffle.fleet.files",
+    "quart_waffle.fleet.redis",
+    "quart_waffle.fleet.table",
+    "quart_waffle.promotion",
+    "quart_waffle.rollback",
+    "quart_waffle.schedule",
+    "quart_waffle.sync.file",
+    "quart_waffle.sync.postgres",
+    "quart_waffle.sync.redis",
     "quart_waffle.sync.runner",
 )
-"""Modules imported before any fork where installed (third-party ones and this library's
-extension, which the app's workers import): none opens a connection, starts a thread or
-creates an event loop when imported."""
+"""Modules imported before any fork where installed (third-party ones, and the parts of this
+library an app's workers import, some only as the extension starts): none opens a connection,
+starts a thread or creates an event loop when imported. (Not ``quart_waffle.metrics.prometheus``:
+its metrics, made when it is imported, would name the fork server's pid.)"""
 
 SERVERS = {
     "hypercorn": ("hypercorn.asyncio", ".worker_hypercorn"),
     "hypercorn-uvloop": ("uvloop", "hypercorn.asyncio", ".worker_hypercorn"),
-    "uvicorn": ("uvloop", "httptools", "uvicorn", ".worker_uvicorn"),
+    "uvicorn": (
+        "uvloop",
+        "httptools",
+        "uvicorn",
+        "uvicorn.lifespan.on",
+        "uvicorn.protocols.http.httptools_impl",
+        "uvicorn.protocols.websockets.auto",
+        ".worker_uvicorn",
+    ),
 }
 """The server modules of each worker class."""
 
