@@ -90,22 +90,40 @@ async def test_a_connection_accepted_counts_until_its_request_is_answered_or_it_
     drain = Drain(keep_alive_timeout=60.0)
     app = DrainMiddleware(_ok, drain)
     drain.connection_opened(("127.0.0.1", 1005))
-    drain.connection_opened(("127.0.0.1", 1006))
+    idle = drain.connection_opened(("127.0.0.1", 1006))
     assert drain.live_connections() == 2  # no request yet: it may still send one
 
     drain.begin()
     await _request(app, 1005)  # answered with Connection: close
-    drain.connection_closed(("127.0.0.1", 1006))
+    drain.connection_closed(("127.0.0.1", 1006), idle)
     assert drain.live_connections() == 0
 
 
 async def test_a_connection_lost_during_its_request_is_not_counted_again() -> None:
     drain = Drain(keep_alive_timeout=60.0)
-    drain.connection_opened(("127.0.0.1", 1007))
-    drain.request_started(("127.0.0.1", 1007))
-    drain.connection_closed(("127.0.0.1", 1007))
-    drain.request_finished(("127.0.0.1", 1007), closing=False)
+    opened = drain.connection_opened(("127.0.0.1", 1007))
+    running = drain.request_started(("127.0.0.1", 1007))
+    assert running is opened
+    drain.connection_closed(("127.0.0.1", 1007), opened)
+    drain.request_finished(("127.0.0.1", 1007), running, closing=False)
 
+    assert drain.live_connections() == 0
+
+
+async def test_a_new_connection_from_the_address_of_one_closing_is_kept() -> None:
+    """A client may connect again from the same port before the server reports its previous
+    connection lost: that report must not forget the new connection, which may still send its
+    request."""
+    drain = Drain(keep_alive_timeout=60.0)
+    client = ("127.0.0.1", 1008)
+    old = drain.connection_opened(client)
+    finished = drain.request_started(client)
+    new = drain.connection_opened(client)  # the old one's loss not reported yet
+    drain.request_finished(client, finished, closing=True)
+    drain.connection_closed(client, old)
+
+    assert drain.live_connections() == 1
+    drain.connection_closed(client, new)
     assert drain.live_connections() == 0
 
 
@@ -149,7 +167,7 @@ async def test_an_idle_connection_whose_client_hung_up_is_not_waited_for() -> No
         await asyncio.sleep(0.2)  # the FINs arrive
 
         assert drain.live_connections() == 1
-        drain.connection_closed(sending)
+        drain.connection_closed(sending, clients[1][1])
         assert drain.live_connections() == 0
     finally:
         for _, _, writer in clients:

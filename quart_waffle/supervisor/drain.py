@@ -68,30 +68,42 @@ class Drain:
         self, client: tuple[Any, ...], transport: asyncio.BaseTransport | None = None
     ) -> Connection:
         """The server accepted a connection from `client`: idle until its first request.
-        Whoever reads its bytes sets `sent` on the record returned."""
-        connection = self._connections.get(client) or self._add(client)
+        Whoever reads its bytes sets `sent` on the record returned. A record of an earlier
+        connection from the same address, not yet reported lost, is replaced."""
+        connection = self._add(client)
         connection.transport = transport
         return connection
 
-    def connection_closed(self, client: tuple[Any, ...]) -> None:
-        self._connections.pop(client, None)
+    def connection_closed(self, client: tuple[Any, ...], connection: Connection) -> None:
+        """`connection`, from `client`, is gone. The client's next connection may come from
+        the same address before the server reports this one lost: that one is kept."""
+        self._forget(client, connection)
 
-    def request_started(self, client: tuple[Any, ...] | None) -> None:
+    def request_started(self, client: tuple[Any, ...] | None) -> Connection | None:
+        """A request from `client` started; returns its connection's record, for
+        `request_finished`."""
         self.in_flight += 1
         if client is None:
-            return
+            return None
         connection = self._connections.get(client) or self._add(client)
         connection.idle_since = None
         connection.sent = False
+        return connection
 
-    def request_finished(self, client: tuple[Any, ...] | None, *, closing: bool) -> None:
+    def request_finished(
+        self, client: tuple[Any, ...] | None, connection: Connection | None, *, closing: bool
+    ) -> None:
         self.in_flight -= 1
-        if client is None:
+        if client is None or connection is None:
             return
         if closing:
-            self._connections.pop(client, None)
-        elif (connection := self._connections.get(client)) is not None:  # not lost meanwhile
+            self._forget(client, connection)
+        else:
             connection.idle_since = time.monotonic()
+
+    def _forget(self, client: tuple[Any, ...], connection: Connection) -> None:
+        if self._connections.get(client) is connection:
+            del self._connections[client]
 
     def live_connections(self) -> int:
         """Connections that may still send a request."""
@@ -127,13 +139,16 @@ class Drain:
         }
         self._prune_at = max(_PRUNE_AT, 2 * len(self._connections))
 
-    async def settle(self, deadline: float) -> None:
-        """Wait until no request is running and no connection can send one, never past
-        `deadline` (a `time.monotonic()` value). Every connection accepted must have been
-        reported (`connection_opened`) by then: one accepted just before the worker stopped
-        accepting may send its first request later."""
+    async def settle(self, deadline: float, *, at_least: float = 0.0) -> None:
+        """Wait until no request is running and no connection can send one, and at least
+        `at_least` seconds, never past `deadline` (a `time.monotonic()` value). Every
+        connection accepted should have been reported (`connection_opened`) by then: one
+        accepted just before the worker stopped accepting may send its first request later,
+        and `at_least` covers one the server makes or reports late."""
+        earliest = time.monotonic() + at_least
         while time.monotonic() < deadline:
-            if self.in_flight == 0 and self.live_connections() == 0:
+            quiet = self.in_flight == 0 and self.live_connections() == 0
+            if quiet and time.monotonic() >= earliest:
                 return
             await asyncio.sleep(_POLL_INTERVAL)
 
@@ -162,7 +177,7 @@ class DrainMiddleware:
         # HTTP/1.0 closes after each response unless it negotiated keep-alive, which is rare.
         closing = version == "1.0" or _has_close(scope.get("headers", ()))
         drain = self.drain
-        drain.request_started(client)
+        connection = drain.request_started(client)
 
         async def send_closing(message: Message) -> None:
             nonlocal closing
@@ -178,7 +193,7 @@ class DrainMiddleware:
         try:
             await self.app(scope, receive, send_closing)
         finally:
-            drain.request_finished(client, closing=closing)
+            drain.request_finished(client, connection, closing=closing)
 
 
 _HTTP1 = frozenset(("1.0", "1.1"))

@@ -54,9 +54,10 @@ WORKER_CLASSES = {
 }
 """The servers a worker can run, for ``--worker-class``."""
 
-# A unix socket's clients have no address to tell their connections apart by (see `Drain`):
-# those accepted just before the worker stopped accepting get this long to send a request.
-UNIX_ACCEPT_GRACE = 0.5
+# A drain waits at least this long, so that a connection accepted just before the worker
+# stopped accepting can send its request even where its server reports it late, or cannot
+# (a unix socket's clients have no address to tell their connections apart by, see `Drain`).
+ACCEPT_GRACE = 0.5
 
 
 class _Restarts:
@@ -258,7 +259,6 @@ class Control:
         """
         started = time.monotonic()
         deadline = started + self.spec.graceful_timeout
-        unix = any(sock.family == socket.AF_UNIX for server in servers for sock in server.sockets)
         for server in servers:
             server.close()  # accepts no more; connections accepted are served
         self.connections.begin()
@@ -266,12 +266,10 @@ class Control:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
                 await asyncio.gather(*(server.wait_closed() for server in servers))
-                if unix:
-                    await asyncio.sleep(UNIX_ACCEPT_GRACE)
         # Not cut at the keep-alive timeout: on a busy machine, a connection answered just
         # before the drain may send its next request later than that, and closing it then
         # fails that request. `settle` forgets connections idle past the timeout by itself.
-        await self.connections.settle(deadline)
+        await self.connections.settle(deadline, at_least=ACCEPT_GRACE)
         return max(deadline - time.monotonic(), 0.0)
 
     def track_servers(self) -> list[SharedSocketServer]:
@@ -362,8 +360,8 @@ def _reporting_connections(
             made(transport)
 
         def connection_lost(error: Exception | None) -> None:
-            if client is not None:
-                drain.connection_closed(client)
+            if client is not None and connection is not None:
+                drain.connection_closed(client, connection)
             lost(error)
 
         protocol.connection_made = connection_made  # type: ignore[method-assign]
