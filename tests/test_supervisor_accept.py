@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from quart_waffle.supervisor.accept import create_server
+from quart_waffle.supervisor.accept import SharedSocketServer, create_server
 from quart_waffle.supervisor.worker import WORKER_CLASSES
 from tests.supervisor_apps.harness import ServerProcess
 
@@ -125,22 +125,29 @@ def _certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-async def test_a_tls_handshake_under_way_when_accepting_stops_is_finished(
+async def _pending_handshake(
     sockets: _Sockets, certificate: tuple[Path, Path]
-) -> None:
+) -> tuple[SharedSocketServer, socket.socket]:
+    """A TLS server that has accepted a client which has not said hello yet, and that client."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
     server = await create_server(
         lambda: sockets.factory(0), sock=sockets.copy(), ssl=context, ssl_handshake_timeout=3600
     )
-    sockets.queue_connections(1)  # its hello comes after the server stopped accepting
-    client = sockets.opened[-1]
+    sockets.queue_connections(1)
     for _ in range(100):  # until the server has accepted it
         await asyncio.sleep(0.01)
         if server._connecting:
             break
     assert server._connecting
-    server.close()
+    return server, sockets.opened[-1]
+
+
+async def test_a_tls_handshake_under_way_when_accepting_stops_is_finished(
+    sockets: _Sockets, certificate: tuple[Path, Path]
+) -> None:
+    server, client = await _pending_handshake(sockets, certificate)
+    server.close()  # its hello comes after the server stopped accepting
     trusting = ssl.create_default_context()
     trusting.check_hostname = False  # a test certificate, with no subject alternative name
     trusting.verify_mode = ssl.CERT_NONE
@@ -159,18 +166,7 @@ async def test_a_tls_handshake_under_way_when_accepting_stops_is_finished(
 async def test_closing_drops_a_connection_still_in_its_tls_handshake(
     sockets: _Sockets, certificate: tuple[Path, Path]
 ) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    server = await create_server(
-        lambda: sockets.factory(0), sock=sockets.copy(), ssl=context, ssl_handshake_timeout=3600
-    )
-    sockets.queue_connections(1)  # a client that never says hello
-    idle = sockets.opened[-1]
-    for _ in range(100):  # until the server has accepted it
-        await asyncio.sleep(0.01)
-        if server._connecting:
-            break
-    assert server._connecting
+    server, idle = await _pending_handshake(sockets, certificate)  # it never says hello
     server.close()
     async with asyncio.timeout(10):  # the grace, not the hour the handshake may take
         await server.wait_closed()
