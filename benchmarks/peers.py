@@ -51,6 +51,7 @@ from typing import Any
 
 from harness import ROOT, ProcessGroup, free_port
 from harness.load import LoadReport, Sample, run_load
+from quart_waffle.supervisor import procfs
 from quart_waffle.supervisor.control import request_reload
 
 from .flask_waffleconf import APP_SOURCE as FWC_APP_SOURCE
@@ -290,11 +291,8 @@ async def _waffle_reload(cell: Cell, server: subprocess.Popen[bytes], report: Lo
 
 
 def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
+    status = procfs.status(pid)
+    return status is None or status.state in ("Z", "X")
 
 
 async def _signal_reload(cell: Cell, server: subprocess.Popen[bytes], report: LoadReport) -> bool:

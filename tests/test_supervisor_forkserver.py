@@ -27,6 +27,7 @@ import pytest
 
 from harness.http import http_request
 from harness.load import run_load
+from quart_waffle.supervisor import procfs
 from quart_waffle.supervisor.config import ServeConfig
 from quart_waffle.supervisor.forkserver import ForkServers
 from quart_waffle.supervisor.listeners import Listeners
@@ -71,14 +72,14 @@ def serve(
 
 
 def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    status = procfs.status(pid)
+    assert status is not None, f"process {pid} is gone"
+    return status.parent
 
 
 def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):  # ESRCH when it goes while being read
-        return True
+    status = procfs.status(pid)
+    return status is None or status.state == "Z"
 
 
 def until(condition: Any, what: str, timeout: float = GONE_WITHIN) -> None:
@@ -278,9 +279,7 @@ async def test_a_fork_server_that_dies_is_started_again_for_the_next_worker(
 
 def children(pid: int) -> tuple[set[int], set[int]]:
     """The children of `pid`: all of them, and those exited but not reaped (zombies)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(child) for child in (task / "children").read_text().split())
+    found = procfs.children(pid)
     return found, {child for child in found if gone(child)}
 
 

@@ -9,26 +9,23 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from quart_waffle.supervisor import scheduling
 
-MODULE = Path(scheduling.__file__)
 NOBODY = 65534
 
 # Run in a process of its own: drop to `uid` (after setting RLIMIT_NICE to `limit`), then say
 # what `can_leave_idle` predicts and what the kernel does to a child put under SCHED_IDLE.
 PROBE = """
-import importlib.util, json, os, resource, subprocess, sys
-uid, limit, module = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+import json, os, resource, subprocess, sys
+from quart_waffle.supervisor import scheduling  # imported first: nobody may not read it all
+uid, limit = int(sys.argv[1]), int(sys.argv[2])
 if limit >= 0:
     resource.setrlimit(resource.RLIMIT_NICE, (limit, limit))
 if uid >= 0:
     os.setgroups([]); os.setgid(uid); os.setuid(uid)
-spec = importlib.util.spec_from_file_location("scheduling", module)
-scheduling = importlib.util.module_from_spec(spec); spec.loader.exec_module(scheduling)
 child = subprocess.Popen(["sleep", "30"])
 try:
     scheduling.start_gently(child.pid)
@@ -43,7 +40,7 @@ print(json.dumps({"predicted": scheduling.can_leave_idle(), "idle": idle, "back"
 
 def probe(uid: int, limit: int) -> dict[str, bool]:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(uid), str(limit), str(MODULE)],
+        [sys.executable, "-c", PROBE, str(uid), str(limit)],
         capture_output=True,
         text=True,
         timeout=30,

@@ -1,10 +1,9 @@
 """The supervisor's side of the fork servers (`zygote`): each generation's workers are forked
 by one, started with its first worker, unless the previous generation's may serve it too (same
 directory and settings, no `preload_app`, and none of the files it imported changed since);
-one is closed once
-no generation it forks for is serving or starting. Where one cannot run (not Linux, or it
-fails to start), workers start from fresh interpreters, as `WorkerProcess.spawn` does without
-one."""
+one is closed once no generation it forks for is serving or starting. Where one cannot run
+(not Linux, or it fails to start), workers start from fresh interpreters, as
+`WorkerProcess.spawn` does without one."""
 
 from __future__ import annotations
 
@@ -17,9 +16,9 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import ClassVar
 
+from . import procfs
 from .config import ServeConfig
 from .errors import WorkerFailed
 from .listeners import Listeners
@@ -394,19 +393,12 @@ class ForkServers:
 async def _kill_stray(pid: int, fork_server: int) -> None:
     """Kill and reap worker `pid`, forked by a retired fork server, if it is still adopted here
     (the reaper may have reaped it, and its pid gone to another process)."""
-    if _parent(pid) != os.getpid():
+    if (status := procfs.status(pid)) is None or status.parent != os.getpid():
         return  # a child of this process stays one until reaped here
     stray = ForkedProcess(pid)
     stray.kill()
     await stray.wait()
     log.warning("Killed worker %d, forked by fork server %d after it was retired", pid, fork_server)
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _code(config: ServeConfig, cwd: str | None) -> tuple[str, str, bool, str | None]:

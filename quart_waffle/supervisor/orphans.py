@@ -5,11 +5,11 @@ nobody was told of. Left alone, each would stay a zombie until the supervisor ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Collection
-from pathlib import Path
+
+from . import procfs
 
 log = logging.getLogger("quart_waffle.supervisor")
 
@@ -18,16 +18,11 @@ REAP_INTERVAL = 2.0
 
 def exited_children() -> set[int]:
     """The pids of this process's children that have exited and are not reaped yet (Linux)."""
-    children: set[int] = set()
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):
-            children.update(int(pid) for pid in (task / "children").read_text().split())
-    exited: set[int] = set()
-    for pid in children:
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                exited.add(pid)
-    return exited
+    return {
+        pid
+        for pid in procfs.children(os.getpid())
+        if (status := procfs.status(pid)) is not None and status.state == "Z"
+    }
 
 
 async def reap_orphans(waited: Callable[[], Collection[int]]) -> None:

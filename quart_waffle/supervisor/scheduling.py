@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path
 
+from . import procfs
+
 GENTLE_START = 0.25
 _CAP_SYS_NICE = 23  # its bit in the capability sets of /proc/<pid>/status
 _MAX_NICE_LIMIT = 20  # RLIMIT_NICE permits nice values down to this minus the limit
@@ -60,20 +62,9 @@ def start_gently(pid: int) -> None:
 def end_gentle_start(pid: int) -> None:
     """Give every thread of process `pid`, and the processes it has started, the normal
     policy again."""
-    for thread in _threads(pid):
-        set_policy(thread, "SCHED_OTHER")
-        with contextlib.suppress(OSError, ValueError):
-            children = Path(f"/proc/{pid}/task/{thread}/children").read_text().split()
-            for child in map(int, children):
-                for child_thread in _threads(child):
-                    set_policy(child_thread, "SCHED_OTHER")
-
-
-def _threads(pid: int) -> list[int]:
-    try:
-        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return [pid]
+    for process in (pid, *procfs.children(pid)):
+        for thread in procfs.threads(process):
+            set_policy(thread, "SCHED_OTHER")
 
 
 def set_policy(pid: int, policy: str) -> None:
