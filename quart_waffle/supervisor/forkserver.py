@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from . import procfs
@@ -177,18 +178,11 @@ class ForkServer:
     async def fork(self, spec: WorkerSpec, channel: socket.socket) -> ForkedProcess:
         """Fork a worker serving as `spec` says, over `channel` (its end of the channel)."""
         async with self._requests:
-            if not self.usable:
-                raise ForkServerError(f"fork server {self.process.pid}: closing or retired")
-            try:
-                async with asyncio.timeout(FORK_TIMEOUT):
-                    socket.send_fds(self._channel, [spec.to_json().encode()], [channel.fileno()])
-                    answer = await self._answer()
-            except (OSError, TimeoutError) as error:
-                self._retire()
-                raise ForkServerError(f"fork server {self.process.pid}: {error!r}") from None
-            except asyncio.CancelledError:
-                self._retire()
-                raise
+            answer = await self._ask(
+                lambda: socket.send_fds(
+                    self._channel, [spec.to_json().encode()], [channel.fileno()]
+                )
+            )
             kind, _, value = answer.partition(" ")
             if kind == FORKED:
                 return ForkedProcess(int(value))
@@ -200,19 +194,13 @@ class ForkServer:
     async def unchanged(self, generation: int) -> bool:
         """Whether what it loaded is still what is on disk (see `loaded`), so that it may fork
         the workers of `generation` too; False also when it cannot tell (then it is retired)."""
-        async with self._requests:
-            if not self.usable:
-                return False
-            try:
-                async with asyncio.timeout(FORK_TIMEOUT):
-                    self._channel.send(f"{CHECK} {generation}".encode())
-                    answer = await self._answer()
-            except (OSError, TimeoutError):
-                self._retire()
-                return False
-            except asyncio.CancelledError:
-                self._retire()
-                raise
+        try:
+            async with self._requests:
+                answer = await self._ask(
+                    lambda: self._channel.send(f"{CHECK} {generation}".encode())
+                )
+        except ForkServerError:
+            return False
         if answer != FRESH:
             changed = answer.partition(" ")[2]
             log.info(
@@ -221,6 +209,23 @@ class ForkServer:
                 changed,
             )
         return answer == FRESH
+
+    async def _ask(self, send: Callable[[], object]) -> str:
+        """Send a request (`send`) and return its answer; the caller holds `_requests`, one
+        request answered at a time. Raises `ForkServerError` when it is not usable, or fails
+        the request: then it is retired, as it is when the request is cancelled."""
+        if not self.usable:
+            raise ForkServerError(f"fork server {self.process.pid}: closing or retired")
+        try:
+            async with asyncio.timeout(FORK_TIMEOUT):
+                send()
+                return await self._answer()
+        except (OSError, TimeoutError) as error:
+            self._retire()
+            raise ForkServerError(f"fork server {self.process.pid}: {error!r}") from None
+        except asyncio.CancelledError:
+            self._retire()
+            raise
 
     async def close(self) -> None:
         """Close its channel, which it exits on; kill it if it does not."""
