@@ -2,12 +2,19 @@
 JSON object of settings) updates through this worker; ``GET /test/applied``
 tells when (wall clock) this worker applied each recent revision; each worker
 reports on stderr what its shutdown left behind, after quart-waffle's own
-``after_serving``."""
+``after_serving``.
+
+With ``WAFFLE_TEST_OUTLIVE_TERMINATE`` set, a worker ignores SIGTERM once it serves.
+``hypercorn -w N``'s parent terminates every worker as soon as the first one has exited,
+so a worker whose shutdown ends a moment later would be cut short and report nothing;
+ignoring it, each finishes its shutdown, and a shutdown that hangs still fails the test
+(the parent waits for it, and is killed after the harness's grace)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -35,6 +42,12 @@ async def applied() -> dict[str, Any]:
 async def update() -> dict[str, Any]:
     revision = await waffle.update(await request.get_json(), actor="test")
     return {"pid": os.getpid(), "revision": revision}
+
+
+@app.before_serving
+async def outlive_terminate() -> None:
+    if os.environ.get("WAFFLE_TEST_OUTLIVE_TERMINATE"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @app.after_serving

@@ -69,7 +69,10 @@ def deployment_env(
 async def serving(env: dict[str, str], log: Path, workers: int = 4) -> AsyncIterator[Deployment]:
     """A deployment that must shut down cleanly: status 0, nothing left in its log."""
     deployment = Deployment(
-        {**env, "PYTHONWARNINGS": "default"}, log, workers=workers, app="tests.sync_app:app"
+        {**env, "PYTHONWARNINGS": "default", "WAFFLE_TEST_OUTLIVE_TERMINATE": "1"},
+        log,
+        workers=workers,
+        app="tests.sync_app:app",
     )
     await deployment.start()
     try:
