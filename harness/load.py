@@ -27,6 +27,7 @@ class Sample:
     finished: float
     pid: int
     fresh: bool
+    handled: float | None = None  # the server's monotonic clock in its handler, if it said
 
     @property
     def latency(self) -> float:
@@ -62,6 +63,7 @@ async def run_load(
     stop: asyncio.Event,
     path: str = "/whoami",
     report: LoadReport | None = None,
+    ramp: float = 0.0,
 ) -> LoadReport:
     """Send GET `path` from `clients` concurrent connections until `stop` is set.
 
@@ -72,7 +74,10 @@ async def run_load(
     report = report or LoadReport()
     with _collector_paused():
         await asyncio.gather(
-            *(_client(host, port, keep_alive, stop, path, report) for _ in range(clients))
+            *(
+                _client(host, port, keep_alive, stop, path, report, ramp * i / clients)
+                for i in range(clients)
+            )
         )
     return report
 
@@ -103,8 +108,15 @@ _collector_paused = _CollectorPause()
 
 
 async def _client(
-    host: str, port: int, keep_alive: bool, stop: asyncio.Event, path: str, report: LoadReport
+    host: str,
+    port: int,
+    keep_alive: bool,
+    stop: asyncio.Event,
+    path: str,
+    report: LoadReport,
+    delay: float,
 ) -> None:
+    await asyncio.sleep(delay)
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
     request += "\r\n" if keep_alive else "Connection: close\r\n\r\n"
     connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -117,7 +129,7 @@ async def _client(
                     connection = await asyncio.open_connection(host, port)
                 reader, writer = connection
                 writer.write(request.encode())
-                pid, closing = await _read_response(reader)
+                pid, handled, closing = await _read_response(reader)
         except (OSError, TimeoutError, _NoResponse, ValueError, asyncio.IncompleteReadError) as e:
             if isinstance(e, _NoResponse) and not fresh:
                 report.stale_closes += 1
@@ -125,7 +137,7 @@ async def _client(
             closing = True
             await asyncio.sleep(0.01)
         else:
-            report.samples.append(Sample(started, time.monotonic(), pid, fresh))
+            report.samples.append(Sample(started, time.monotonic(), pid, fresh, handled))
         if connection is not None and (closing or not keep_alive):
             await _close(connection[1])
             connection = None
@@ -133,8 +145,9 @@ async def _client(
         await _close(connection[1])
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one response; return the answering pid and whether the server closes."""
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float | None, bool]:
+    """Read one response; return the answering pid, the ``handled`` time it gave if any, and
+    whether the server closes."""
     status = await reader.readline()
     if not status:
         raise _NoResponse("connection closed before the response")
@@ -147,8 +160,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
             length = int(value)
         elif name.lower() == "connection":
             closing = "close" in value.lower()
-    body = await reader.readexactly(length)
-    return int(json.loads(body)["pid"]), closing
+    answer = json.loads(await reader.readexactly(length))
+    handled = answer.get("handled")
+    return int(answer["pid"]), None if handled is None else float(handled), closing
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -169,15 +169,17 @@ async def whoami(port: int) -> dict[str, Any]:
 def accepting_floor(samples: list[Sample], start: float, end: float) -> int:
     """A lower bound of how many workers were accepting at every moment of ``[start, end]``.
 
-    A worker stops accepting once, for good, so one that answered a fresh connection finished at
-    `a` and another one started at `b` was accepting throughout ``[a, b]``. Only responses on
-    new connections count: a draining worker still answers on connections it already holds.
+    A worker stops accepting once, for good, so one that handled a fresh connection at `a` (by
+    its own clock, else when the answer arrived) and answered another one started at `b` was
+    accepting throughout ``[a, b]``. Only responses on new connections count: a draining worker
+    still answers on connections it already holds.
     """
     first: dict[int, float] = {}
     last: dict[int, float] = {}
     for sample in samples:
         if sample.fresh:
-            first[sample.pid] = min(first.get(sample.pid, sample.finished), sample.finished)
+            accepted_by = sample.finished if sample.handled is None else sample.handled
+            first[sample.pid] = min(first.get(sample.pid, accepted_by), accepted_by)
             last[sample.pid] = max(last.get(sample.pid, sample.started), sample.started)
     spans = [(first[pid], last[pid]) for pid in first if first[pid] <= last[pid]]
     moments = [start, end, *(t for span in spans for t in span if start <= t <= end)]

@@ -9,7 +9,8 @@ Environment:
     WAFFLE_TEST_STARTUPS: a file of words, one taken by each lifespan startup: ``fail`` fails
         it, ``ok`` (or nothing left) lets it start. Meant for starts one after another.
 
-`GET /whoami` answers the worker's pid and generation (from ``QUART_WAFFLE_GENERATION``).
+`GET /whoami` answers the worker's pid, generation (from ``QUART_WAFFLE_GENERATION``) and the
+moment it handled the request (``time.monotonic()``, one clock for every process on Linux).
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ async def _startup() -> None:
 
 
 @app.get("/whoami")
-async def whoami() -> dict[str, int | str]:
-    return {"pid": os.getpid(), "generation": os.environ.get("QUART_WAFFLE_GENERATION", "")}
+async def whoami() -> dict[str, int | float | str]:
+    return {
+        "pid": os.getpid(),
+        "generation": os.environ.get("QUART_WAFFLE_GENERATION", ""),
+        "handled": time.monotonic(),
+    }
 
 
 @app.get("/slow/<float:seconds>")
