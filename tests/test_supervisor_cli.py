@@ -223,7 +223,7 @@ async def test_the_control_socket_is_created_private(
         await server.wait_closed()
 
 
-async def _never_reloads(_progress: Progress) -> str:
+async def _never_reloads(_progress: Progress, _fresh_fork_server: bool) -> str:
     raise AssertionError("no reload expected")
 
 

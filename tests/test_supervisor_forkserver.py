@@ -1,5 +1,6 @@
 """The fork server, on real processes: each generation's workers are forked by a fork server and
-adopted by the supervisor; a reload reuses the fork server until a file it imported changes;
+adopted by the supervisor; a reload reuses the fork server until a file it imported changes
+or `reload --fresh-fork-server` asks for a new one;
 `--preload-app` imports the app once, in the fork server (a new one per reload); a
 reload under load fails no request; broken code fails the reload and the old generation keeps
 serving; a killed supervisor leaves no process behind; without a fork server (the option off,
@@ -110,7 +111,7 @@ def pool(server: ServerProcess) -> tuple[set[int], list[int]]:
     return {worker["pid"] for worker in state["workers"]}, state["fork_servers"]
 
 
-async def test_a_reload_reuses_the_fork_server_until_a_file_it_imported_changes(
+async def test_a_reload_reuses_the_fork_server_until_a_file_it_imported_changes_or_asked(
     tmp_path: Path, servers: list[ServerProcess], broken: Path
 ) -> None:
     # Every interpreter imports sitecustomize at start: a file the fork server imported.
@@ -153,6 +154,19 @@ async def test_a_reload_reuses_the_fork_server_until_a_file_it_imported_changes(
     for answer in (await origins(server, last_workers)).values():
         assert answer["forked"]
         assert answer["generation"] == "2"
+
+    # Nothing changed since, but the reload asks for a fresh fork server; the next one may
+    # reuse that one again.
+    for options, fresh in ((("--fresh-fork-server",), True), ((), False)):
+        previous_workers, [previous] = pool(server)
+        reloaded = await server.reload(*options)
+        assert reloaded.returncode == 0, reloaded.output
+        if fresh:
+            until(lambda p=previous: len(pool(server)[1]) == 1 and gone(p), "the old one gone")
+        workers_now, [fork_server_now] = pool(server)
+        assert (fork_server_now != previous) == fresh
+        assert not workers_now & previous_workers
+        assert all(parent_of(pid) == supervisor for pid in workers_now)
 
 
 async def test_preload_app_imports_the_app_once_in_the_fork_server(

@@ -268,6 +268,13 @@ def _parser() -> argparse.ArgumentParser:
         "reload", help="roll new workers in and wait for the outcome", formatter_class=_Help
     )
     _target(reload, 600.0, "give up waiting after this long (the reload itself carries on)")
+    reload.add_argument(
+        "--fresh-fork-server",
+        action="store_true",
+        help="fork the new workers from a fork server started for this reload, even if "
+        "nothing the running one imported changed (say, a data file a module read) "
+        "(default: off)",
+    )
     stop = commands.add_parser(
         "stop", help="drain every worker, stop the supervisor and wait", formatter_class=_Help
     )
@@ -388,7 +395,9 @@ def _reload(args: argparse.Namespace) -> int:
         if args.control_socket is None:
             pidfile.read_pid(args.pid_file)  # a link or a file with no pid is refused here
             path = control_socket_beside(args.pid_file)
-        summary = request_reload(path, args.timeout, sys.stdout)
+        summary = request_reload(
+            path, args.timeout, sys.stdout, fresh_fork_server=args.fresh_fork_server
+        )
     except ReloadFailed as error:
         print(f"reload failed: {error}", file=sys.stderr)
         return 1

@@ -4,7 +4,8 @@ supervisor.
 The protocol is line based: the client sends one command line, the supervisor answers.
 
 - ``reload``: any number of ``progress <message>`` lines, then ``ok <summary>`` or
-  ``error <reason>``.
+  ``error <reason>``. ``reload fresh-fork-server``: the same, its workers forked by a fork
+  server started for it.
 - ``stop``: ``ok stopping``; the supervisor drains its workers, closes the connection and
   exits.
 - ``status``: ``ok <JSON>``, the supervisor's state, generation and workers.
@@ -26,10 +27,13 @@ from .errors import ReloadFailed, ServeError
 from .pool import Progress
 from .unixsocket import check_length, clear_for_bind
 
-Reload = Callable[[Progress], Awaitable[str]]
+Reload = Callable[[Progress, bool], Awaitable[str]]
+"""Runs a rolling reload, telling `Progress`; True asks for a fresh fork server."""
 Stop = Callable[[], Awaitable[None]]
 Status = Callable[[], dict[str, Any]]
 
+RELOAD = "reload"
+FRESH_RELOAD = "reload fresh-fork-server"
 COMMAND_TIMEOUT = 5.0
 MAX_COMMAND = 1024  # bytes of one command line; longer ones are refused
 
@@ -57,11 +61,11 @@ async def serve_control(
                 writer.write(f"ok {json.dumps(status())}\n".encode())
                 await writer.drain()
                 return
-            if command != "reload":
+            if command not in (RELOAD, FRESH_RELOAD):
                 writer.write(f"error unknown command {command[:40]!r}\n".encode())
                 return
             try:
-                summary = await reload(progress)
+                summary = await reload(progress, command == FRESH_RELOAD)
             except ReloadFailed as error:
                 writer.write(f"error {error}\n".encode())
             else:
@@ -98,8 +102,11 @@ def _bind_private(path: str) -> socket.socket:
     return sock
 
 
-def request_reload(path: str, timeout: float, out: TextIO) -> str:
-    """Ask the supervisor listening at `path` for a rolling reload and wait for it to finish.
+def request_reload(
+    path: str, timeout: float, out: TextIO, *, fresh_fork_server: bool = False
+) -> str:
+    """Ask the supervisor listening at `path` for a rolling reload and wait for it to finish;
+    with `fresh_fork_server`, its workers are forked by a fork server started for it.
 
     Progress lines are written to `out`. Returns the summary; raises `ReloadFailed` with the
     reason when the reload fails, and `OSError` (`ValueError` for a path too long for a unix
@@ -111,7 +118,7 @@ def request_reload(path: str, timeout: float, out: TextIO) -> str:
         client.settimeout(timeout)
         client.connect(path)
         _require_same_user(client, path)
-        client.sendall(b"reload\n")
+        client.sendall(f"{FRESH_RELOAD if fresh_fork_server else RELOAD}\n".encode())
         with client.makefile("r", encoding="utf-8", errors="replace") as lines:
             while (remaining := deadline - time.monotonic()) > 0:
                 client.settimeout(remaining)

@@ -291,6 +291,12 @@ class ForkServers:
         self._available: bool | None = None  # can this process adopt forked workers?
         self._closing: dict[asyncio.Task[None], ForkServer] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._renew = False  # the next claim starts a fork server, whatever the stamps say
+
+    def renew(self) -> None:
+        """Start the next fork server claimed anew: what a preloaded module read (a data
+        file, a certificate bundle) is not stamped, so only its user knows it changed."""
+        self._renew = True
 
     def pids(self) -> list[int]:
         """The pids of the fork servers running or exiting."""
@@ -337,8 +343,14 @@ class ForkServers:
             if other != generation and (server := _server(task)) is not None
             if server.usable and server.code == code
         ]
+        renew, self._renew = self._renew, False
         # A preloaded app's module may read what no stamp covers: it is imported anew.
-        if running and not config.preload_app and await running[0].unchanged(generation):
+        if (
+            running
+            and not renew
+            and not config.preload_app
+            and await running[0].unchanged(generation)
+        ):
             log.info(
                 "Fork server %d forks generation %d's workers too: nothing it imported changed",
                 running[0].process.pid,

@@ -168,8 +168,11 @@ class Supervisor:
         self.stop()
         await self._stopped.wait()
 
-    def request_reload(self, progress: Progress | None = None) -> asyncio.Future[str]:
-        """Ask for a rolling reload; requests made while one runs share the next one.
+    def request_reload(
+        self, progress: Progress | None = None, fresh_fork_server: bool = False
+    ) -> asyncio.Future[str]:
+        """Ask for a rolling reload; requests made while one runs share the next one. With
+        `fresh_fork_server`, the next fork server claimed is started anew, not reused.
 
         With `reread`, the configuration is read anew first; if it cannot be, or changes what
         only a restart can (`configfile.RESTART_ONLY`: the listening sockets, ...), the reload
@@ -183,6 +186,8 @@ class Supervisor:
             failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             failed.set_exception(ReloadFailed(str(error)))
             return failed
+        if fresh_fork_server:
+            self._fork_servers.renew()
         future = self.pool.request_reload(progress)
         self._reloads_pending += 1
         if self.state == "serving":  # not while the first pool starts, nor once stopping
@@ -191,9 +196,9 @@ class Supervisor:
         future.add_done_callback(self._reload_done)
         return future
 
-    async def reload(self, progress: Progress) -> str:
+    async def reload(self, progress: Progress, fresh_fork_server: bool = False) -> str:
         """Request a rolling reload and wait for its outcome."""
-        return await self.request_reload(progress)
+        return await self.request_reload(progress, fresh_fork_server)
 
     def resize(self, change: int) -> None:
         """Add (SIGTTIN) or remove (SIGTTOU) workers: at least 1, at most the workers option's

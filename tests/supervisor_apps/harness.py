@@ -103,7 +103,8 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError(f"no {pattern!r} in the log after {timeout} s:\n{self.log()}")
 
-    async def reload(self, *, via_pid_file: bool = False) -> Reloaded:
+    async def reload(self, *options: str, via_pid_file: bool = False) -> Reloaded:
+        """`quart-waffle reload` with `options`, at the control socket (or the pid file)."""
         if via_pid_file:
             target = ["--pid-file", self.pid_file]
         else:
@@ -112,6 +113,7 @@ class ServerProcess:
             *COMMAND,
             "reload",
             *target,
+            *options,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
