@@ -302,3 +302,30 @@ def test_version_and_help() -> None:
         assert blocks
         for block in blocks:
             assert "(default:" in " ".join(block.split()), block
+
+
+async def test_closing_the_control_server_waits_for_the_commands_being_answered(
+    socket_path: str,
+) -> None:
+    """The supervisor answers `stop` as it exits: the handler must finish, not be cancelled
+    by the end of the event loop (which Python 3.11 logged as a traceback)."""
+    release = asyncio.Event()
+
+    async def stop() -> None:
+        await release.wait()
+
+    server = await serve_control(socket_path, _never_reloads, stop=stop)
+    reader, writer = await asyncio.open_unix_connection(socket_path)
+    try:
+        writer.write(b"stop\n")
+        assert await reader.readline() == b"ok stopping\n"
+        server.close()
+        closing = asyncio.create_task(server.wait_closed())
+        await asyncio.sleep(0.2)
+        assert not closing.done(), "the stop being answered was not waited for"
+        release.set()
+        async with asyncio.timeout(5):
+            await closing
+            assert await reader.read() == b""  # closed by its handler
+    finally:
+        writer.close()

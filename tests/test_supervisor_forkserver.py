@@ -155,9 +155,14 @@ async def test_a_reload_reuses_the_fork_server_until_a_file_it_imported_changes_
         assert answer["forked"]
         assert answer["generation"] == "2"
 
-    # Nothing changed since, but the reload asks for a fresh fork server; the next one may
-    # reuse that one again.
-    for options, fresh in ((("--fresh-fork-server",), True), ((), False)):
+    # Nothing changed since, but a reload asks for a fresh fork server, and fails (the app's
+    # new version is broken): the reload that follows, without the option, still gets one.
+    await asyncio.to_thread(broken.touch)
+    failed = await server.reload("--fresh-fork-server")
+    assert failed.returncode == 1, failed.output
+    assert "a fork server started for it will fork the new workers" in failed.output
+    await asyncio.to_thread(broken.unlink)
+    for options, fresh in (((), True), (("--fresh-fork-server",), True), ((), False)):
         previous_workers, [previous] = pool(server)
         reloaded = await server.reload(*options)
         assert reloaded.returncode == 0, reloaded.output

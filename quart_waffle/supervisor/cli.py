@@ -272,8 +272,8 @@ def _parser() -> argparse.ArgumentParser:
         "--fresh-fork-server",
         action="store_true",
         help="fork the new workers from a fork server started for this reload, even if "
-        "nothing the running one imported changed (say, a data file a module read) "
-        "(default: off)",
+        "nothing the running one imported changed (say, a data file that a package it "
+        "imported read); no effect with --preload-app or --no-fork-server (default: off)",
     )
     stop = commands.add_parser(
         "stop", help="drain every worker, stop the supervisor and wait", formatter_class=_Help

@@ -35,16 +35,41 @@ Status = Callable[[], dict[str, Any]]
 RELOAD = "reload"
 FRESH_RELOAD = "reload fresh-fork-server"
 COMMAND_TIMEOUT = 5.0
+HANDLERS_TIMEOUT = 2.0  # for the commands being answered once the supervisor stops
 MAX_COMMAND = 1024  # bytes of one command line; longer ones are refused
+
+
+class ControlServer:
+    """The control socket's server. `wait_closed` also waits, `HANDLERS_TIMEOUT` at most, for
+    the commands being answered: the supervisor's `stop` is answered as it exits, and a
+    handler cancelled by the event loop's end made Python 3.11 log a traceback."""
+
+    def __init__(self, server: asyncio.Server, handlers: set[asyncio.Task[Any]]) -> None:
+        self._server = server
+        self._handlers = handlers
+
+    def close(self) -> None:
+        self._server.close()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=HANDLERS_TIMEOUT)
 
 
 async def serve_control(
     path: str, reload: Reload, *, stop: Stop | None = None, status: Status | None = None
-) -> asyncio.Server:
+) -> ControlServer:
     """Listen on the unix socket at `path` (replacing a stale one) and run `reload`, `stop` or
     `status` on request (a command with no function is unknown)."""
+    handlers: set[asyncio.Task[Any]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        task.add_done_callback(handlers.discard)
+
         def progress(message: str) -> None:
             if not writer.is_closing():
                 writer.write(f"progress {message}\n".encode())
@@ -80,7 +105,8 @@ async def serve_control(
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    return await asyncio.start_unix_server(handle, sock=_bind_private(path), limit=MAX_COMMAND)
+    server = await asyncio.start_unix_server(handle, sock=_bind_private(path), limit=MAX_COMMAND)
+    return ControlServer(server, handlers)
 
 
 def _bind_private(path: str) -> socket.socket:

@@ -110,6 +110,7 @@ class ForkServer:
         self.generation = generation
         self.code = code
         """What its workers run: the app, the worker class, `preload_app` and the directory."""
+        self.started_at = time.monotonic()
         self._channel = channel
         self._requests = asyncio.Lock()  # one request answered at a time
         self._closing = False
@@ -291,12 +292,13 @@ class ForkServers:
         self._available: bool | None = None  # can this process adopt forked workers?
         self._closing: dict[asyncio.Task[None], ForkServer] = {}
         self._reaper: asyncio.Task[None] | None = None
-        self._renew = False  # the next claim starts a fork server, whatever the stamps say
+        self._renewed_at = float("-inf")  # fork servers started before are not reused
 
     def renew(self) -> None:
-        """Start the next fork server claimed anew: what a preloaded module read (a data
-        file, a certificate bundle) is not stamped, so only its user knows it changed."""
-        self._renew = True
+        """Reuse no fork server started before now: what a module it imported read (a data
+        file, a certificate bundle) is not stamped, so only its user knows it changed. Holds
+        until a fork server has started since, whether the reload that asked succeeds or not."""
+        self._renewed_at = time.monotonic()
 
     def pids(self) -> list[int]:
         """The pids of the fork servers running or exiting."""
@@ -343,14 +345,14 @@ class ForkServers:
             if other != generation and (server := _server(task)) is not None
             if server.usable and server.code == code
         ]
-        renew, self._renew = self._renew, False
+        if running and running[0].started_at < self._renewed_at:
+            log.info(
+                "Fork server %d is not reused: a fresh one was asked for (reload "
+                "--fresh-fork-server)",
+                running[0].process.pid,
+            )
         # A preloaded app's module may read what no stamp covers: it is imported anew.
-        if (
-            running
-            and not renew
-            and not config.preload_app
-            and await running[0].unchanged(generation)
-        ):
+        elif running and not config.preload_app and await running[0].unchanged(generation):
             log.info(
                 "Fork server %d forks generation %d's workers too: nothing it imported changed",
                 running[0].process.pid,

@@ -188,6 +188,8 @@ class Supervisor:
             return failed
         if fresh_fork_server:
             self._fork_servers.renew()
+            if progress is not None and self.config.fork_server:
+                progress("a fork server started for it will fork the new workers")
         future = self.pool.request_reload(progress)
         self._reloads_pending += 1
         if self.state == "serving":  # not while the first pool starts, nor once stopping
