@@ -1,5 +1,6 @@
 """Workers' servers on a shared listening socket: one connection per wake-up, so that
-connections queued together are shared among the workers woken for them."""
+connections queued together are shared among the workers woken for them; uvloop's own server
+for plain TCP, listening again with the backlog the socket already has."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from quart_waffle.supervisor.accept import SharedSocketServer, create_server
+from quart_waffle.supervisor.accept import (
+    SharedSocketServer,
+    create_server,
+    listen_backlog,
+    native_arguments,
+)
 from quart_waffle.supervisor.worker import WORKER_CLASSES
 from tests.supervisor_apps.harness import ServerProcess
 
@@ -208,3 +214,35 @@ async def test_a_tls_worker_drains_despite_a_client_that_never_handshakes(
             assert left == b""  # closed by the old worker, never served
     finally:
         server.close()
+
+
+def test_the_backlog_of_a_listening_socket_is_read_from_the_kernel() -> None:
+    with (
+        socket.socket() as listening,
+        socket.socket() as idle,
+        socket.socket(socket.AF_UNIX) as unix,
+    ):
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(37)
+        idle.bind(("127.0.0.1", 0))
+        assert listen_backlog(listening) == 37
+        assert listen_backlog(idle) is None  # not listening
+        assert listen_backlog(unix) is None
+
+
+def test_only_uvloop_serves_plain_tcp_itself_with_the_sockets_backlog() -> None:
+    import uvloop
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(37)
+        loops = asyncio.new_event_loop(), uvloop.new_event_loop()
+        try:
+            plain, native = (native_arguments(loop, sock=listening, backlog=1024) for loop in loops)
+            tls = native_arguments(loops[1], sock=listening, ssl=ssl.create_default_context())
+        finally:
+            for loop in loops:
+                loop.close()
+    assert plain is None
+    assert native == {"sock": listening, "backlog": 37}
+    assert tls is None

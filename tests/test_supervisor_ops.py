@@ -19,6 +19,7 @@ import pytest
 
 from harness.http import http_get
 from harness.ports import free_port
+from quart_waffle.supervisor.accept import listen_backlog
 from tests.supervisor_apps.harness import ServerProcess, quart_waffle, status
 
 APP = "tests.supervisor_apps.testapp:app"
@@ -124,18 +125,20 @@ os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
+@pytest.mark.parametrize("worker_class", ["hypercorn", "uvicorn"])
 def test_socket_activation_serves_the_passed_socket(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, servers: list[ServerProcess], worker_class: str
 ) -> None:
     passed = socket.socket()
     passed.bind(("127.0.0.1", 0))
     passed.listen(64)
+    ours = passed.dup()  # the same socket, to read its backlog once the workers listen
     port = passed.getsockname()[1]
     unused = free_port()
     server = ServerProcess(
         tmp_path,
         APP,
-        [],
+        ["-k", worker_class],
         {"TEST_LISTEN_FD": str(passed.fileno()), "SPT_NOENV": "1"},
         launcher=[sys.executable, "-c", LAUNCHER],
         pass_fds=[passed.fileno()],
@@ -151,6 +154,10 @@ def test_socket_activation_serves_the_passed_socket(
     worker = status(server)["workers"][0]["pid"]
     environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
     assert not [v for v in environment if v.startswith(b"LISTEN_")]
+    # the queue stays as the service manager made it (not --backlog's 1024), even where the
+    # worker's event loop listens again (uvloop's)
+    assert listen_backlog(ours) == 64
+    ours.close()
 
 
 def http_get_sync(port: int, path: str) -> tuple[int, bytes]:

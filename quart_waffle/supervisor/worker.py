@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .accept import SharedSocketServer, create_server
+from .accept import SINGLE_ACCEPT, NativeServer, create_server, native_arguments
 from .drain import ASGIApp, Connection, Drain, DrainMiddleware, Message, Receive, Scope, Send
 from .logfiles import reopen_on_usr1
 from .proctitle import set_title
@@ -250,7 +250,7 @@ class Control:
             for watcher in self._watchers:
                 watcher.cancel()
 
-    async def drain(self, servers: Iterable[SharedSocketServer]) -> float:
+    async def drain(self, servers: Iterable[asyncio.AbstractServer]) -> float:
         """Stop accepting, then wait until no connection may send another request (see
         `Drain.settle`). Returns what is left of the graceful timeout for requests in flight.
 
@@ -272,23 +272,29 @@ class Control:
         await self.connections.settle(deadline, at_least=ACCEPT_GRACE)
         return max(deadline - time.monotonic(), 0.0)
 
-    def track_servers(self) -> list[SharedSocketServer]:
+    def track_servers(self) -> list[asyncio.AbstractServer]:
         """The servers the worker class will create on this event loop (asyncio's or uvloop's),
         as it creates them. Each accepts one connection per wake-up from its shared socket
         (see `accept`), and reports the connections it accepts and loses to `connections`:
         server classes keep both to themselves, and a worker must stop accepting, then know
         every connection that may still send a request, before it stops."""
         loop = asyncio.get_running_loop()
-        servers: list[SharedSocketServer] = []
+        servers: list[asyncio.AbstractServer] = []
+        create_native_server = loop.create_server
 
         async def tracking_create_server(
             protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
-        ) -> SharedSocketServer:
+        ) -> asyncio.AbstractServer:
             factory = _reporting_connections(protocol_factory, self.connections)
             # Started gently (see `scheduling`), the worker serves at the normal policy from
             # its first accept on: a connection must not wait for the CPU to fall idle.
             end_gentle_start(os.getpid())
-            server = await create_server(factory, *args, **kwargs)
+            server: asyncio.AbstractServer
+            native = native_arguments(loop, **kwargs) if all(a is None for a in args) else None
+            if native is not None:
+                server = await NativeServer.create(create_native_server, factory, **native)
+            else:
+                server = await create_server(factory, *args, **kwargs)
             servers.append(server)
             return server
 
@@ -502,4 +508,5 @@ def _loop_factory(worker_class: str) -> Callable[[], asyncio.AbstractEventLoop] 
             f"worker class {worker_class} needs the uvicorn extra ({error}):"
             " pip install 'quart-waffle[uvicorn]'"
         ) from None
+    os.environ[SINGLE_ACCEPT] = "1"  # before any listen of libuv's (see `accept`)
     return uvloop.new_event_loop

@@ -20,7 +20,6 @@ from typing import Any
 
 import uvicorn
 
-from .accept import SharedSocketServer
 from .drain import ASGIApp
 from .worker import Control
 
@@ -32,7 +31,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._control = control
         self._supervised: asyncio.Task[None] | None = None
-        self._tracked: list[SharedSocketServer] = []
+        self._tracked: list[asyncio.AbstractServer] = []
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._tracked = self._control.track_servers()
