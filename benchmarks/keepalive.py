@@ -53,6 +53,7 @@ def contenders(workers: int, port: int, workdir: Path) -> dict[str, list[str]]:
         "quart-waffle -k hypercorn": [*ours, "-k", "hypercorn"],
         "quart-waffle -k hypercorn-uvloop": [*ours, "-k", "hypercorn-uvloop"],
         "quart-waffle -k uvicorn": [*ours, "-k", "uvicorn"],
+        "quart-waffle -k uvicorn --native-accept": [*ours, "-k", "uvicorn", "--native-accept"],
         "uvicorn": [
             *(str(BIN / "uvicorn"), "examples.app:app", "--workers", str(workers)),
             *("--host", HOST, "--port", str(port), "--no-access-log"),

@@ -175,6 +175,7 @@ def contenders() -> list[Contender]:
         _ours("hypercorn", "--no-fork-server"),
         _ours("hypercorn-uvloop"),
         _ours("uvicorn"),
+        _ours("uvicorn", "--native-accept"),
         _peer(
             "uvicorn 0.54 --workers 4",
             ("uvicorn[standard]==0.54.*",),

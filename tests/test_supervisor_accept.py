@@ -246,3 +246,32 @@ def test_only_uvloop_serves_plain_tcp_itself_with_the_sockets_backlog() -> None:
     assert plain is None
     assert native == {"sock": listening, "backlog": 37}
     assert tls is None
+
+
+@pytest.mark.parametrize("native_accept", [False, True])
+def test_a_uvloop_worker_serves_plain_tcp_natively_only_when_asked(native_accept: bool) -> None:
+    import uvloop
+
+    from quart_waffle.supervisor.accept import NativeServer
+    from quart_waffle.supervisor.worker import Control, WorkerSpec
+
+    async def served_by() -> type[asyncio.AbstractServer]:
+        spec = WorkerSpec("app:app", -1, [], [], {}, native_accept=native_accept)
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        with theirs, socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen(16)
+            Control(reader, writer, spec).track_servers()
+            with listening.dup() as served:  # closed here if the server leaves it open
+                server = await asyncio.get_running_loop().create_server(
+                    asyncio.Protocol, sock=served
+                )
+                server.close()
+                await server.wait_closed()
+        writer.close()
+        return type(server)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        kind = runner.run(served_by())
+    assert kind is (NativeServer if native_accept else SharedSocketServer)

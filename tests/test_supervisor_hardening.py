@@ -207,6 +207,7 @@ def test_a_unix_bind_on_something_else_is_refused(tmp_path: Path, kind: str) -> 
         (["-w", "\u0663"], "argument -w/--workers: must be an integer"),  # an Arabic-Indic 3
         (["--min-active", "-1"], "argument --min-active: must be from 0 to 1024"),
         (["--max-surge", "99999999999"], "argument --max-surge: must be from 0 to 1024"),
+        (["--native-accept"], "native_accept needs a uvloop worker class"),
     ],
 )
 def test_serve_numbers_out_of_bounds_are_one_line(args: list[str], message: str) -> None:

@@ -125,9 +125,9 @@ os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
-@pytest.mark.parametrize("worker_class", ["hypercorn", "uvicorn"])
+@pytest.mark.parametrize("options", [("-k", "hypercorn"), ("-k", "uvicorn", "--native-accept")])
 def test_socket_activation_serves_the_passed_socket(
-    tmp_path: Path, servers: list[ServerProcess], worker_class: str
+    tmp_path: Path, servers: list[ServerProcess], options: tuple[str, ...]
 ) -> None:
     passed = socket.socket()
     passed.bind(("127.0.0.1", 0))
@@ -138,7 +138,7 @@ def test_socket_activation_serves_the_passed_socket(
     server = ServerProcess(
         tmp_path,
         APP,
-        ["-k", worker_class],
+        list(options),
         {"TEST_LISTEN_FD": str(passed.fileno()), "SPT_NOENV": "1"},
         launcher=[sys.executable, "-c", LAUNCHER],
         pass_fds=[passed.fileno()],
@@ -155,7 +155,7 @@ def test_socket_activation_serves_the_passed_socket(
     environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
     assert not [v for v in environment if v.startswith(b"LISTEN_")]
     # the queue stays as the service manager made it (not --backlog's 1024), even where the
-    # worker's event loop listens again (uvloop's)
+    # worker's event loop listens again (uvloop's own server, with --native-accept)
     assert listen_backlog(ours) == 64
     ours.close()
 

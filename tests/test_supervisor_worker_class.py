@@ -1,5 +1,6 @@
-"""`--worker-class` on real processes: every server a worker can run is rolled under load, with
-keep-alive clients and clients on a new connection per request, and no request fails."""
+"""`--worker-class` on real processes: every server a worker can run (and the uvloop ones with
+`--native-accept`) is rolled under load, with keep-alive clients and clients on a new
+connection per request, and no request fails."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from harness.load import LoadReport, run_load
 from harness.processes import ROOT
-from quart_waffle.supervisor.worker import WORKER_CLASSES
+from quart_waffle.supervisor.worker import UVLOOP_CLASSES, WORKER_CLASSES
 from tests.supervisor_apps.harness import COMMAND, ServerProcess
 
 APP = "tests.supervisor_apps.testapp:app"
@@ -38,11 +39,17 @@ def test_every_worker_class_is_tested() -> None:
     assert set(SERVER_HEADERS) == set(WORKER_CLASSES)
 
 
-@pytest.mark.parametrize("worker_class", list(WORKER_CLASSES))
+@pytest.mark.parametrize(
+    ("worker_class", "options"),
+    [
+        *((worker_class, ()) for worker_class in WORKER_CLASSES),
+        *((worker_class, ("--native-accept",)) for worker_class in UVLOOP_CLASSES),
+    ],
+)
 async def test_worker_class_rolls_under_load_with_no_failure(
-    tmp_path: Path, worker_class: str
+    tmp_path: Path, worker_class: str, options: tuple[str, ...]
 ) -> None:
-    args = ["-w", "2", "--worker-class", worker_class, "--keep-alive-timeout", "1"]
+    args = ["-w", "2", "--worker-class", worker_class, "--keep-alive-timeout", "1", *options]
     server = ServerProcess(tmp_path, APP, args, {})
     try:
         assert _server_header(server.port).startswith(SERVER_HEADERS[worker_class])

@@ -9,11 +9,13 @@ other workers woken with it, even on a machine with fewer cores than workers; a 
 loop comes round later.
 The listening socket itself is left as the supervisor made it.
 
-uvloop's worker classes serve plain TCP with uvloop's own server instead (`NativeServer`):
-with ``UV_TCP_SINGLE_ACCEPT`` set, libuv pauses after each accept so that the other workers
-woken take the next, and it does in C what the Python path spends about 7% of the CPU of a
-request on a new connection on. TLS keeps the Python path for its handshakes (see
-`SharedSocketServer`).
+With ``native_accept``, uvloop's worker classes serve plain TCP with uvloop's own server
+instead (`NativeServer`): libuv (1.45 and later) also accepts one connection per wake-up, and
+does in C what the Python path spends about 7% of the CPU of a request on a new connection on.
+Out of file descriptors, though, libuv accepts and closes every connection queued on the
+shared socket (its clients see a reset), connections the other workers could have served;
+the Python path stops accepting for `RETRY_DELAY` instead. TLS keeps the Python path for its
+handshakes (see `SharedSocketServer`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from typing import Any, cast
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
-SINGLE_ACCEPT = "UV_TCP_SINGLE_ACCEPT"  # libuv reads it once, at a process's first listen
 RETRY_DELAY = 1.0  # seconds before accepting again when out of file descriptors or memory
 HANDSHAKE_GRACE = 1.0  # seconds a TLS handshake under way when accepting stops may still take
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -233,4 +234,4 @@ def listen_backlog(sock: socket.socket) -> int | None:
     if len(info) < 32 or info[0] != _TCP_LISTEN:
         return None
     backlog: int = _TCPI_SACKED.unpack_from(info, 28)[0]
-    return backlog or None
+    return backlog or None  # 0 (a queue of one): the Python path, which leaves it alone

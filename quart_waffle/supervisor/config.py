@@ -13,7 +13,7 @@ from typing import Any
 
 from .options import RANGES, out_of_range
 from .reloader import check_available as check_reload_available
-from .worker import WORKER_CLASSES
+from .worker import UVLOOP_CLASSES, WORKER_CLASSES
 
 
 def control_socket_beside(pid_file: str) -> str:
@@ -88,6 +88,10 @@ class ServeConfig:
         preload_app: Have that fork server import the app's module too, so workers share it
             (fastest; only for an app that opens no connection and starts no thread when
             imported).
+        native_accept: uvloop classes: accept plain TCP with uvloop's own server, about 7%
+            less CPU per request on a new connection; but a worker out of file descriptors
+            then resets the connections queued on the shared socket (libuv's way), where by
+            default it stops accepting for a second and leaves them to the others.
         max_worker_lifetime: Seconds after which a serving worker is replaced (a rolling
             replacement, by the reload rules); 0 never.
         max_worker_lifetime_jitter: Up to this many more seconds, drawn per worker.
@@ -130,6 +134,7 @@ class ServeConfig:
     worker_class: str = "hypercorn"
     fork_server: bool = True
     preload_app: bool = False
+    native_accept: bool = False
     max_worker_lifetime: float = 0.0
     max_worker_lifetime_jitter: float = 0.0
     metrics_file: str | None = None
@@ -167,6 +172,11 @@ class ServeConfig:
         if self.worker_class not in WORKER_CLASSES:
             choices = ", ".join(WORKER_CLASSES)
             raise ValueError(f"worker_class must be one of {choices}, got {self.worker_class!r}")
+        if self.native_accept and self.worker_class not in UVLOOP_CLASSES:
+            raise ValueError(
+                f"native_accept needs a uvloop worker class ({', '.join(UVLOOP_CLASSES)}), "
+                f"not {self.worker_class}"
+            )
         if self.worker_class == "uvicorn" and self.certfile and self.insecure_binds:
             raise ValueError("worker_class uvicorn serves TLS on every socket: no insecure_binds")
 

@@ -95,6 +95,7 @@ class WorkerProcess:
             and config.max_requests + random.randint(0, config.max_requests_jitter),
             worker_class=config.worker_class,
             generation=generation,
+            native_accept=config.native_accept,
         )
         try:
             process: ProcessHandle

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .accept import SINGLE_ACCEPT, NativeServer, create_server, native_arguments
+from .accept import NativeServer, create_server, native_arguments
 from .drain import ASGIApp, Connection, Drain, DrainMiddleware, Message, Receive, Scope, Send
 from .logfiles import reopen_on_usr1
 from .proctitle import set_title
@@ -47,6 +47,7 @@ RECYCLE = "recycle"
 RESTART = "restart"
 GENERATION = "QUART_WAFFLE_GENERATION"  # the environment variable naming the generation
 
+UVLOOP_CLASSES = ("hypercorn-uvloop", "uvicorn")
 WORKER_CLASSES = {
     "hypercorn": "Hypercorn on asyncio's own event loop",
     "hypercorn-uvloop": "Hypercorn on uvloop (the uvicorn extra)",
@@ -124,6 +125,7 @@ class WorkerSpec:
     max_requests: int = 0
     worker_class: str = "hypercorn"
     generation: int = 0
+    native_accept: bool = False
 
     @property
     def graceful_timeout(self) -> float:
@@ -290,7 +292,9 @@ class Control:
             # its first accept on: a connection must not wait for the CPU to fall idle.
             end_gentle_start(os.getpid())
             server: asyncio.AbstractServer
-            native = native_arguments(loop, **kwargs) if all(a is None for a in args) else None
+            native = None
+            if self.spec.native_accept and all(arg is None for arg in args):
+                native = native_arguments(loop, **kwargs)
             if native is not None:
                 server = await NativeServer.create(create_native_server, factory, **native)
             else:
@@ -508,5 +512,4 @@ def _loop_factory(worker_class: str) -> Callable[[], asyncio.AbstractEventLoop] 
             f"worker class {worker_class} needs the uvicorn extra ({error}):"
             " pip install 'quart-waffle[uvicorn]'"
         ) from None
-    os.environ[SINGLE_ACCEPT] = "1"  # before any listen of libuv's (see `accept`)
     return uvloop.new_event_loop
