@@ -117,6 +117,9 @@ async def _asyncio_load(port: int, seconds: float, connections: int) -> tuple[fl
                     counts[index] += 1
                 else:
                     errors += 1
+                if connection.server_closes:  # Hypercorn's limit of requests per connection
+                    await connection.close()
+                    connection = await Connection.open(port)
         finally:
             await connection.close()
 

@@ -23,6 +23,9 @@ class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.server_closes = False
+        """Whether the last response said ``Connection: close`` (Hypercorn does so after
+        `keep_alive_max_requests`, 1,000 by default): open another connection to go on."""
 
     @classmethod
     async def open(cls, port: int, within: float = 5.0) -> Self:
@@ -66,6 +69,7 @@ class Connection:
             if ":" in line:
                 name, value = line.split(":", 1)
                 headers[name.strip().lower()] = value.strip()
+        self.server_closes = headers.get("connection", "").lower() == "close"
         if "content-length" in headers:
             return status, await self.reader.readexactly(int(headers["content-length"]))
         if headers.get("transfer-encoding", "").lower() == "chunked":
