@@ -18,9 +18,9 @@ import pytest
 from quart_waffle.supervisor.accept import (
     SharedSocketServer,
     create_server,
-    listen_backlog,
     native_arguments,
 )
+from quart_waffle.supervisor.tcpinfo import listen_backlog
 from quart_waffle.supervisor.worker import WORKER_CLASSES
 from tests.supervisor_apps.harness import ServerProcess
 

@@ -19,7 +19,7 @@ import pytest
 
 from harness.http import http_get
 from harness.ports import free_port
-from quart_waffle.supervisor.accept import listen_backlog
+from quart_waffle.supervisor.tcpinfo import listen_backlog
 from tests.supervisor_apps.harness import ServerProcess, quart_waffle, status
 
 APP = "tests.supervisor_apps.testapp:app"

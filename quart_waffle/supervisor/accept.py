@@ -27,19 +27,17 @@ import logging
 import os
 import select
 import socket
-import struct
 from collections.abc import Callable, Coroutine
 from ssl import SSLContext, SSLError
 from typing import Any, cast
+
+from .tcpinfo import listen_backlog
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 RETRY_DELAY = 1.0  # seconds before accepting again when out of file descriptors or memory
 HANDSHAKE_GRACE = 1.0  # seconds a TLS handshake under way when accepting stops may still take
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-_TCP_LISTEN = 10  # tcp_info.tcpi_state
-_TCPI_SACKED = struct.Struct("=I")  # at offset 28: a listening socket's backlog, on Linux
 
 logger = logging.getLogger(__name__)
 
@@ -171,21 +169,12 @@ async def create_server(
 
 
 class NativeServer(asyncio.AbstractServer):
-    """The event loop's own server, created by `create`, for a plain TCP socket of uvloop's.
+    """The event loop's own `server` for a plain TCP socket of uvloop's.
     `wait_closed` returns once it accepts no more: uvloop's also waits for every connection
     to close, and a drain waits for those itself, by its own rules."""
 
     def __init__(self, server: asyncio.AbstractServer) -> None:
         self._server = server
-
-    @classmethod
-    async def create(
-        cls,
-        create: Callable[..., Coroutine[Any, Any, asyncio.AbstractServer]],
-        protocol_factory: ProtocolFactory,
-        **kwargs: Any,
-    ) -> NativeServer:
-        return cls(await create(protocol_factory, **kwargs))
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -221,17 +210,3 @@ def native_arguments(loop: asyncio.AbstractEventLoop, **kwargs: Any) -> dict[str
     if not isinstance(sock, socket.socket) or (backlog := listen_backlog(sock)) is None:
         return None
     return {**kwargs, "backlog": backlog}
-
-
-def listen_backlog(sock: socket.socket) -> int | None:
-    """The backlog `sock` listens with, read from the kernel (Linux, TCP); None elsewhere."""
-    if _TCP_INFO is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 32)
-    except OSError:
-        return None
-    if len(info) < 32 or info[0] != _TCP_LISTEN:
-        return None
-    backlog: int = _TCPI_SACKED.unpack_from(info, 28)[0]
-    return backlog or None  # 0 (a queue of one): the Python path, which leaves it alone

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import tcpinfo
 from .accept import NativeServer, create_server, native_arguments
 from .drain import ASGIApp, Connection, Drain, DrainMiddleware, Message, Receive, Scope, Send
 from .logfiles import reopen_on_usr1
@@ -296,7 +297,7 @@ class Control:
             if self.spec.native_accept and all(arg is None for arg in args):
                 native = native_arguments(loop, **kwargs)
             if native is not None:
-                server = await NativeServer.create(create_native_server, factory, **native)
+                server = NativeServer(await create_native_server(factory, **native))
             else:
                 server = await create_server(factory, *args, **kwargs)
             servers.append(server)
@@ -320,10 +321,6 @@ class Control:
         self.stop.set()
 
 
-_TCP_CLOSE_WAIT = 8  # tcp_info.tcpi_state: the peer has closed its side
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-
-
 def _hang_up_probe(transport: asyncio.BaseTransport) -> bool:
     """Whether the client of `transport` has closed its side.
 
@@ -332,12 +329,7 @@ def _hang_up_probe(transport: asyncio.BaseTransport) -> bool:
     that cannot come. Linux tells from the socket's TCP state; elsewhere the answer is no.
     """
     sock = transport.get_extra_info("socket")
-    if sock is None or _TCP_INFO is None:
-        return False
-    try:
-        return bool(sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE_WAIT)
-    except OSError:
-        return False
+    return sock is not None and tcpinfo.state(sock) == tcpinfo.CLOSE_WAIT
 
 
 def _reporting_connections(
@@ -500,7 +492,7 @@ def _loop_factory(worker_class: str) -> Callable[[], asyncio.AbstractEventLoop] 
     """The event loop of `worker_class`; raises `RuntimeError` naming the extra it needs."""
     if worker_class not in WORKER_CLASSES:
         raise ValueError(f"unknown worker class {worker_class!r}")
-    if worker_class == "hypercorn":
+    if worker_class not in UVLOOP_CLASSES:
         return None
     try:
         import uvloop
