@@ -162,6 +162,8 @@ async def test_a_reload_reuses_the_fork_server_until_a_file_it_imported_changes_
     assert failed.returncode == 1, failed.output
     assert "a fork server started for it will fork the new workers" in failed.output
     await asyncio.to_thread(broken.unlink)
+    # the fork server started for the failed reload exits once it is over
+    until(lambda: len(pool(server)[1]) == 1, "the failed reload's fork server gone")
     for options, fresh in (((), True), (("--fresh-fork-server",), True), ((), False)):
         previous_workers, [previous] = pool(server)
         reloaded = await server.reload(*options)
